@@ -1,0 +1,21 @@
+"""drpo: align any LLM without fine-tuning (Dynamic Rewarding with Prompt Optimization on LangGraph)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["Settings", "load_settings", "optimize", "resume", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy public API, so ``import drpo`` stays cheap and free of import cycles."""
+    if name in {"Settings", "load_settings"}:
+        from drpo import settings
+
+        return getattr(settings, name)
+    if name in {"optimize", "resume"}:
+        from drpo import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'drpo' has no attribute {name!r}")

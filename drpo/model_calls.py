@@ -1,0 +1,211 @@
+"""Every model call goes through here: concurrency cap, journal (no finished call is repeated
+after a resume), per-call seeds, token accounting, and structured output with repair-and-retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from drpo.prompts import RETRY_FEEDBACK, render
+from drpo.settings import RoleSpec
+from drpo.store.call_journal import CallJournal, call_key
+from drpo.structured import OutputParseError, extract_json_object
+
+log = logging.getLogger("drpo.calls")
+T = TypeVar("T")
+
+
+def empty_usage() -> dict[str, int]:
+    return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "estimated_calls": 0}
+
+
+def add_usage(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
+    return {key: left.get(key, 0) + right.get(key, 0) for key in set(left) | set(right)}
+
+
+@dataclass
+class CallOutcome:
+    text: str
+    usage: dict[str, int]
+    from_journal: bool
+
+
+@dataclass
+class StructuredOutcome(Generic[T]):
+    """A parsed value, or None with the errors of every attempt."""
+
+    value: T | None
+    attempts: int
+    errors: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=empty_usage)
+    raw: str = ""
+
+
+@dataclass
+class CallStats:
+    """Live counters for progress display (not part of results: they differ after a resume)."""
+
+    fresh_calls: int = 0
+    journal_hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _serialize(request: list[BaseMessage] | str) -> Any:
+    if isinstance(request, str):
+        return request
+    return [[message.type, message.content] for message in request]
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class RoleCaller:
+    """Calls one role's model. Thread-safe; shared by all Send branches."""
+
+    def __init__(
+        self,
+        role: str,
+        spec: RoleSpec,
+        model: BaseLanguageModel,
+        model_id: str,
+        journal: CallJournal,
+        limiter: threading.BoundedSemaphore,
+        stats: CallStats,
+        seed: int,
+        openai_style: bool,
+    ) -> None:
+        self.role = role
+        self.spec = spec
+        self.model = model
+        self.model_id = model_id
+        self._journal = journal
+        self._limiter = limiter
+        self._stats = stats
+        self._seed = seed
+        self._openai_style = openai_style
+
+    @property
+    def is_chat(self) -> bool:
+        return isinstance(self.model, BaseChatModel)
+
+    def complete(
+        self,
+        request: list[BaseMessage] | str,
+        *,
+        sample: int = 0,
+        stop: tuple[str, ...] = (),
+        json_schema: dict[str, Any] | None = None,
+    ) -> CallOutcome:
+        """One model call, answered from the run journal when it already finished before."""
+        schema = json_schema if (json_schema is not None and self.spec.uses_json_schema()) else None
+        key = call_key(
+            {
+                "role": self.role,
+                "model": self.model_id,
+                "request": _serialize(request),
+                "temperature": self.spec.temperature,
+                "max_tokens": self.spec.max_tokens,
+                "stop": list(stop),
+                "schema": schema,
+                "sample": sample,
+                "seed": self._seed,
+            }
+        )
+        done = self._journal.get_call(key)
+        if done is not None:
+            with self._stats.lock:
+                self._stats.journal_hits += 1
+            return CallOutcome(text=done["text"], usage=done["usage"], from_journal=True)
+        kwargs: dict[str, Any] = {}
+        if self._openai_style or getattr(self.model, "drpo_accepts_seed", False):
+            kwargs["seed"] = int(key[:7], 16)
+        if self._openai_style:
+            if schema is not None:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "reply", "schema": schema},
+                }
+        if stop:
+            kwargs["stop"] = list(stop)
+        started = time.monotonic()
+        with self._limiter:
+            text, usage = self._invoke(request, kwargs)
+        log.info(
+            "call role=%s model=%s sample=%d in=%d out=%d %.2fs",
+            self.role,
+            self.model_id,
+            sample,
+            usage["input_tokens"],
+            usage["output_tokens"],
+            time.monotonic() - started,
+        )
+        self._journal.put_call(key, {"text": text, "usage": usage})
+        with self._stats.lock:
+            self._stats.fresh_calls += 1
+        return CallOutcome(text=text, usage=usage, from_journal=False)
+
+    def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int]]:
+        usage = empty_usage()
+        usage["calls"] = 1
+        if self.is_chat:
+            message = self.model.invoke(request, **kwargs)
+            text = message.content if isinstance(message.content, str) else str(message.content)
+            meta = getattr(message, "usage_metadata", None)
+            if meta:
+                usage["input_tokens"] = int(meta.get("input_tokens", 0))
+                usage["output_tokens"] = int(meta.get("output_tokens", 0))
+                return text, usage
+            prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
+        else:
+            prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
+            result = self.model.generate([prompt_text], **kwargs)
+            text = result.generations[0][0].text
+            token_usage = (result.llm_output or {}).get("token_usage") or {}
+            if token_usage:
+                usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
+                usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
+                return text, usage
+        usage["input_tokens"] = _estimate_tokens(prompt_text)
+        usage["output_tokens"] = _estimate_tokens(text)
+        usage["estimated_calls"] = 1
+        return text, usage
+
+
+def call_structured(
+    caller: RoleCaller,
+    prompt: str,
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    retries: int,
+    sample: int = 0,
+    json_schema: dict[str, Any] | None = None,
+) -> StructuredOutcome[T]:
+    """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times."""
+    messages: list[BaseMessage] = [HumanMessage(content=prompt)]
+    outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
+    for _attempt in range(retries + 1):
+        call = caller.complete(messages, sample=sample, json_schema=json_schema)
+        outcome.attempts += 1
+        outcome.usage = add_usage(outcome.usage, call.usage)
+        outcome.raw = call.text
+        try:
+            outcome.value = parse(extract_json_object(call.text))
+            return outcome
+        except OutputParseError as error:
+            outcome.errors.append(str(error))
+            log.warning("role=%s unusable reply (attempt %d): %s", caller.role, outcome.attempts, error)
+            messages = [
+                *messages,
+                AIMessage(content=call.text[:4000]),
+                HumanMessage(content=render(RETRY_FEEDBACK, error=str(error))),
+            ]
+    return outcome

@@ -1,0 +1,60 @@
+"""Role factory: a RoleSpec becomes a LangChain model (ChatOpenAI or OpenAI completions).
+
+The embedded local server, OpenAI, vLLM, Ollama and llama.cpp servers all go through the
+same OpenAI-compatible client, so switching providers changes configuration only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from langchain_core.language_models import BaseLanguageModel
+
+from drpo.errors import DrpoInputError
+from drpo.local_models import resolve_local_model
+from drpo.local_server import LocalServerPool
+from drpo.settings import RoleSpec
+
+
+def model_identity(spec: RoleSpec) -> str:
+    """A stable description of the model behind a role (cache keys, logs); never holds secrets."""
+    where = spec.base_url or spec.provider
+    return f"{spec.provider}:{spec.model}@{where}" if spec.provider != "local" else f"local:{spec.model}"
+
+
+def _api_key(role: str, spec: RoleSpec) -> str:
+    env_name = spec.key_env_name()
+    if env_name is None:
+        return "not-needed"
+    value = os.environ.get(env_name)
+    if not value:
+        raise DrpoInputError(f"role {role} ({spec.provider}): environment variable {env_name} is not set")
+    return value
+
+
+def build_role_model(role: str, spec: RoleSpec, pool: LocalServerPool) -> BaseLanguageModel:
+    """A LangChain model for one role."""
+    from langchain_openai import ChatOpenAI, OpenAI
+
+    if spec.provider == "local":
+        base_url: str | None = pool.base_url_for(resolve_local_model(spec.model))
+        model_name = "local"
+        api_key = "local"
+    else:
+        base_url = spec.base_url
+        model_name = spec.model
+        api_key = _api_key(role, spec)
+    common: dict[str, Any] = {
+        "model": model_name,
+        "api_key": api_key,
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+        "timeout": spec.timeout,
+        "max_retries": spec.max_retries,
+    }
+    if base_url:
+        common["base_url"] = base_url
+    if spec.mode == "completion":
+        return OpenAI(**common)
+    return ChatOpenAI(**common)

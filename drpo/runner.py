@@ -1,0 +1,177 @@
+"""Start, resume and drive optimization runs: run directory, checkpointer, services, streaming."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseLanguageModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from drpo.errors import DrpoInputError
+from drpo.graph.prompt_graph import compile_prompt_graph
+from drpo.services import DrpoContext, Services, build_services
+from drpo.settings import Settings, settings_from_dict
+from drpo.store.checkpointer import close_checkpointer, open_checkpointer
+from drpo.store.embeddings import Embedder
+from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, new_run_id
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    result: dict[str, Any]
+
+
+def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise DrpoInputError(f"invalid run id {run_id!r}")
+    return RunDir(runs_dir / run_id)
+
+
+@contextmanager
+def _run_logging(run_dir: RunDir) -> Iterator[None]:
+    """Append this process's drpo log records to the run's log file."""
+    handler = logging.FileHandler(run_dir.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("drpo")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()
+
+
+def _recursion_limit(settings: Settings) -> int:
+    depths = settings.search.depth + settings.search.max_depth_increase + 2
+    return depths * 8 + 50
+
+
+def progress_event(services: Services, node: str, update: dict[str, Any], state_depth: int) -> dict[str, Any]:
+    stats = services.stats
+    return {
+        "node": node,
+        "depth": state_depth,
+        "update": update,
+        "fresh_calls": stats.fresh_calls,
+        "journal_hits": stats.journal_hits,
+    }
+
+
+def _drive(
+    settings: Settings,
+    run_dir: RunDir,
+    graph_input: dict[str, Any] | None,
+    models: dict[str, BaseLanguageModel] | None,
+    on_progress: ProgressCallback | None,
+    checkpointer: BaseCheckpointSaver | None,
+    embedder: Embedder | None,
+) -> RunOutcome:
+    own_saver = checkpointer is None
+    saver = checkpointer or open_checkpointer(settings.checkpointer, run_dir.checkpoints)
+    services: Services | None = None
+    log = logging.getLogger("drpo.run")
+    with _run_logging(run_dir):
+        try:
+            run_dir.write_status("running")
+            services = build_services(settings, run_dir, models, embedder)
+            graph = compile_prompt_graph(saver)
+            config: dict[str, Any] = {
+                "configurable": {"thread_id": run_dir.run_id},
+                "recursion_limit": _recursion_limit(settings),
+                "max_concurrency": settings.search.concurrency,
+            }
+            if graph_input is None and not graph.get_state(config).values:
+                graph_input = {"initial_prompt": settings.search.initial_prompt}
+            depth = 0
+            for chunk in graph.stream(
+                graph_input,
+                config,
+                context=DrpoContext(services=services),
+                stream_mode="updates",
+                durability="sync",
+            ):
+                for node, update in chunk.items():
+                    if isinstance(update, dict) and "depth" in update:
+                        depth = int(update["depth"])
+                    if on_progress is not None:
+                        on_progress(progress_event(services, node, update or {}, depth))
+            snapshot = graph.get_state(config)
+            if snapshot.next:
+                raise RuntimeError(f"run stopped before finishing (next: {snapshot.next})")
+            result = run_dir.read_result()
+            if result is None:
+                raise RuntimeError("run finished without writing result.json")
+            run_dir.write_status("done", best_reward=result["best"]["path_value"])
+            log.info("run %s done", run_dir.run_id)
+            return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
+        except KeyboardInterrupt:
+            run_dir.write_status("interrupted")
+            log.warning("run %s interrupted; resume with: drpo resume %s", run_dir.run_id, run_dir.run_id)
+            raise
+        except DrpoInputError as error:
+            run_dir.write_status("failed", error=str(error))
+            raise
+        except Exception as error:
+            run_dir.write_status("failed", error=f"{type(error).__name__}: {error}"[:500])
+            log.exception("run %s failed", run_dir.run_id)
+            raise
+        finally:
+            if services is not None:
+                services.close()
+            if own_saver:
+                close_checkpointer(saver)
+
+
+def optimize(
+    settings: Settings,
+    *,
+    models: dict[str, BaseLanguageModel] | None = None,
+    on_progress: ProgressCallback | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    embedder: Embedder | None = None,
+) -> RunOutcome:
+    """Start a new run (its id from settings or generated) and drive it to the end."""
+    run_id = settings.run_id or new_run_id()
+    run_dir = run_dir_for(settings.runs_dir, run_id)
+    if run_dir.exists():
+        raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
+    settings = settings.model_copy(update={"run_id": run_id})
+    run_dir.create(settings.snapshot())
+    return _drive(settings, run_dir, None, models, on_progress, checkpointer, embedder)
+
+
+def load_run_settings(runs_dir: Path, run_id: str) -> tuple[Settings, RunDir]:
+    run_dir = run_dir_for(runs_dir, run_id)
+    if not run_dir.exists():
+        raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
+    data = run_dir.read_config()
+    data["runs_dir"] = str(runs_dir)
+    return settings_from_dict(data), run_dir
+
+
+def resume(
+    run_id: str,
+    runs_dir: Path,
+    *,
+    models: dict[str, BaseLanguageModel] | None = None,
+    on_progress: ProgressCallback | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    embedder: Embedder | None = None,
+) -> RunOutcome:
+    """Continue a run from its last checkpoint; finished branches and calls are not repeated."""
+    settings, run_dir = load_run_settings(runs_dir, run_id)
+    if settings.checkpointer == "memory" and checkpointer is None:
+        raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
+    return _drive(settings, run_dir, None, models, on_progress, checkpointer, embedder)

@@ -1,0 +1,125 @@
+"""Runtime services handed to graph nodes through LangGraph's run context (never checkpointed)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseLanguageModel
+
+from drpo.errors import DrpoInputError
+from drpo.local_server import LocalServerPool
+from drpo.model_calls import CallStats, RoleCaller
+from drpo.roles import build_role_model, model_identity
+from drpo.settings import ROLE_NAMES, Settings
+from drpo.store.aspect_cache import AspectCache
+from drpo.store.call_journal import CallJournal
+from drpo.store.embeddings import Embedder
+from drpo.store.icl_store import IclExample, IclStore, collection_name_for, open_chroma_client
+from drpo.store.run_dir import RunDir
+from drpo.store.seeds import (
+    SeedQuery,
+    default_icl_examples,
+    default_seed_queries,
+    load_icl_file,
+    load_seed_file,
+    query_order,
+)
+
+
+@dataclass
+class Services:
+    """Models, stores and data one run uses."""
+
+    settings: Settings
+    run_dir: RunDir
+    callers: dict[str, RoleCaller]
+    icl_store: IclStore
+    aspect_cache: AspectCache
+    journal: CallJournal
+    seeds: dict[str, SeedQuery]
+    seed_order: list[str]
+    stats: CallStats
+    pool: LocalServerPool | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def query_text(self, query_id: str) -> str:
+        return self.seeds[query_id].text
+
+    def close(self) -> None:
+        self.journal.close()
+        self.aspect_cache.close()
+        if self.pool is not None:
+            self.pool.close()
+
+
+@dataclass
+class DrpoContext:
+    """LangGraph run context: nodes reach services here, so checkpoints stay small and serializable."""
+
+    services: Services
+
+
+def load_seeds(settings: Settings) -> list[SeedQuery]:
+    if settings.seed_file is None:
+        return default_seed_queries()
+    return load_seed_file(settings.seed_file, settings.seed_format)
+
+
+def load_icl(settings: Settings) -> list[IclExample]:
+    return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
+
+
+def build_services(
+    settings: Settings,
+    run_dir: RunDir,
+    models: dict[str, BaseLanguageModel] | None = None,
+    embedder: Embedder | None = None,
+) -> Services:
+    """Open stores and models for a run. ``models`` overrides roles with ready LangChain models."""
+    models = models or {}
+    unknown = set(models) - set(ROLE_NAMES)
+    if unknown:
+        raise DrpoInputError(f"unknown roles given models: {sorted(unknown)}")
+    seeds = load_seeds(settings)
+    needed = settings.search.queries_per_depth
+    if len(seeds) < needed:
+        raise DrpoInputError(f"the seed set has {len(seeds)} queries; queries_per_depth needs at least {needed}")
+    examples = load_icl(settings)
+    store_dir = settings.resolved_store_dir()
+    embedder = embedder or Embedder(settings.embedding_model)
+    client = open_chroma_client(store_dir / "chroma")
+    icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
+    icl_store.ensure(examples)
+    journal = CallJournal(run_dir.journal)
+    limiter = threading.BoundedSemaphore(settings.search.concurrency)
+    stats = CallStats()
+    needs_local = any(
+        settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES
+    )
+    pool = LocalServerPool(settings.local) if needs_local else None
+    callers: dict[str, RoleCaller] = {}
+    for role in ROLE_NAMES:
+        spec = settings.roles.get(role)
+        if role in models:
+            model, identity, openai_style = models[role], f"custom:{type(models[role]).__name__}", False
+        else:
+            assert pool is not None or spec.provider != "local"
+            model = build_role_model(role, spec, pool)  # type: ignore[arg-type]
+            identity, openai_style = model_identity(spec), True
+        callers[role] = RoleCaller(
+            role, spec, model, identity, journal, limiter, stats, settings.search.seed, openai_style
+        )
+    return Services(
+        settings=settings,
+        run_dir=run_dir,
+        callers=callers,
+        icl_store=icl_store,
+        aspect_cache=AspectCache(store_dir / "aspect_cache.sqlite"),
+        journal=journal,
+        seeds={seed.id: seed for seed in seeds},
+        seed_order=query_order(seeds, settings.search.seed),
+        stats=stats,
+        pool=pool,
+    )

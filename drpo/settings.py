@@ -1,0 +1,203 @@
+"""Run configuration: one pydantic model, loadable from YAML, overridable by CLI flags.
+
+Secrets never live here: a role names the *environment variable* holding its API key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drpo.errors import DrpoInputError
+
+Provider = Literal["local", "openai", "openai_compatible"]
+ROLE_NAMES: tuple[str, ...] = ("base", "optimizer", "evaluator", "aspect_selector")
+DEFAULT_LOCAL_MODEL = "qwen2.5-0.5b"
+
+
+class RoleSpec(BaseModel):
+    """How one role (base, optimizer, evaluator, aspect_selector) reaches its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Provider = Field("local", description="local (embedded llama.cpp), openai, or openai_compatible")
+    model: str = Field(
+        DEFAULT_LOCAL_MODEL,
+        description="Model name; for provider local a packaged model name or a path to a GGUF file",
+    )
+    base_url: str | None = Field(None, description="Server URL for openai_compatible (vLLM, Ollama, llama.cpp)")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (never the key itself)"
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(800, ge=16, le=32768)
+    mode: Literal["chat", "completion"] = Field("chat", description="Base role only: chat or completion model")
+    json_schema: bool | None = Field(
+        None, description="Send a JSON schema response_format on structured calls (default: on for local)"
+    )
+    timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10, description="Transport-level retries of the OpenAI client")
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> RoleSpec:
+        if self.provider == "openai_compatible" and not self.base_url:
+            raise ValueError("provider openai_compatible needs base_url")
+        if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
+            raise ValueError("api_key_env must be an environment variable name, not a key")
+        return self
+
+    def uses_json_schema(self) -> bool:
+        """Constrained JSON output: the default for the embedded server, where it makes small models reliable."""
+        return self.json_schema if self.json_schema is not None else self.provider == "local"
+
+    def key_env_name(self) -> str | None:
+        """Environment variable to read the key from, if the provider needs one."""
+        if self.api_key_env:
+            return self.api_key_env
+        return "OPENAI_API_KEY" if self.provider == "openai" else None
+
+
+def _role(**kwargs: Any) -> RoleSpec:
+    return RoleSpec(**kwargs)
+
+
+class RolesSettings(BaseModel):
+    """The four DRPO roles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=320))
+    optimizer: RoleSpec = Field(default_factory=lambda: _role(temperature=0.7, max_tokens=900))
+    evaluator: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
+    aspect_selector: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
+
+    @model_validator(mode="after")
+    def _only_base_completes(self) -> RolesSettings:
+        for name in ROLE_NAMES[1:]:
+            if getattr(self, name).mode != "chat":
+                raise ValueError(f"roles.{name}.mode: only the base role can be a completion model")
+        return self
+
+    def get(self, role: str) -> RoleSpec:
+        if role not in ROLE_NAMES:
+            raise KeyError(role)
+        return getattr(self, role)
+
+
+class SearchSettings(BaseModel):
+    """Beam-search shape. Defaults are the small embedded demo; examples/paper.yaml has the paper's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beam_width: int = Field(2, ge=1, le=64, description="W: candidates kept after each depth")
+    num_actions: int = Field(2, ge=1, le=16, description="M: new prompts the optimizer proposes per beam node")
+    depth: int = Field(3, ge=1, le=200, description="D: depths (the first depth scores the initial prompt)")
+    max_depth_increase: int = Field(1, ge=0, le=100, description="I: extra depths granted by skipped levels")
+    path_aggregator: Literal["mean", "last"] = Field("mean", description="How a path's rewards rank it")
+    queries_per_depth: int = Field(1, ge=1, le=64, description="B: seed queries scored per depth (1 = paper)")
+    icl_k: int = Field(2, ge=0, le=16, description="K: retrieved in-context examples per query")
+    seed: int = Field(42, description="Seeds the query order and per-call sampling seeds")
+    concurrency: int = Field(2, ge=1, le=256, description="Cap on model calls in flight")
+    skip_threshold: float = Field(4.5, ge=1.0, le=5.0, description="Mean score above which a node is kept as is")
+    prompt_history: int = Field(5, ge=1, le=50, description="Path prompts the optimizer sees")
+    structured_retries: int = Field(2, ge=0, le=10, description="Re-asks after unparseable judge/optimizer output")
+    initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
+
+
+class LocalServerSettings(BaseModel):
+    """The embedded llama.cpp server shared by every local role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(16384, ge=512, description="Total context across parallel slots")
+    parallel: int = Field(2, ge=1, le=16, description="Requests served at once")
+    threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")
+
+
+class Settings(BaseModel):
+    """Everything one optimization run needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    runs_dir: Path = Field(Path("drpo_runs"), description="Where run directories live")
+    store_dir: Path | None = Field(None, description="Chroma store and aspect cache (default: RUNS_DIR/.store)")
+    seed_file: Path | None = Field(None, description="Seed queries (Alpaca/LIMA JSON, text, JSONL); default: ours")
+    seed_format: Literal["auto", "alpaca", "lima", "text", "jsonl"] = "auto"
+    icl_file: Path | None = Field(None, description="Base ICL examples (JSON); default: ours")
+    embedding_model: str = Field(
+        "packaged:all-minilm-l6-v2",
+        description="packaged:all-minilm-l6-v2, a local sentence-transformers folder, or a hub model name",
+    )
+    checkpointer: Literal["sqlite", "memory"] = "sqlite"
+    local: LocalServerSettings = Field(default_factory=LocalServerSettings)
+    roles: RolesSettings = Field(default_factory=RolesSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    def resolved_store_dir(self) -> Path:
+        return self.store_dir if self.store_dir is not None else self.runs_dir / ".store"
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-safe dump for the run directory. Holds env-var names only, never secret values."""
+        return self.model_dump(mode="json")
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    return f"{where}: {first['msg']}"
+
+
+def settings_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
+    """Validate a settings mapping plus overrides, turning validation errors into one clear line."""
+    merged = _deep_merge(data, overrides or {})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise DrpoInputError(f"invalid settings: {_first_error(error)}") from None
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) settings file into a mapping."""
+    if not path.is_file():
+        raise DrpoInputError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise DrpoInputError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DrpoInputError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from an optional YAML file with CLI-style overrides applied on top."""
+    data = read_settings_file(path) if path is not None else {}
+    return settings_from_dict(data, overrides)
+
+
+def apply_local_model(data: dict[str, Any], local_model: str) -> dict[str, Any]:
+    """Point every local role at one packaged model name or GGUF path (the --local-model flag)."""
+    roles = data.setdefault("roles", {})
+    for role in ROLE_NAMES:
+        spec = roles.setdefault(role, {})
+        if spec.get("provider", "local") == "local":
+            spec["model"] = local_model
+    return data

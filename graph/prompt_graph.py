@@ -1,0 +1,99 @@
+"""The prompt-optimization graph (Algorithm 2): one loop iteration per depth.
+
+sample_queries -> retrieve_icl -> select_aspects -> Send(generate) per (candidate, query)
+-> Send(evaluate) -> prune_beam -> Send(transition) per beam node -> sample_queries ... -> finalize
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
+from drpo.graph.state import GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
+from drpo.nodes.evaluate import evaluate
+from drpo.nodes.finalize import finalize
+from drpo.nodes.generate import generate
+from drpo.nodes.prune_beam import prune_beam
+from drpo.nodes.retrieve_icl import retrieve_icl
+from drpo.nodes.sample_queries import sample_queries
+from drpo.nodes.scoring import eval_key, path_ids
+from drpo.nodes.select_aspects import select_aspects
+from drpo.nodes.transition import transition
+from drpo.services import DrpoContext
+
+
+def fan_out_generation(state: PromptOptState) -> list[Send]:
+    """One generate branch per (candidate, query) of the current depth, in a fixed order."""
+    depth = state["depth"]
+    sends = []
+    for candidate_id in state["frontier"]:
+        prompt = state["candidates"][candidate_id]["prompt"]
+        for query_id in state["queries"][str(depth)]:
+            if eval_key(candidate_id, query_id) in state.get("evaluations", {}):
+                continue
+            payload = GeneratePayload(
+                depth=depth,
+                candidate=candidate_id,
+                prompt=prompt,
+                query=query_id,
+                icl=state["icl"][query_id],
+                aspects=state["aspects"][query_id],
+            )
+            sends.append(Send("generate", payload))
+    return sends or [Send("prune_beam", state)]
+
+
+def route_after_prune(state: PromptOptState) -> list[Send] | str:
+    """Finalize when the search is over, else one transition branch per beam node."""
+    if state.get("stop_reason"):
+        return "finalize"
+    depth = state["depth"]
+    sends = []
+    for rank, candidate_id in enumerate(state["beam"]):
+        record = state["candidates"][candidate_id]
+        history = [state["candidates"][node]["prompt"] for node in path_ids(candidate_id, state["candidates"])]
+        evaluations = [
+            state["evaluations"][key]
+            for query_id in state["queries"][str(record["depth"])]
+            if (key := eval_key(candidate_id, query_id)) in state["evaluations"]
+        ]
+        payload = TransitionPayload(
+            depth=depth,
+            rank=rank,
+            candidate=record,
+            history=history,
+            evaluations=evaluations,
+            aspects={query_id: state["aspects"][query_id] for query_id in state["queries"][str(depth)]},
+        )
+        sends.append(Send("transition", payload))
+    return sends
+
+
+def build_prompt_graph() -> StateGraph:
+    """The uncompiled graph; nodes reach models and stores through the DrpoContext run context."""
+    builder = StateGraph(PromptOptState, context_schema=DrpoContext, input_schema=PromptOptInput)
+    builder.add_node("sample_queries", sample_queries)
+    builder.add_node("retrieve_icl", retrieve_icl)
+    builder.add_node("select_aspects", select_aspects)
+    builder.add_node("generate", generate, destinations=("evaluate",))
+    builder.add_node("evaluate", evaluate)
+    builder.add_node("prune_beam", prune_beam)
+    builder.add_node("transition", transition)
+    builder.add_node("finalize", finalize)
+    builder.add_edge(START, "sample_queries")
+    builder.add_edge("sample_queries", "retrieve_icl")
+    builder.add_edge("retrieve_icl", "select_aspects")
+    builder.add_conditional_edges("select_aspects", fan_out_generation, ["generate", "prune_beam"])
+    builder.add_edge("evaluate", "prune_beam")
+    builder.add_conditional_edges("prune_beam", route_after_prune, ["transition", "finalize"])
+    builder.add_edge("transition", "sample_queries")
+    builder.add_edge("finalize", END)
+    return builder
+
+
+def compile_prompt_graph(checkpointer: BaseCheckpointSaver | None = None, **kwargs: Any) -> CompiledStateGraph:
+    return build_prompt_graph().compile(checkpointer=checkpointer, **kwargs)

@@ -1,0 +1,1 @@
+"""One module per DRPO step; each node is a function ``state -> update``."""

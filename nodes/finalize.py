@@ -1,0 +1,110 @@
+"""Write the run's artifacts and return the best prompt.
+
+The deployed prompt is the last prompt on the best-ranked path of the final beam (as in the
+reference). Writing is idempotent, so a finalize re-run after a crash produces the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from drpo.graph.state import PromptOptState
+from drpo.nodes.scoring import eval_key
+from drpo.services import DrpoContext, Services
+from drpo.store.run_dir import atomic_write_json, atomic_write_text
+
+
+def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:
+    depths = []
+    for depth_key in sorted(state.get("beams", {}), key=int):
+        ranked = state["beams"][depth_key]
+        beam_size = services.settings.search.beam_width
+        kept = {entry["id"] for entry in ranked[:beam_size]}
+        query_ids = state["queries"][depth_key]
+        candidates = []
+        for entry in ranked:
+            record = state["candidates"][entry["id"]]
+            per_query = []
+            for query_id in query_ids:
+                verdict = state["evaluations"].get(eval_key(entry["id"], query_id))
+                if verdict is None:
+                    continue
+                per_query.append(
+                    {
+                        "query_id": query_id,
+                        "aspects": state["aspects"][query_id]["aspects"],
+                        "scores": verdict["scores"],
+                        "rationales": verdict["rationales"],
+                        "reward": verdict["reward"],
+                        "answer_id": verdict["answer_id"],
+                        "answer_preview": verdict["answer_preview"],
+                        "judge_attempts": verdict["attempts"],
+                    }
+                )
+            candidates.append(
+                {
+                    "id": entry["id"],
+                    "parent": record["parent"],
+                    "origin": record["origin"],
+                    "note": record["note"],
+                    "prompt": record["prompt"],
+                    "reward": entry["reward"],
+                    "path_value": entry["path_value"],
+                    "kept": entry["id"] in kept,
+                    "evaluations": per_query,
+                }
+            )
+        depths.append(
+            {
+                "depth": int(depth_key),
+                "queries": [{"id": qid, "text": services.query_text(qid)} for qid in query_ids],
+                "beam": [entry["id"] for entry in ranked[:beam_size]],
+                "candidates": candidates,
+            }
+        )
+    return depths
+
+
+def build_result(state: PromptOptState, services: Services) -> dict[str, Any]:
+    best_id = state["beam"][0]
+    last_depth = str(state["depth"])
+    best_entry = next(entry for entry in state["beams"][last_depth] if entry["id"] == best_id)
+    settings = services.settings
+    return {
+        "run_id": services.run_dir.run_id,
+        "status": "done",
+        "best_prompt": state["candidates"][best_id]["prompt"],
+        "best": {
+            "candidate_id": best_id,
+            "depth": state["depth"],
+            "reward": best_entry["reward"],
+            "path_value": best_entry["path_value"],
+        },
+        "stop_reason": state.get("stop_reason", ""),
+        "search": settings.search.model_dump(mode="json"),
+        "depths_run": state["depth"],
+        "max_depth": state["max_depth"],
+        "depth_increases": state.get("depth_increases", 0),
+        "aspects": {
+            qid: {"query": services.query_text(qid), **record} for qid, record in sorted(state["aspects"].items())
+        },
+        "depths": _depth_table(state, services),
+        "failures": state.get("failures", []),
+        "usage": {role: dict(sorted(usage.items())) for role, usage in sorted(state.get("usage", {}).items())},
+    }
+
+
+def write_answers(services: Services) -> None:
+    lines = [json.dumps(record, ensure_ascii=False) for _key, record in sorted(services.journal.answers())]
+    atomic_write_text(services.run_dir.answers, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    services = runtime.context.services
+    result = build_result(state, services)
+    write_answers(services)
+    atomic_write_json(services.run_dir.result, result)
+    return {"best": {"candidate_id": result["best"]["candidate_id"], "prompt": result["best_prompt"]}}

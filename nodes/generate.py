@@ -1,0 +1,40 @@
+"""One branch per (candidate, query): the base model answers with the candidate prompt and K examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from drpo.formatter import clean_completion, format_base_input
+from drpo.graph.state import EvaluatePayload, GeneratePayload
+from drpo.nodes.scoring import eval_key
+from drpo.services import DrpoContext
+
+PREVIEW_CHARS = 240
+
+
+def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> Command:
+    services = runtime.context.services
+    caller = services.callers["base"]
+    examples = services.icl_store.get(payload["icl"])
+    query = services.query_text(payload["query"])
+    base_input = format_base_input(payload["prompt"], examples, query, caller.spec.mode)
+    request = list(base_input.messages) if base_input.mode == "chat" else base_input.text
+    call = caller.complete(request, stop=base_input.stop)
+    answer = clean_completion(call.text) if base_input.mode == "completion" else call.text.strip()
+    answer_id = eval_key(payload["candidate"], payload["query"])
+    services.journal.put_answer(
+        answer_id,
+        {
+            "answer_id": answer_id,
+            "candidate": payload["candidate"],
+            "query": payload["query"],
+            "depth": payload["depth"],
+            "answer": answer,
+        },
+    )
+    follow_up = EvaluatePayload(**payload, answer_id=answer_id)
+    update: dict[str, Any] = {"usage": {"base": call.usage}}
+    return Command(update=update, goto=Send("evaluate", follow_up))

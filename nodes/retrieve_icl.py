@@ -1,0 +1,20 @@
+"""Retrieve the K most similar ICL examples from Chroma for each of the depth's queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from drpo.graph.state import PromptOptState
+from drpo.services import DrpoContext
+
+
+def retrieve_icl(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    services = runtime.context.services
+    k = services.settings.search.icl_k
+    found = {}
+    for query_id in state["queries"][str(state["depth"])]:
+        if query_id not in state.get("icl", {}):
+            found[query_id] = services.icl_store.nearest_ids(services.query_text(query_id), k)
+    return {"icl": found}

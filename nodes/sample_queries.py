@@ -1,0 +1,56 @@
+"""Start a depth: collect the new candidates, grant a depth increase after skips, pick the queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from drpo.graph.state import CandidateRecord, PromptOptState
+from drpo.services import DrpoContext
+
+ROOT_ID = "d1-0-0"
+
+
+def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
+    """Children proposed at the last depth, ordered by parent rank then sample (ids encode both)."""
+
+    def key(record: CandidateRecord) -> tuple[int, int]:
+        _depth, rank, sample = record["id"].split("-")
+        return int(rank), int(sample)
+
+    unique = {record["id"]: record for record in state.get("proposals", [])}
+    return sorted(unique.values(), key=key)
+
+
+def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    services = runtime.context.services
+    search = services.settings.search
+    depth = state.get("depth", 0) + 1
+    update: dict[str, Any] = {"depth": depth, "proposals": Overwrite([])}
+    if depth == 1:
+        order = list(services.seed_order)
+        root = CandidateRecord(
+            id=ROOT_ID,
+            prompt=state.get("initial_prompt") or search.initial_prompt,
+            parent=None,
+            depth=1,
+            origin="initial",
+            note="",
+        )
+        new = [root]
+        update.update(query_order=order, max_depth=search.depth, depth_increases=0)
+    else:
+        order = state["query_order"]
+        new = _next_frontier(state)
+        skipped = any(record["origin"] == "carried" and record["note"].startswith("skip") for record in new)
+        if skipped and state.get("depth_increases", 0) < search.max_depth_increase:
+            update["max_depth"] = state["max_depth"] + 1
+            update["depth_increases"] = state.get("depth_increases", 0) + 1
+    width = search.queries_per_depth
+    chosen = order[(depth - 1) * width : depth * width]
+    update["queries"] = {str(depth): chosen}
+    update["candidates"] = {record["id"]: record for record in new}
+    update["frontier"] = [record["id"] for record in new]
+    return update

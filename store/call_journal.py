@@ -1,0 +1,48 @@
+"""Per-run journal of finished model calls, keyed by the request's content and sample index.
+
+When a node re-runs after a crash or Ctrl-C, every call it had already finished is answered
+from here, so a resume never repeats a finished model call. Full answers live here too,
+so checkpoints can hold ids instead of long texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from drpo.store.sqlite_kv import SqliteKV
+
+
+def call_key(payload: dict[str, Any]) -> str:
+    """Stable key for a request: role, model, inputs, parameters and sample index."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+class CallJournal:
+    def __init__(self, path: Path) -> None:
+        self._calls = SqliteKV(path, "calls")
+        self._answers = SqliteKV(path, "answers")
+
+    def get_call(self, key: str) -> dict[str, Any] | None:
+        return self._calls.get(key)
+
+    def put_call(self, key: str, record: dict[str, Any]) -> None:
+        self._calls.put(key, record)
+
+    def put_answer(self, answer_id: str, record: dict[str, Any]) -> None:
+        self._answers.put(answer_id, record)
+
+    def get_answer(self, answer_id: str) -> dict[str, Any]:
+        record = self._answers.get(answer_id)
+        if record is None:
+            raise KeyError(f"answer {answer_id} not found in the run journal")
+        return record
+
+    def answers(self) -> list[tuple[str, dict[str, Any]]]:
+        return self._answers.items()
+
+    def close(self) -> None:
+        self._calls.close()
+        self._answers.close()

@@ -1,0 +1,100 @@
+"""In-context examples in Chroma, retrieved by similarity of their queries.
+
+Embeddings are computed by our own sentence-transformers model and passed explicitly,
+so Chroma's default embedding function (which downloads a model) is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drpo.store.embeddings import Embedder
+
+
+@dataclass(frozen=True)
+class IclExample:
+    """One in-context example: a query and the answer to show the base model."""
+
+    id: str
+    query: str
+    answer: str
+
+
+def example_id(query: str) -> str:
+    return "icl-" + hashlib.sha256(query.encode("utf-8")).hexdigest()[:12]
+
+
+def collection_name_for(examples: list[IclExample], embedder_name: str, prefix: str = "drpo-icl") -> str:
+    """A name that changes when the examples or the embedder change, so a stale index is never reused."""
+    digest = hashlib.sha256()
+    digest.update(embedder_name.encode())
+    for example in examples:
+        digest.update(json.dumps([example.id, example.query, example.answer]).encode())
+    return f"{prefix}-{digest.hexdigest()[:16]}"
+
+
+def open_chroma_client(path: Path) -> Any:
+    """Embedded persistent Chroma client with telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+
+
+class IclStore:
+    """One Chroma collection of ICL examples with K-nearest retrieval by query."""
+
+    def __init__(self, client: Any, collection_name: str, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._collection = client.get_or_create_collection(
+            name=collection_name,
+            embedding_function=None,
+            metadata={"hnsw:space": "cosine", "embedder": embedder.name},
+        )
+        self.name = collection_name
+
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def add(self, examples: list[IclExample]) -> None:
+        if not examples:
+            return
+        self._collection.upsert(
+            ids=[example.id for example in examples],
+            embeddings=self._embedder.embed([example.query for example in examples]),
+            documents=[example.answer for example in examples],
+            metadatas=[{"query": example.query} for example in examples],
+        )
+
+    def ensure(self, examples: list[IclExample]) -> None:
+        """Build the collection on first use."""
+        if self.count() < len(examples):
+            self.add(examples)
+
+    def nearest_ids(self, query: str, k: int) -> list[str]:
+        """Ids of the ``k`` examples whose queries are most similar to ``query``, nearest first."""
+        if k <= 0 or self.count() == 0:
+            return []
+        result = self._collection.query(
+            query_embeddings=self._embedder.embed([query]), n_results=min(k, self.count()), include=[]
+        )
+        return list(result["ids"][0])
+
+    def get(self, ids: list[str]) -> list[IclExample]:
+        """Examples by id, in the order asked."""
+        if not ids:
+            return []
+        found = self._collection.get(ids=ids, include=["documents", "metadatas"])
+        by_id = {
+            item_id: IclExample(id=item_id, query=str(meta["query"]), answer=str(doc))
+            for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        }
+        missing = [item_id for item_id in ids if item_id not in by_id]
+        if missing:
+            raise KeyError(f"ICL examples missing from collection {self.name}: {missing}")
+        return [by_id[item_id] for item_id in ids]

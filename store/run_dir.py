@@ -1,0 +1,108 @@
+"""The run directory: config snapshot, status, result, answers, log, checkpoints, journal.
+
+Every file is written atomically (tmp file + rename) so Ctrl-C or a kill never leaves a
+half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run's files."""
+
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def answers(self) -> Path:
+        return self.root / "answers.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints.sqlite"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.sqlite"
+
+    def exists(self) -> bool:
+        return self.config.is_file()
+
+    def create(self, config_snapshot: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config, yaml.safe_dump(config_snapshot, sort_keys=False))
+
+    def read_config(self) -> dict[str, Any]:
+        data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        record = {"run_id": self.run_id, "status": status, "updated_at": time.time(), **extra}
+        atomic_write_json(self.status, record)
+
+    def read_status(self) -> dict[str, Any]:
+        if not self.status.is_file():
+            return {"run_id": self.run_id, "status": "unknown"}
+        return dict(json.loads(self.status.read_text(encoding="utf-8")))
+
+    def read_result(self) -> dict[str, Any] | None:
+        if not self.result.is_file():
+            return None
+        return dict(json.loads(self.result.read_text(encoding="utf-8")))
+
+
+def list_runs(runs_dir: Path) -> list[RunDir]:
+    """Run directories under ``runs_dir``, oldest first."""
+    if not runs_dir.is_dir():
+        return []
+    runs = [RunDir(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]
+    runs = [run for run in runs if run.exists()]
+    return sorted(runs, key=lambda run: run.config.stat().st_mtime)

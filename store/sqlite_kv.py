@@ -1,0 +1,50 @@
+"""A tiny durable key-value table in SQLite, safe across threads and processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+
+class SqliteKV:
+    """JSON values by string key; every write commits, so a crash loses nothing already written."""
+
+    def __init__(self, path: Path, table: str) -> None:
+        if not table.isidentifier():
+            raise ValueError(f"bad table name {table!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._table = table
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._conn.commit()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._conn.execute(f"SELECT value FROM {self._table} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO {self._table} (key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
+            self._conn.commit()
+
+    def items(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT key, value FROM {self._table} ORDER BY rowid").fetchall()
+        return [(key, json.loads(value)) for key, value in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

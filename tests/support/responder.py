@@ -1,0 +1,84 @@
+"""Deterministic stand-in for every DRPO role, recognizing our meta-prompts by their task line.
+
+Replies are derived from a hash of the request text and the sample index, so the same
+request always gets the same reply and M samples differ. Shared by the in-process scripted
+chat model and the fake OpenAI-compatible HTTP server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+ASPECT_TASK = "## Task: aspect selection"
+EVAL_TASK = "## Task: evaluation"
+TRANSITION_TASK = "## Task: system prompt rewrite"
+ASPECT_POOL = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety", "Limitations"]
+
+
+def digest(*parts: object) -> int:
+    return int(hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:12], 16)
+
+
+def task_of(text: str) -> str:
+    if ASPECT_TASK in text:
+        return "aspects"
+    if EVAL_TASK in text:
+        return "evaluate"
+    if TRANSITION_TASK in text:
+        return "transition"
+    return "answer"
+
+
+def _between(text: str, start: str, end: str) -> str:
+    match = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def aspects_reply(prompt: str) -> str:
+    query = _between(prompt, "<query>", "</query>")
+    h = digest("aspects", query)
+    count = 2 + h % 3
+    start = h % len(ASPECT_POOL)
+    chosen = [ASPECT_POOL[(start + i) % len(ASPECT_POOL)] for i in range(count)]
+    return json.dumps(
+        {
+            "query_analysis": {"main_topic": query[:40], "user_intent": "learn", "ambiguities": "none",
+                               "response_format": "prose", "challenges": "none"},
+            "aspects_selection": {"reasoning": f"chosen for {query[:30]}", "selected_aspects": chosen},
+        }
+    )
+
+
+def evaluate_reply(prompt: str) -> str:
+    output = _between(prompt, "<output>", "</output>")
+    aspects = re.findall(r"^- ([A-Za-z-]+):", prompt.split("## Aspects to rate", 1)[1], re.MULTILINE)
+    verdict = {}
+    for aspect in aspects:
+        score = 1 + digest("score", aspect, output) % 5
+        verdict[aspect] = {"rationale": f"{aspect} looks {score}", "score": str(score)}
+    return "Here is my evaluation:\n```json\n" + json.dumps(verdict) + "\n```"
+
+
+def transition_reply(prompt: str, sample: int) -> str:
+    current = _between(prompt, "<current_system_prompt>", "</current_system_prompt>")
+    tag = digest("transition", prompt, sample) % 100000
+    new_prompt = f"{current.splitlines()[0][:80]}\n- Tip {tag}: be clear and honest."
+    return json.dumps({"analysis": "ok", "thought": f"variant {tag}", "new_system_prompt": new_prompt})
+
+
+def answer_reply(text: str) -> str:
+    return f"Answer {digest('answer', text) % 10**6}: a helpful reply."
+
+
+def respond(text: str, sample: int = 0) -> str:
+    """The reply to a request whose messages are joined into ``text``."""
+    task = task_of(text)
+    if task == "aspects":
+        return aspects_reply(text)
+    if task == "evaluate":
+        return evaluate_reply(text)
+    if task == "transition":
+        return transition_reply(text, sample)
+    return answer_reply(text)

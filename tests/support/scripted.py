@@ -1,0 +1,66 @@
+"""An in-process scripted chat model for unit tests: deterministic replies and a call log."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import PrivateAttr
+
+from tests.support.responder import respond
+
+
+def joined(messages: list[BaseMessage]) -> str:
+    return "\n".join(f"{message.type}: {message.content}" for message in messages)
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Replies with ``responder(text, call_index_for_text)``; records every call it receives.
+
+    ``fail_on`` lets a test raise inside a call (to simulate a crash at a chosen moment).
+    """
+
+    responder: Callable[[str, int], str] = respond
+    drpo_accepts_seed: bool = True
+    fail_on: Callable[[str, int], bool] | None = None
+    _log: list[str] = PrivateAttr(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def calls(self) -> list[str]:
+        with self._lock:
+            return list(self._log)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = joined(messages)
+        with self._lock:
+            self._log.append(text)
+            count = len(self._log)
+        if self.fail_on is not None and self.fail_on(text, count):
+            raise RuntimeError("injected failure")
+        sample = int(kwargs.get("seed", 0))
+        reply = self.responder(text, sample)
+        message = AIMessage(
+            content=reply,
+            usage_metadata={
+                "input_tokens": len(text) // 4,
+                "output_tokens": len(reply) // 4,
+                "total_tokens": len(text) // 4 + len(reply) // 4,
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
