@@ -43,15 +43,11 @@ def chat_messages(system_prompt: str, examples: list[IclExample], query: str) ->
 
 
 def completion_text(system_prompt: str, examples: list[IclExample], query: str) -> str:
-    shots = "".join(
-        render(BASE_COMPLETION_EXAMPLE, query=example.query, answer=example.answer) for example in examples
-    )
+    shots = "".join(render(BASE_COMPLETION_EXAMPLE, query=example.query, answer=example.answer) for example in examples)
     return render(BASE_COMPLETION, system_prompt=system_prompt, examples=shots, query=query)
 
 
-def format_base_input(
-    system_prompt: str, examples: list[IclExample], query: str, mode: BaseMode = "chat"
-) -> BaseInput:
+def format_base_input(system_prompt: str, examples: list[IclExample], query: str, mode: BaseMode = "chat") -> BaseInput:
     """Build the base model's input for one query."""
     if mode == "chat":
         return BaseInput(mode="chat", messages=tuple(chat_messages(system_prompt, examples, query)))

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from drpo.errors import ModelCallError
 from drpo.prompts import RETRY_FEEDBACK, render
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
@@ -36,6 +37,7 @@ class CallOutcome:
     text: str
     usage: dict[str, int]
     from_journal: bool
+    truncated: bool = False
 
 
 @dataclass
@@ -124,21 +126,26 @@ class RoleCaller:
         if done is not None:
             with self._stats.lock:
                 self._stats.journal_hits += 1
-            return CallOutcome(text=done["text"], usage=done["usage"], from_journal=True)
+            return CallOutcome(
+                text=done["text"], usage=done["usage"], from_journal=True, truncated=done.get("truncated", False)
+            )
         kwargs: dict[str, Any] = {}
         if self._openai_style or getattr(self.model, "drpo_accepts_seed", False):
             kwargs["seed"] = int(key[:7], 16)
-        if self._openai_style:
-            if schema is not None:
-                kwargs["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "reply", "schema": schema},
-                }
+        if self._openai_style and schema is not None:
+            # Sent as a raw body field: the SDK's typed parse path raises on truncated output,
+            # while we want truncation to be an ordinary, retried parse failure.
+            kwargs["extra_body"] = {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            }
         if stop:
             kwargs["stop"] = list(stop)
         started = time.monotonic()
         with self._limiter:
-            text, usage = self._invoke(request, kwargs)
+            try:
+                text, usage, truncated = self._invoke(request, kwargs)
+            except Exception as error:
+                raise self._unhealable(error) or error from None
         log.info(
             "call role=%s model=%s sample=%d in=%d out=%d %.2fs",
             self.role,
@@ -148,36 +155,59 @@ class RoleCaller:
             usage["output_tokens"],
             time.monotonic() - started,
         )
-        self._journal.put_call(key, {"text": text, "usage": usage})
+        self._journal.put_call(key, {"text": text, "usage": usage, "truncated": truncated})
         with self._stats.lock:
             self._stats.fresh_calls += 1
-        return CallOutcome(text=text, usage=usage, from_journal=False)
+        return CallOutcome(text=text, usage=usage, from_journal=False, truncated=truncated)
 
-    def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    def _unhealable(self, error: Exception) -> ModelCallError | None:
+        """Provider errors that retrying cannot fix, as one clear line naming the role and provider."""
+        import openai
+
+        kinds: list[tuple[type[Exception], str]] = [
+            (openai.AuthenticationError, "authentication failed"),
+            (openai.PermissionDeniedError, "permission denied"),
+            (openai.NotFoundError, "model or endpoint not found"),
+            (openai.BadRequestError, "request rejected"),
+            (openai.APIConnectionError, "cannot reach the server"),
+        ]
+        for kind, what in kinds:
+            if isinstance(error, kind):
+                status = getattr(error, "status_code", None)
+                detail = getattr(error, "message", None) or str(error)
+                code = f" ({status})" if status else ""
+                where = f"{self.spec.provider} {self.model_id}"
+                return ModelCallError(f"role {self.role} ({where}): {what}{code}: {detail}".replace("\n", " ")[:400])
+        return None
+
+    def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int], bool]:
+        """Call the model; returns text, token usage (estimated when the provider gives none), truncation."""
         usage = empty_usage()
         usage["calls"] = 1
+        prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
         if self.is_chat:
             message = self.model.invoke(request, **kwargs)
             text = message.content if isinstance(message.content, str) else str(message.content)
+            truncated = (message.response_metadata or {}).get("finish_reason") == "length"
             meta = getattr(message, "usage_metadata", None)
             if meta:
                 usage["input_tokens"] = int(meta.get("input_tokens", 0))
                 usage["output_tokens"] = int(meta.get("output_tokens", 0))
-                return text, usage
-            prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
+                return text, usage, truncated
         else:
-            prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
             result = self.model.generate([prompt_text], **kwargs)
-            text = result.generations[0][0].text
+            generation = result.generations[0][0]
+            text = generation.text
+            truncated = (generation.generation_info or {}).get("finish_reason") == "length"
             token_usage = (result.llm_output or {}).get("token_usage") or {}
             if token_usage:
                 usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
                 usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
-                return text, usage
+                return text, usage, truncated
         usage["input_tokens"] = _estimate_tokens(prompt_text)
         usage["output_tokens"] = _estimate_tokens(text)
         usage["estimated_calls"] = 1
-        return text, usage
+        return text, usage, truncated
 
 
 def call_structured(
@@ -201,6 +231,10 @@ def call_structured(
             outcome.value = parse(extract_json_object(call.text))
             return outcome
         except OutputParseError as error:
+            if call.truncated:
+                error = OutputParseError(
+                    f"{error} (the reply hit the length limit and was cut off; answer more briefly)"
+                )
             outcome.errors.append(str(error))
             log.warning("role=%s unusable reply (attempt %d): %s", caller.role, outcome.attempts, error)
             messages = [

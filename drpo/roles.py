@@ -18,9 +18,11 @@ from drpo.settings import RoleSpec
 
 
 def model_identity(spec: RoleSpec) -> str:
-    """A stable description of the model behind a role (cache keys, logs); never holds secrets."""
-    where = spec.base_url or spec.provider
-    return f"{spec.provider}:{spec.model}@{where}" if spec.provider != "local" else f"local:{spec.model}"
+    """A stable name for the model behind a role (journal and cache keys, logs); never holds secrets.
+
+    The server address is left out on purpose: a run resumed against the same model served
+    elsewhere (another port or machine) must find its finished calls and derive the same seeds."""
+    return f"{spec.provider}:{spec.model}"
 
 
 def _api_key(role: str, spec: RoleSpec) -> str:

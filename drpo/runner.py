@@ -14,7 +14,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo.errors import DrpoInputError
 from drpo.graph.prompt_graph import compile_prompt_graph
-from drpo.services import DrpoContext, Services, build_services
+from drpo.services import DrpoContext, Services, build_services, preflight
 from drpo.settings import Settings, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.embeddings import Embedder
@@ -148,6 +148,7 @@ def optimize(
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
     settings = settings.model_copy(update={"run_id": run_id})
+    preflight(settings, models)
     run_dir.create(settings.snapshot())
     return _drive(settings, run_dir, None, models, on_progress, checkpointer, embedder)
 

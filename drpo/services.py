@@ -71,6 +71,22 @@ def load_icl(settings: Settings) -> list[IclExample]:
     return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
 
 
+def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = None) -> None:
+    """Check user inputs that would otherwise fail mid-start (seed and ICL files, local model names),
+    so bad input never leaves a half-created run behind."""
+    from drpo.local_models import resolve_local_model
+
+    seeds = load_seeds(settings)
+    needed = settings.search.queries_per_depth
+    if len(seeds) < needed:
+        raise DrpoInputError(f"the seed set has {len(seeds)} queries; queries_per_depth needs at least {needed}")
+    load_icl(settings)
+    for role in ROLE_NAMES:
+        spec = settings.roles.get(role)
+        if spec.provider == "local" and role not in (models or {}):
+            resolve_local_model(spec.model)
+
+
 def build_services(
     settings: Settings,
     run_dir: RunDir,
@@ -83,9 +99,6 @@ def build_services(
     if unknown:
         raise DrpoInputError(f"unknown roles given models: {sorted(unknown)}")
     seeds = load_seeds(settings)
-    needed = settings.search.queries_per_depth
-    if len(seeds) < needed:
-        raise DrpoInputError(f"the seed set has {len(seeds)} queries; queries_per_depth needs at least {needed}")
     examples = load_icl(settings)
     store_dir = settings.resolved_store_dir()
     embedder = embedder or Embedder(settings.embedding_model)
@@ -95,9 +108,7 @@ def build_services(
     journal = CallJournal(run_dir.journal)
     limiter = threading.BoundedSemaphore(settings.search.concurrency)
     stats = CallStats()
-    needs_local = any(
-        settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES
-    )
+    needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)
     pool = LocalServerPool(settings.local) if needs_local else None
     callers: dict[str, RoleCaller] = {}
     for role in ROLE_NAMES:

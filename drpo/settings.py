@@ -70,7 +70,7 @@ class RolesSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=320))
-    optimizer: RoleSpec = Field(default_factory=lambda: _role(temperature=0.7, max_tokens=900))
+    optimizer: RoleSpec = Field(default_factory=lambda: _role(temperature=0.7, max_tokens=1200))
     evaluator: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
     aspect_selector: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
 

@@ -193,8 +193,7 @@ def aspect_selection_schema() -> dict[str, Any]:
             "query_analysis": {
                 "type": "object",
                 "properties": {
-                    key: text
-                    for key in ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
+                    key: text for key in ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
                 },
                 "required": ["main_topic", "user_intent", "ambiguities", "response_format", "challenges"],
             },
@@ -233,9 +232,9 @@ def transition_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "analysis": {"type": "string", "maxLength": 800},
-            "thought": {"type": "string", "maxLength": 800},
-            "new_system_prompt": {"type": "string", "minLength": 10, "maxLength": 4000},
+            "analysis": {"type": "string", "maxLength": 500},
+            "thought": {"type": "string", "maxLength": 400},
+            "new_system_prompt": {"type": "string", "minLength": 10, "maxLength": 2400},
         },
         "required": ["analysis", "thought", "new_system_prompt"],
     }

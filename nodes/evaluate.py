@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from langgraph.runtime import Runtime
-
 from drpo.graph.state import EvalRecord, EvaluatePayload, FailureRecord
-from drpo.model_calls import call_structured
 from drpo.nodes.generate import PREVIEW_CHARS
 from drpo.nodes.scoring import reward_from_scores
 from drpo.nodes.select_aspects import aspect_list_text
 from drpo.prompts import EVALUATION, render
+from langgraph.runtime import Runtime
+
+from drpo.model_calls import call_structured
 from drpo.services import DrpoContext
 from drpo.structured import evaluation_schema, parse_evaluation
 
@@ -60,7 +60,10 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         reward=reward_from_scores(scores) if outcome.value is not None else None,
         attempts=outcome.attempts,
     )
-    update: dict[str, Any] = {"evaluations": {payload["answer_id"]: record}, "usage": {"evaluator": outcome.usage}}
+    update: dict[str, Any] = {
+        "evaluations": {payload["answer_id"]: record},
+        "usage": {"evaluator": outcome.usage},
+    }
     if outcome.value is None:
         update["failures"] = [
             FailureRecord(

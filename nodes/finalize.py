@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from langgraph.runtime import Runtime
-
 from drpo.graph.state import PromptOptState
 from drpo.nodes.scoring import eval_key
-from drpo.services import DrpoContext, Services
 from drpo.store.run_dir import atomic_write_json, atomic_write_text
+from langgraph.runtime import Runtime
+
+from drpo.services import DrpoContext, Services
 
 
 def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:

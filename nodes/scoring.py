@@ -17,15 +17,12 @@ def reward_from_scores(scores: Mapping[str, int]) -> float:
     return fmean(scores.values())
 
 
-def candidate_reward(
-    candidate_id: str, query_ids: list[str], evaluations: Mapping[str, EvalRecord]
-) -> float | None:
+def candidate_reward(candidate_id: str, query_ids: list[str], evaluations: Mapping[str, EvalRecord]) -> float | None:
     """Mean reward over the depth's queries, ignoring failed evaluations; None if all failed."""
     rewards = [
         record["reward"]
         for query_id in query_ids
-        if (record := evaluations.get(eval_key(candidate_id, query_id))) is not None
-        and record["reward"] is not None
+        if (record := evaluations.get(eval_key(candidate_id, query_id))) is not None and record["reward"] is not None
     ]
     return fmean(rewards) if rewards else None
 
@@ -40,9 +37,7 @@ def path_ids(candidate_id: str, candidates: Mapping[str, CandidateRecord]) -> li
     return list(reversed(path))
 
 
-def path_value(
-    rewards_along_path: list[float | None], aggregator: str
-) -> float | None:
+def path_value(rewards_along_path: list[float | None], aggregator: str) -> float | None:
     """Aggregate a path's rewards (root excluded by the caller): mean of known rewards, or the last."""
     known = [reward for reward in rewards_along_path if reward is not None]
     if not known:

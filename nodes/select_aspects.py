@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState
+from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState
 from drpo.model_calls import call_structured
-from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from drpo.services import DrpoContext, Services
 from drpo.structured import aspect_selection_schema, parse_aspect_selection
 
@@ -39,7 +39,10 @@ def select_for_query(
     fingerprint = template_hash(ASPECT_SELECTION)
     cached = services.aspect_cache.get(query, caller.model_id, fingerprint)
     if cached is not None:
-        return AspectRecord(**cached), {}, []
+        # A selection made earlier by this same run (before a crash) still counts toward its usage,
+        # so a resumed run reports what an unbroken run would.
+        own = cached.get("run_id") == services.run_dir.run_id
+        return AspectRecord(**cached["record"]), (cached.get("usage", {}) if own else {}), []
     prompt = render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
     outcome = call_structured(
         caller,
@@ -66,7 +69,12 @@ def select_for_query(
         new_aspects=parsed["new_aspects"],
         fallback=False,
     )
-    services.aspect_cache.put(query, caller.model_id, fingerprint, dict(record))
+    services.aspect_cache.put(
+        query,
+        caller.model_id,
+        fingerprint,
+        {"record": dict(record), "usage": outcome.usage, "run_id": services.run_dir.run_id},
+    )
     return record, outcome.usage, []
 
 

@@ -45,8 +45,12 @@ class Embedder:
         if local:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
         return SentenceTransformer(source, device="cpu")
 
     def embed(self, texts: list[str]) -> list[list[float]]:

@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from drpo.errors import DrpoInputError
 from drpo.store.icl_store import IclExample, example_id
+
+from drpo.errors import DrpoInputError
 
 SeedFormat = Literal["auto", "alpaca", "lima", "text", "jsonl"]
 
@@ -66,9 +67,7 @@ def _from_records(records: list[Any], source: Path) -> list[SeedQuery]:
             elif isinstance(record.get("conversations"), list) and record["conversations"]:
                 made = _make(record["conversations"][0], record.get("source", ""))
             else:
-                raise DrpoInputError(
-                    f"seed file {source}: record {number} has none of instruction/query/conversations"
-                )
+                raise DrpoInputError(f"seed file {source}: record {number} has none of instruction/query/conversations")
         else:
             raise DrpoInputError(f"seed file {source}: record {number} is neither text nor an object")
         if made is not None:

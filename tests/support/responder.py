@@ -44,8 +44,13 @@ def aspects_reply(prompt: str) -> str:
     chosen = [ASPECT_POOL[(start + i) % len(ASPECT_POOL)] for i in range(count)]
     return json.dumps(
         {
-            "query_analysis": {"main_topic": query[:40], "user_intent": "learn", "ambiguities": "none",
-                               "response_format": "prose", "challenges": "none"},
+            "query_analysis": {
+                "main_topic": query[:40],
+                "user_intent": "learn",
+                "ambiguities": "none",
+                "response_format": "prose",
+                "challenges": "none",
+            },
             "aspects_selection": {"reasoning": f"chosen for {query[:30]}", "selected_aspects": chosen},
         }
     )

@@ -12,7 +12,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
-from tests.support.responder import respond
+from support.responder import respond
 
 
 def joined(messages: list[BaseMessage]) -> str:
@@ -29,6 +29,7 @@ class ScriptedChatModel(BaseChatModel):
     drpo_accepts_seed: bool = True
     fail_on: Callable[[str, int], bool] | None = None
     _log: list[str] = PrivateAttr(default_factory=list)
+    _finished: list[str] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -37,8 +38,15 @@ class ScriptedChatModel(BaseChatModel):
 
     @property
     def calls(self) -> list[str]:
+        """Every request received, including those that raised."""
         with self._lock:
             return list(self._log)
+
+    @property
+    def finished(self) -> list[str]:
+        """Requests that returned a reply."""
+        with self._lock:
+            return list(self._finished)
 
     def _generate(
         self,
@@ -55,6 +63,8 @@ class ScriptedChatModel(BaseChatModel):
             raise RuntimeError("injected failure")
         sample = int(kwargs.get("seed", 0))
         reply = self.responder(text, sample)
+        with self._lock:
+            self._finished.append(text)
         message = AIMessage(
             content=reply,
             usage_metadata={

@@ -1,0 +1,59 @@
+"""Shared fixtures: a scripted model, one embedder per session, settings in a temp runs dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from drpo.store.embeddings import Embedder  # noqa: E402
+from support.scripted import ScriptedChatModel  # noqa: E402
+
+from drpo.settings import ROLE_NAMES, Settings, settings_from_dict  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder (DRPO_SHARED_DATA, else ../shared/data beside the project)."""
+    return Path(os.environ.get("DRPO_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"shared data not found at {path}; set DRPO_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder("packaged:all-minilm-l6-v2")
+
+
+@pytest.fixture
+def scripted() -> ScriptedChatModel:
+    return ScriptedChatModel()
+
+
+def all_roles(model: Any) -> dict[str, Any]:
+    return {role: model for role in ROLE_NAMES}
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path):
+    def factory(**search: Any) -> Settings:
+        data: dict[str, Any] = {
+            "runs_dir": str(tmp_path / "runs"),
+            "store_dir": str(tmp_path / "store"),
+            "search": {"depth": 3, "beam_width": 2, "num_actions": 2, **search},
+        }
+        return settings_from_dict(data)
+
+    return factory

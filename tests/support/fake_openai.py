@@ -1,0 +1,139 @@
+"""A local OpenAI-compatible HTTP server for tests: deterministic replies and a request log.
+
+Real HTTP on 127.0.0.1 for ``/v1/chat/completions`` (with ``n``) and ``/v1/completions``.
+Replies come from :mod:`tests.support.responder`; every request is logged with a content
+hash so tests can count calls and spot repeats across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from support.responder import respond
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def joined_messages(messages: list[dict[str, Any]]) -> str:
+    kinds = {"system": "system", "user": "human", "assistant": "ai"}
+    return "\n".join(f"{kinds.get(m.get('role', ''), m.get('role'))}: {m.get('content', '')}" for m in messages)
+
+
+class FakeOpenAIServer:
+    """Start with ``with FakeOpenAIServer(...) as server: server.base_url``."""
+
+    def __init__(
+        self,
+        log_path: Path | None = None,
+        latency: float = 0.0,
+        required_key: str | None = None,
+        known_models: set[str] | None = None,
+    ) -> None:
+        self.log_path = log_path
+        self.latency = latency
+        self.required_key = required_key
+        self.known_models = known_models
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+            if self.log_path is not None:
+                with self.log_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                auth = self.headers.get("Authorization", "")
+                if server.required_key is not None and auth != f"Bearer {server.required_key}":
+                    self._send(
+                        401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+                    )
+                    return
+                if server.known_models is not None and body.get("model") not in server.known_models:
+                    self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})
+                    return
+                started = time.time()
+                if server.latency:
+                    time.sleep(server.latency)
+                if self.path.endswith("/chat/completions"):
+                    text = joined_messages(body.get("messages", []))
+                    count = int(body.get("n") or 1)
+                    seed = int(body.get("seed") or 0)
+                    replies = [respond(text, seed + index) for index in range(count)]
+                    choices = [
+                        {"index": i, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+                        for i, reply in enumerate(replies)
+                    ]
+                    kind = "chat"
+                elif self.path.endswith("/completions"):
+                    text = str(body.get("prompt", ""))
+                    replies = [respond(text, int(body.get("seed") or 0)) + "\n<END>\nextra"]
+                    choices = [{"index": 0, "text": replies[0], "finish_reason": "stop"}]
+                    kind = "completion"
+                else:
+                    self._send(404, {"error": {"message": f"unknown path {self.path}"}})
+                    return
+                server._record(
+                    {"hash": request_hash(body), "kind": kind, "start": started, "end": time.time(), "n": len(replies)}
+                )
+                prompt_tokens = len(text) // 4
+                completion_tokens = sum(len(reply) // 4 for reply in replies)
+                self._send(
+                    200,
+                    {
+                        "id": "fake",
+                        "object": "chat.completion" if kind == "chat" else "text_completion",
+                        "created": 0,
+                        "model": body.get("model", "fake"),
+                        "choices": choices,
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": completion_tokens,
+                            "total_tokens": prompt_tokens + completion_tokens,
+                        },
+                    },
+                )
+
+        return Handler

@@ -1,0 +1,174 @@
+"""The CLI as a user runs it: real subprocesses, real HTTP to a local fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from support.cli import drpo, drpo_background, fake_server_config
+from support.fake_openai import FakeOpenAIServer
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Counter[str], Path]:
+    """One unbroken CLI run: its result and the server's request log."""
+    work = tmp_path_factory.mktemp("reference")
+    log = work / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log) as server:
+        config = fake_server_config(work / "config.yaml", server.base_url)
+        done = drpo("optimize", "--config", str(config), "--run-id", "ref", "--runs-dir", "runs", cwd=work)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((work / "runs" / "ref" / "result.json").read_text())
+    hashes = Counter(json.loads(line)["hash"] for line in log.read_text().splitlines())
+    return result, hashes, work
+
+
+def without_run_id(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "run_id"}
+
+
+def test_optimize_prints_progress_and_the_best_prompt(reference_run) -> None:
+    result, hashes, work = reference_run
+    assert result["best_prompt"] and result["depths_run"] >= 4
+    assert sum(hashes.values()) == sum(u["calls"] for u in result["usage"].values())
+
+
+def test_kill_9_then_resume_reaches_the_unbroken_result(reference_run, tmp_path: Path) -> None:
+    reference, reference_hashes, _ = reference_run
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log, latency=0.05) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url)
+        args = ("--config", str(config), "--run-id", "killed", "--runs-dir", "runs")
+        process = drpo_background("optimize", *args, cwd=tmp_path)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if log.exists() and len(log.read_text().splitlines()) >= 25:
+                break
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        before = len(log.read_text().splitlines())
+        assert 25 <= before < sum(reference_hashes.values())
+        resumed = drpo("resume", "killed", "--runs-dir", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((tmp_path / "runs" / "killed" / "result.json").read_text())
+    assert without_run_id(result) == without_run_id(reference)
+    hashes = Counter(json.loads(line)["hash"] for line in log.read_text().splitlines())
+    repeated = hashes - reference_hashes
+    assert sum(repeated.values()) <= 2  # at most the calls in flight at the kill (concurrency 2)
+    assert not reference_hashes - hashes
+
+
+def test_ctrl_c_leaves_a_resumable_run(reference_run, tmp_path: Path) -> None:
+    reference, _, _ = reference_run
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log, latency=0.05) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url)
+        process = drpo_background(
+            "optimize", "--config", str(config), "--run-id", "cc", "--runs-dir", "runs", cwd=tmp_path
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 10):
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130
+        assert "drpo resume cc" in stderr
+        assert json.loads((tmp_path / "runs" / "cc" / "status.json").read_text())["status"] == "interrupted"
+        resumed = drpo("resume", "cc", "--runs-dir", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((tmp_path / "runs" / "cc" / "result.json").read_text())
+    assert without_run_id(result) == without_run_id(reference)
+
+
+def test_runs_show_and_export(reference_run) -> None:
+    result, _, work = reference_run
+    listed = drpo("runs", "--runs-dir", "runs", cwd=work)
+    assert listed.returncode == 0 and "ref" in listed.stdout and "done" in listed.stdout
+    shown = drpo("show", "ref", "--runs-dir", "runs", cwd=work)
+    assert shown.returncode == 0 and result["best"]["candidate_id"] in shown.stdout
+    assert result["best_prompt"].splitlines()[0] in shown.stdout
+    as_text = drpo("export", "ref", "--format", "txt", "--runs-dir", "runs", cwd=work)
+    assert as_text.stdout == result["best_prompt"] + "\n"
+    as_json = drpo("export", "ref", "--runs-dir", "runs", "-o", "out.json", cwd=work)
+    assert as_json.returncode == 0 and json.loads((work / "out.json").read_text()) == result
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("optimize", "--config", "missing.yaml"), "config file not found"),
+        (("optimize", "--seed-file", "nope.txt", "--depth", "1"), "seed file not found"),
+        (("optimize", "--beam-width", "0"), "search.beam_width"),
+        (("optimize", "--local-model", "gpt-17"), "unknown local model"),
+        (("resume", "nosuchrun"), "unknown run"),
+        (("show", "nosuchrun"), "unknown run"),
+        (("export", "ref", "--format", "xml"), "unknown export format"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(reference_run, args: tuple[str, ...], message: str) -> None:
+    _, _, work = reference_run
+    done = (
+        drpo(*args, "--runs-dir", "runs", cwd=work)
+        if args[0] != "optimize"
+        else drpo(*args, "--runs-dir", "bad-runs", cwd=work)
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_empty_seed_file_and_unknown_provider(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("\n")
+    done = drpo("optimize", "--seed-file", "empty.txt", cwd=tmp_path)
+    assert done.returncode == 2 and "holds no queries" in done.stderr
+    (tmp_path / "c.yaml").write_text("roles:\n  evaluator:\n    provider: bard\n")
+    done = drpo("optimize", "--config", "c.yaml", cwd=tmp_path)
+    assert done.returncode == 2 and "roles.evaluator.provider" in done.stderr
+
+
+def test_api_keys_never_reach_run_artifacts(tmp_path: Path) -> None:
+    secret = "sk-test-" + os.urandom(8).hex()
+    with FakeOpenAIServer(required_key=secret) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2)
+        text = config.read_text().replace("max_retries: 0", "max_retries: 0\n    api_key_env: DRPO_TEST_KEY")
+        config.write_text(text)
+        env_done = drpo_with_env(tmp_path, secret, config)
+    assert env_done.returncode == 0, env_done.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in env_done.stdout + env_done.stderr
+
+
+def drpo_with_env(cwd: Path, secret: str, config: Path):
+    import subprocess
+
+    from support.cli import DRPO, cli_env
+
+    env = cli_env()
+    env["DRPO_TEST_KEY"] = secret
+    return subprocess.run(
+        [*DRPO, "optimize", "--config", str(config), "--runs-dir", "runs"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_wrong_api_key_is_one_clear_line(tmp_path: Path) -> None:
+    with FakeOpenAIServer(required_key="right") as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2)
+        done = drpo("optimize", "--config", str(config), "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "aspect_selector" in done.stderr and "401" in done.stderr or "API key" in done.stderr

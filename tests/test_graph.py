@@ -1,0 +1,176 @@
+"""The optimization graph end to end with a scripted model: shape, rules, failures, determinism."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from drpo.store.embeddings import Embedder
+from support.responder import respond, task_of
+from support.runs import comparable, roles, run
+from support.scripted import ScriptedChatModel
+
+
+def count_tasks(model: ScriptedChatModel) -> Counter[str]:
+    return Counter(task_of(text) for text in model.finished)
+
+
+def test_search_shape_and_call_counts_match_the_paper(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=4, beam_width=2, num_actions=3, max_depth_increase=0)
+    model = ScriptedChatModel()
+    result = run(settings, roles(model), embedder, "shape").result
+    sizes = [len(depth["candidates"]) for depth in result["depths"]]
+    assert sizes[:2] == [1, 3]  # the root, then its M children
+    assert all(size <= 6 for size in sizes[2:])
+    tasks = count_tasks(model)
+    skipped = sum(1 for d in result["depths"] for c in d["candidates"] if c["origin"] == "carried")
+    assert tasks["answer"] == sum(sizes)
+    assert result["usage"]["base"]["calls"] == sum(sizes)
+    assert result["usage"]["evaluator"]["calls"] == tasks["evaluate"]
+    assert tasks["aspects"] == 4  # one selection per depth's query
+    assert [len(d["beam"]) for d in result["depths"]] == [1, 2, 2, 2]
+    assert skipped + tasks["transition"] // 1 >= 0
+    best = result["best"]
+    assert result["best_prompt"] == next(
+        c["prompt"] for c in result["depths"][-1]["candidates"] if c["id"] == best["candidate_id"]
+    )
+    for depth in result["depths"]:
+        for candidate in depth["candidates"]:
+            for verdict in candidate["evaluations"]:
+                assert set(verdict["scores"]) == set(verdict["aspects"])
+                assert verdict["reward"] == sum(verdict["scores"].values()) / len(verdict["scores"])
+                assert verdict["rationales"]
+
+
+def test_the_same_seed_gives_the_same_result(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=3)
+    first = run(settings, roles(ScriptedChatModel()), embedder, "same-a").result
+    fresh_store = settings.model_copy(update={"store_dir": settings.runs_dir / "other-store"})
+    second = run(fresh_store, roles(ScriptedChatModel()), embedder, "same-b").result
+    assert comparable(first) == comparable(second)
+    other = run(
+        settings.model_copy(update={"search": settings.search.model_copy(update={"seed": 7})}),
+        roles(ScriptedChatModel()),
+        embedder,
+        "same-c",
+    ).result
+    assert [d["queries"] for d in other["depths"]] != [d["queries"] for d in first["depths"]]
+
+
+def perfect_judge(text: str, sample: int) -> str:
+    if task_of(text) == "evaluate":
+        reply = json.loads(respond(text, sample).split("```json\n", 1)[1].split("\n```", 1)[0])
+        return json.dumps({aspect: {"rationale": "flawless", "score": "5"} for aspect in reply})
+    return respond(text, sample)
+
+
+def test_skip_rule_carries_prompts_and_raises_the_depth(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=3, max_depth_increase=2)
+    model = ScriptedChatModel(responder=perfect_judge)
+    result = run(settings, roles(model), embedder, "skips").result
+    assert result["depths_run"] == 5 and result["depth_increases"] == 2 and result["max_depth"] == 5
+    assert count_tasks(model)["transition"] == 0
+    for depth in result["depths"][1:]:
+        assert [c["origin"] for c in depth["candidates"]] == ["carried"]
+        assert depth["candidates"][0]["note"] == "skip: all scores are 5"
+    assert result["best_prompt"] == "You are a helpful assistant."
+
+
+def test_last_aggregator_ranks_by_the_latest_reward(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=4, path_aggregator="last", num_actions=3)
+    result = run(settings, roles(ScriptedChatModel()), embedder, "last").result
+    for depth in result["depths"][1:]:
+        values = [c["path_value"] for c in depth["candidates"]]
+        assert values == [c["reward"] for c in depth["candidates"]]
+        assert values == sorted(values, reverse=True)
+
+
+def test_mean_aggregator_averages_the_path_without_the_root(make_settings, embedder: Embedder) -> None:
+    result = run(make_settings(depth=4, num_actions=3), roles(ScriptedChatModel()), embedder, "mean").result
+    rewards = {c["id"]: (c["reward"], c["parent"]) for d in result["depths"] for c in d["candidates"]}
+    for candidate in result["depths"][-1]["candidates"]:
+        path, node = [], candidate["id"]
+        while rewards[node][1] is not None:
+            path.append(rewards[node][0])
+            node = rewards[node][1]
+        assert candidate["path_value"] == sum(path) / len(path)
+
+
+def garbage_judge(text: str, sample: int) -> str:
+    return "The answer seems fine to me, 4 out of 5." if task_of(text) == "evaluate" else respond(text, sample)
+
+
+def test_unparseable_judge_output_is_retried_counted_and_never_zero(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=2, structured_retries=1)
+    model = ScriptedChatModel(responder=garbage_judge)
+    result = run(settings, roles(model), embedder, "garbage").result
+    failures = [f for f in result["failures"] if f["kind"] == "unparseable_evaluation"]
+    assert len(failures) == sum(len(d["candidates"]) for d in result["depths"])
+    assert all(f["attempts"] == 2 and "no JSON object" in f["error"] for f in failures)
+    for depth in result["depths"]:
+        for candidate in depth["candidates"]:
+            assert candidate["reward"] is None and candidate["evaluations"][0]["reward"] is None
+    assert result["depths"][1]["candidates"][0]["note"] == "skip: evaluation failed"
+    assert count_tasks(model)["evaluate"] == 2 * len(failures)
+
+
+def novel_aspects(text: str, sample: int) -> Any:
+    if task_of(text) == "aspects":
+        return json.dumps(
+            {
+                "aspects_selection": {"reasoning": "why", "selected_aspects": ["Clarity", "Whimsy"]},
+                "new_aspect_definitions": {"Whimsy": "The answer is playful."},
+            }
+        )
+    return respond(text, sample)
+
+
+def test_a_new_aspect_is_defined_for_the_judge(make_settings, embedder: Embedder) -> None:
+    model = ScriptedChatModel(responder=novel_aspects)
+    result = run(make_settings(depth=2), roles(model), embedder, "novel").result
+    first = next(iter(result["aspects"].values()))
+    assert first["aspects"] == ["Clarity", "Whimsy"] and first["new_aspects"] == ["Whimsy"]
+    judge_prompts = [text for text in model.finished if task_of(text) == "evaluate"]
+    assert judge_prompts and all("- Whimsy: The answer is playful." in text for text in judge_prompts)
+    scores = result["depths"][0]["candidates"][0]["evaluations"][0]["scores"]
+    assert set(scores) == {"Clarity", "Whimsy"}
+
+
+def failing_selector(text: str, sample: int) -> str:
+    return "no idea" if task_of(text) == "aspects" else respond(text, sample)
+
+
+def test_failed_aspect_selection_falls_back_and_is_reported(make_settings, embedder: Embedder) -> None:
+    result = run(make_settings(depth=2), roles(ScriptedChatModel(responder=failing_selector)), embedder, "fb").result
+    assert all(record["fallback"] for record in result["aspects"].values())
+    kinds = [f["kind"] for f in result["failures"]]
+    assert kinds.count("unparseable_selection") == 2
+
+
+def test_aspect_selections_are_cached_across_runs(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=2)
+    run(settings, roles(ScriptedChatModel()), embedder, "cache-a")
+    model = ScriptedChatModel()
+    run(settings, roles(model), embedder, "cache-b")
+    assert count_tasks(model)["aspects"] == 0
+
+
+def test_queries_per_depth_scores_every_candidate_on_b_queries(make_settings, embedder: Embedder) -> None:
+    result = run(make_settings(depth=2, queries_per_depth=3), roles(ScriptedChatModel()), embedder, "b3").result
+    for depth in result["depths"]:
+        assert len(depth["queries"]) == 3
+        for candidate in depth["candidates"]:
+            assert len(candidate["evaluations"]) == 3
+
+
+def test_answers_and_artifacts_are_written(make_settings, embedder: Embedder) -> None:
+    outcome = run(make_settings(depth=2), roles(ScriptedChatModel()), embedder, "files")
+    lines = (outcome.run_dir / "answers.jsonl").read_text().splitlines()
+    answers = [json.loads(line) for line in lines]
+    ids = {v["answer_id"] for d in outcome.result["depths"] for c in d["candidates"] for v in c["evaluations"]}
+    assert {a["answer_id"] for a in answers} == ids
+    assert all(a["answer"].startswith("Answer ") for a in answers)
+    assert (outcome.run_dir / "config.yaml").is_file() and (outcome.run_dir / "run.log").stat().st_size > 0
+    assert json.loads((outcome.run_dir / "status.json").read_text())["status"] == "done"
+    assert (outcome.run_dir / "checkpoints.sqlite").stat().st_size > 0

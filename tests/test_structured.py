@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from drpo.store.call_journal import CallJournal
+from support.scripted import ScriptedChatModel
+
+from drpo.model_calls import CallStats, RoleCaller, call_structured
+from drpo.settings import RoleSpec
+from drpo.structured import (
+    OutputParseError,
+    extract_json_object,
+    parse_aspect_selection,
+    parse_evaluation,
+    parse_score,
+    parse_transition,
+)
+
+
+def test_extracts_json_from_fences_and_prose() -> None:
+    assert extract_json_object('```json\n{"a": 1}\n```') == {"a": 1}
+    assert extract_json_object('Sure! Here it is: {"a": {"b": 2}} hope it helps') == {"a": {"b": 2}}
+    assert extract_json_object('noise { not json } then {"ok": true}') == {"ok": True}
+    with pytest.raises(OutputParseError):
+        extract_json_object("no json here")
+    with pytest.raises(OutputParseError):
+        extract_json_object("   ")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(4, 4), ("4", 4), (" 5 ", 5), ("3/5", 3), (2.0, 2), ("1.0", 1)])
+def test_scores_as_strings_or_numbers(raw: object, expected: int) -> None:
+    assert parse_score(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [0, 6, "4.5", "good", None, True, 3.5])
+def test_bad_scores_are_errors(raw: object) -> None:
+    with pytest.raises(OutputParseError):
+        parse_score(raw)
+
+
+def test_aspect_names_are_normalized_and_deduplicated() -> None:
+    parsed = parse_aspect_selection(
+        {
+            "aspects_selection": {
+                "reasoning": "r",
+                "selected_aspects": ["helpfulness", "critical thinking", "Helpfulness"],
+            }
+        }
+    )
+    assert parsed["aspects"] == ["Helpfulness", "Critical-Thinking"]
+    assert parsed["new_aspects"] == []
+
+
+def test_a_proposed_aspect_never_crashes() -> None:
+    parsed = parse_aspect_selection(
+        {
+            "aspects_selection": {"selected_aspects": ["Clarity", "Humor", "Brevity of Code"]},
+            "new_aspect_definitions": {"Humor": "The answer is funny where appropriate."},
+        }
+    )
+    assert parsed["aspects"] == ["Clarity", "Humor", "Brevity of Code"]
+    assert parsed["new_aspects"] == ["Humor", "Brevity of Code"]
+    assert parsed["definitions"]["Humor"] == "The answer is funny where appropriate."
+    assert parsed["definitions"]["Brevity of Code"]  # a generated definition, never a KeyError
+
+
+def test_selection_size_is_enforced() -> None:
+    with pytest.raises(OutputParseError, match="2 to 5"):
+        parse_aspect_selection({"aspects_selection": {"selected_aspects": ["Clarity"]}})
+    with pytest.raises(OutputParseError, match="2 to 5"):
+        parse_aspect_selection(
+            {
+                "aspects_selection": {
+                    "selected_aspects": ["Clarity", "Depth", "Safety", "Empathy", "Creativity", "Helpfulness"]
+                }
+            }
+        )
+
+
+def test_evaluation_needs_every_requested_aspect() -> None:
+    verdict = parse_evaluation(
+        {"helpfulness": {"rationale": "good", "score": "4"}, "Clarity": {"rationale": "ok", "score": 3}, "X": 1},
+        ["Helpfulness", "Clarity"],
+    )
+    assert verdict == {"Helpfulness": {"score": 4, "rationale": "good"}, "Clarity": {"score": 3, "rationale": "ok"}}
+    with pytest.raises(OutputParseError, match="Clarity"):
+        parse_evaluation({"Helpfulness": {"score": 4}}, ["Helpfulness", "Clarity"])
+
+
+def test_transition_turns_literal_newlines_into_real_ones() -> None:
+    parsed = parse_transition({"new_system_prompt": "Be helpful.\\n- Be honest."})
+    assert parsed["new_system_prompt"] == "Be helpful.\n- Be honest."
+    with pytest.raises(OutputParseError):
+        parse_transition({"analysis": "no prompt"})
+
+
+def _caller(tmp_path: Path, model: ScriptedChatModel) -> RoleCaller:
+    return RoleCaller(
+        "evaluator",
+        RoleSpec(),
+        model,
+        "custom:test",
+        CallJournal(tmp_path / "journal.sqlite"),
+        threading.BoundedSemaphore(2),
+        CallStats(),
+        seed=1,
+        openai_style=False,
+    )
+
+
+def test_parse_failure_then_retry_with_the_error_fed_back(tmp_path: Path) -> None:
+    replies = iter(["I think it is great!", '{"Helpfulness": {"rationale": "fine", "score": "5"}}'])
+    model = ScriptedChatModel(responder=lambda text, sample: next(replies))
+    outcome = call_structured(
+        _caller(tmp_path, model), "## Task: evaluation", lambda d: parse_evaluation(d, ["Helpfulness"]), retries=2
+    )
+    assert outcome.value == {"Helpfulness": {"score": 5, "rationale": "fine"}}
+    assert outcome.attempts == 2
+    assert "no JSON object" in outcome.errors[0]
+    assert "no JSON object" in model.calls[1]  # the validation error was fed back
+
+
+def test_retries_exhausted_gives_an_explicit_failure_not_a_zero(tmp_path: Path) -> None:
+    model = ScriptedChatModel(responder=lambda text, sample: '{"Helpfulness": {"score": "excellent"}}')
+    outcome = call_structured(
+        _caller(tmp_path, model), "judge", lambda d: parse_evaluation(d, ["Helpfulness"]), retries=2
+    )
+    assert outcome.value is None
+    assert outcome.attempts == 3
+    assert len(outcome.errors) == 3 and "excellent" in outcome.errors[0]
+    assert outcome.usage["calls"] == 3
+
+
+def test_journal_answers_a_finished_call_without_calling_again(tmp_path: Path) -> None:
+    model = ScriptedChatModel()
+    caller = _caller(tmp_path, model)
+    first = caller.complete("hello")
+    again = caller.complete("hello")
+    other_sample = caller.complete("hello", sample=1)
+    assert again.text == first.text and again.from_journal and not first.from_journal
+    assert not other_sample.from_journal
+    assert len(model.calls) == 2
