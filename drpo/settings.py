@@ -60,19 +60,33 @@ class RoleSpec(BaseModel):
         return "OPENAI_API_KEY" if self.provider == "openai" else None
 
 
-def _role(**kwargs: Any) -> RoleSpec:
-    return RoleSpec(**kwargs)
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "base": {"temperature": 0.0, "max_tokens": 320},
+    "optimizer": {"temperature": 0.7, "max_tokens": 1200},
+    "evaluator": {"temperature": 0.0, "max_tokens": 800},
+    "aspect_selector": {"temperature": 0.0, "max_tokens": 800},
+}
 
 
 class RolesSettings(BaseModel):
-    """The four DRPO roles."""
+    """The four DRPO roles. A role given partially keeps its role-specific defaults for the rest."""
 
     model_config = ConfigDict(extra="forbid")
 
-    base: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=320))
-    optimizer: RoleSpec = Field(default_factory=lambda: _role(temperature=0.7, max_tokens=1200))
-    evaluator: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
-    aspect_selector: RoleSpec = Field(default_factory=lambda: _role(temperature=0.0, max_tokens=800))
+    base: RoleSpec = Field(default_factory=lambda: RoleSpec(**ROLE_DEFAULTS["base"]))
+    optimizer: RoleSpec = Field(default_factory=lambda: RoleSpec(**ROLE_DEFAULTS["optimizer"]))
+    evaluator: RoleSpec = Field(default_factory=lambda: RoleSpec(**ROLE_DEFAULTS["evaluator"]))
+    aspect_selector: RoleSpec = Field(default_factory=lambda: RoleSpec(**ROLE_DEFAULTS["aspect_selector"]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_role_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            role: {**ROLE_DEFAULTS[role], **value} if role in ROLE_DEFAULTS and isinstance(value, dict) else value
+            for role, value in data.items()
+        }
 
     @model_validator(mode="after")
     def _only_base_completes(self) -> RolesSettings:

@@ -54,6 +54,8 @@ def test_kill_9_then_resume_reaches_the_unbroken_result(reference_run, tmp_path:
         process.wait(timeout=30)
         before = len(log.read_text().splitlines())
         assert 25 <= before < sum(reference_hashes.values())
+        partial = drpo("show", "killed", "--runs-dir", "runs", cwd=tmp_path)
+        assert partial.returncode == 0 and "no result yet" in partial.stdout
         resumed = drpo("resume", "killed", "--runs-dir", "runs", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads((tmp_path / "runs" / "killed" / "result.json").read_text())

@@ -39,6 +39,8 @@ def test_local_model_flag_only_touches_local_roles() -> None:
     settings = settings_from_dict(apply_local_model(data, "smollm2-135m"))
     assert settings.roles.base.model == "smollm2-135m"
     assert settings.roles.evaluator.model == "gpt-4o"
+    assert settings.roles.base.max_tokens == 320  # a partial role keeps its role-specific defaults
+    assert settings.roles.optimizer.temperature == 0.7
 
 
 @pytest.mark.parametrize(

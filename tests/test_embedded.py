@@ -1,0 +1,49 @@
+"""End to end on the embedded llama.cpp server: real model, real Chroma, real SQLite checkpoints.
+
+SmolLM2-135M checks the wiring, not the quality: JSON-schema constrained output keeps even this
+tiny model's judge and optimizer replies parseable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from support.cli import drpo
+
+
+def test_cli_optimizes_on_the_embedded_model(tmp_path: Path) -> None:
+    done = drpo(
+        "optimize",
+        "--local-model",
+        "smollm2-135m",
+        "--depth",
+        "2",
+        "--beam-width",
+        "2",
+        "--num-actions",
+        "2",
+        "--run-id",
+        "embedded",
+        "--runs-dir",
+        "runs",
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "runs" / "embedded"
+    result = json.loads((run / "result.json").read_text())
+    assert result["best_prompt"].strip()
+    assert result["depths_run"] >= 2
+    assert result["usage"]["base"]["calls"] >= 2 and result["usage"]["base"]["estimated_calls"] == 0
+    first = result["depths"][0]["candidates"][0]
+    assert first["prompt"] == "You are a helpful assistant."
+    assert len(first["evaluations"]) == 1
+    answers = [json.loads(line) for line in (run / "answers.jsonl").read_text().splitlines()]
+    assert answers and all(isinstance(a["answer"], str) for a in answers)
+    with sqlite3.connect(run / "checkpoints.sqlite") as conn:
+        (checkpoints,) = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = 'embedded'").fetchone()
+    assert checkpoints > 5
+    assert (tmp_path / "runs" / ".store" / "chroma").is_dir()
+    assert "search finished" in done.stdout
