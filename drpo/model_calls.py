@@ -108,20 +108,8 @@ class RoleCaller:
         json_schema: dict[str, Any] | None = None,
     ) -> CallOutcome:
         """One model call, answered from the run journal when it already finished before."""
-        schema = json_schema if (json_schema is not None and self.spec.uses_json_schema()) else None
-        key = call_key(
-            {
-                "role": self.role,
-                "model": self.model_id,
-                "request": _serialize(request),
-                "temperature": self.spec.temperature,
-                "max_tokens": self.spec.max_tokens,
-                "stop": list(stop),
-                "schema": schema,
-                "sample": sample,
-                "seed": self._seed,
-            }
-        )
+        schema = self._schema(json_schema)
+        key = self._key(request, stop, schema, sample=sample)
         done = self._journal.get_call(key)
         if done is not None:
             with self._stats.lock:
@@ -129,17 +117,7 @@ class RoleCaller:
             return CallOutcome(
                 text=done["text"], usage=done["usage"], from_journal=True, truncated=done.get("truncated", False)
             )
-        kwargs: dict[str, Any] = {}
-        if self._openai_style or getattr(self.model, "drpo_accepts_seed", False):
-            kwargs["seed"] = int(key[:7], 16)
-        if self._openai_style and schema is not None:
-            # Sent as a raw body field: the SDK's typed parse path raises on truncated output,
-            # while we want truncation to be an ordinary, retried parse failure.
-            kwargs["extra_body"] = {
-                "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
-            }
-        if stop:
-            kwargs["stop"] = list(stop)
+        kwargs = self._kwargs(key, stop, schema)
         started = time.monotonic()
         with self._limiter:
             try:
@@ -159,6 +137,100 @@ class RoleCaller:
         with self._stats.lock:
             self._stats.fresh_calls += 1
         return CallOutcome(text=text, usage=usage, from_journal=False, truncated=truncated)
+
+    @property
+    def samples_with_n(self) -> bool:
+        """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""
+        return self._openai_style and self.is_chat and self.spec.uses_n()
+
+    def complete_samples(
+        self, request: list[BaseMessage], count: int, *, json_schema: dict[str, Any] | None = None
+    ) -> list[CallOutcome]:
+        """``count`` samples of one request: one call with ``n`` where supported, else one call each.
+
+        With ``n`` the whole usage is booked on the first sample so totals stay right."""
+        if count == 1 or not self.samples_with_n:
+            return [self.complete(request, sample=index, json_schema=json_schema) for index in range(count)]
+        schema = self._schema(json_schema)
+        key = self._key(request, (), schema, sample=0, n=count)
+        done = self._journal.get_call(key)
+        cached = done is not None
+        if done is None:
+            kwargs = self._kwargs(key, (), schema)
+            kwargs["n"] = count
+            started = time.monotonic()
+            with self._limiter:
+                try:
+                    result = self.model.generate([request], **kwargs)
+                except Exception as error:
+                    raise self._unhealable(error) or error from None
+            generations = result.generations[0]
+            token_usage = (result.llm_output or {}).get("token_usage") or {}
+            usage = empty_usage()
+            usage["calls"] = 1
+            usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
+            usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
+            done = {
+                "texts": [generation.text for generation in generations],
+                "truncated": [
+                    (generation.generation_info or {}).get("finish_reason") == "length" for generation in generations
+                ],
+                "usage": usage,
+            }
+            log.info(
+                "call role=%s model=%s n=%d in=%d out=%d %.2fs",
+                self.role,
+                self.model_id,
+                count,
+                usage["input_tokens"],
+                usage["output_tokens"],
+                time.monotonic() - started,
+            )
+            self._journal.put_call(key, done)
+            with self._stats.lock:
+                self._stats.fresh_calls += 1
+        outcomes = []
+        for index, text in enumerate(done["texts"][:count]):
+            usage = done["usage"] if index == 0 else empty_usage()
+            outcomes.append(
+                CallOutcome(text=text, usage=usage, from_journal=cached, truncated=done["truncated"][index])
+            )
+        return outcomes
+
+    def _schema(self, json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        return json_schema if (json_schema is not None and self.spec.uses_json_schema()) else None
+
+    def _key(
+        self, request: list[BaseMessage] | str, stop: tuple[str, ...], schema: dict[str, Any] | None, **extra: Any
+    ) -> str:
+        return call_key(
+            {
+                "role": self.role,
+                "model": self.model_id,
+                "request": _serialize(request),
+                "temperature": self.spec.temperature,
+                "max_tokens": self.spec.max_tokens,
+                "stop": list(stop),
+                "schema": schema,
+                "seed": self._seed,
+                **extra,
+            }
+        )
+
+    def _kwargs(self, key: str, stop: tuple[str, ...], schema: dict[str, Any] | None) -> dict[str, Any]:
+        """Per-call parameters: a seed derived from the call key (reproducible samples), the JSON schema, stops."""
+        kwargs: dict[str, Any] = {}
+        if self._openai_style or getattr(self.model, "drpo_accepts_seed", False):
+            kwargs["seed"] = int(key[:7], 16)
+        if self._openai_style and schema is not None:
+            # Sent as a raw body field: the SDK's typed parse path raises on truncated output,
+            # while we want truncation to be an ordinary, retried parse failure.
+            kwargs["extra_body"] = {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
+            }
+        if stop:
+            kwargs["stop"] = list(stop)
+        return kwargs
 
     def _unhealable(self, error: Exception) -> ModelCallError | None:
         """Provider errors that retrying cannot fix, as one clear line naming the role and provider."""
@@ -218,12 +290,18 @@ def call_structured(
     retries: int,
     sample: int = 0,
     json_schema: dict[str, Any] | None = None,
+    first: CallOutcome | None = None,
 ) -> StructuredOutcome[T]:
-    """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times."""
+    """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times.
+
+    ``first`` is an already received first reply (from a request with ``n``)."""
     messages: list[BaseMessage] = [HumanMessage(content=prompt)]
     outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
-    for _attempt in range(retries + 1):
-        call = caller.complete(messages, sample=sample, json_schema=json_schema)
+    for attempt in range(retries + 1):
+        if attempt == 0 and first is not None:
+            call = first
+        else:
+            call = caller.complete(messages, sample=sample, json_schema=json_schema)
         outcome.attempts += 1
         outcome.usage = add_usage(outcome.usage, call.usage)
         outcome.raw = call.text
@@ -243,3 +321,20 @@ def call_structured(
                 HumanMessage(content=render(RETRY_FEEDBACK, error=str(error))),
             ]
     return outcome
+
+
+def call_structured_samples(
+    caller: RoleCaller,
+    prompt: str,
+    parse: Callable[[dict[str, Any]], T],
+    count: int,
+    *,
+    retries: int,
+    json_schema: dict[str, Any] | None = None,
+) -> list[StructuredOutcome[T]]:
+    """``count`` independent structured samples; each unusable one is retried on its own."""
+    firsts = caller.complete_samples([HumanMessage(content=prompt)], count, json_schema=json_schema)
+    return [
+        call_structured(caller, prompt, parse, retries=retries, sample=index, json_schema=json_schema, first=first)
+        for index, first in enumerate(firsts)
+    ]

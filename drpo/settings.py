@@ -38,6 +38,9 @@ class RoleSpec(BaseModel):
     json_schema: bool | None = Field(
         None, description="Send a JSON schema response_format on structured calls (default: on for local)"
     )
+    sample_with_n: bool | None = Field(
+        None, description="Ask for M optimizer samples in one request with n (default: on for openai)"
+    )
     timeout: float = Field(600.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10, description="Transport-level retries of the OpenAI client")
 
@@ -52,6 +55,9 @@ class RoleSpec(BaseModel):
     def uses_json_schema(self) -> bool:
         """Constrained JSON output: the default for the embedded server, where it makes small models reliable."""
         return self.json_schema if self.json_schema is not None else self.provider == "local"
+
+    def uses_n(self) -> bool:
+        return self.sample_with_n if self.sample_with_n is not None else self.provider == "openai"
 
     def key_env_name(self) -> str | None:
         """Environment variable to read the key from, if the provider needs one."""

@@ -11,7 +11,7 @@ from drpo.nodes.scoring import should_skip
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from langgraph.runtime import Runtime
 
-from drpo.model_calls import add_usage, call_structured
+from drpo.model_calls import add_usage, call_structured_samples
 from drpo.services import DrpoContext, Services
 from drpo.structured import parse_transition, transition_schema
 
@@ -82,15 +82,15 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     proposals: list[CandidateRecord] = []
     failures: list[FailureRecord] = []
     usage: dict[str, int] = {}
-    for sample in range(search.num_actions):
-        outcome = call_structured(
-            services.callers["optimizer"],
-            prompt,
-            parse_transition,
-            retries=search.structured_retries,
-            sample=sample,
-            json_schema=transition_schema(),
-        )
+    outcomes = call_structured_samples(
+        services.callers["optimizer"],
+        prompt,
+        parse_transition,
+        search.num_actions,
+        retries=search.structured_retries,
+        json_schema=transition_schema(),
+    )
+    for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)
         if outcome.value is None:
             failures.append(

@@ -174,3 +174,33 @@ def test_wrong_api_key_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "aspect_selector" in done.stderr and "401" in done.stderr or "API key" in done.stderr
+
+
+def test_completion_base_model_over_http(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2)
+        config.write_text(config.read_text().replace("max_tokens: 256", "max_tokens: 256\n    mode: completion"))
+        done = drpo("optimize", "--config", str(config), "--run-id", "comp", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    kinds = Counter(json.loads(line)["kind"] for line in log.read_text().splitlines())
+    result = json.loads((tmp_path / "runs" / "comp" / "result.json").read_text())
+    assert kinds["completion"] == result["usage"]["base"]["calls"] > 0
+    answers = [json.loads(line)["answer"] for line in (tmp_path / "runs" / "comp" / "answers.jsonl").open()]
+    assert answers and all(a.startswith("Answer ") and "<END>" not in a and "extra" not in a for a in answers)
+
+
+def test_optimizer_samples_come_from_one_request_with_n(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=3)
+        config.write_text(config.read_text().replace("temperature: 0.7", "temperature: 0.7\n    sample_with_n: true"))
+        done = drpo("optimize", "--config", str(config), "--run-id", "withn", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    with_n = [entry for entry in entries if entry["n"] == 3]
+    result = json.loads((tmp_path / "runs" / "withn" / "result.json").read_text())
+    assert len(with_n) == result["usage"]["optimizer"]["calls"] >= 1
+    proposed = [c for d in result["depths"][1:] for c in d["candidates"] if c["origin"] == "optimizer"]
+    assert len(proposed) == 3 * len(with_n)
+    assert len({c["prompt"] for c in proposed}) == len(proposed)  # n samples are distinct, not one reply copied

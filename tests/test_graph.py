@@ -174,3 +174,37 @@ def test_answers_and_artifacts_are_written(make_settings, embedder: Embedder) ->
     assert (outcome.run_dir / "config.yaml").is_file() and (outcome.run_dir / "run.log").stat().st_size > 0
     assert json.loads((outcome.run_dir / "status.json").read_text())["status"] == "done"
     assert (outcome.run_dir / "checkpoints.sqlite").stat().st_size > 0
+
+
+def garbage_optimizer(text: str, sample: int) -> str:
+    return '{"analysis": "x"}' if task_of(text) == "transition" else respond(text, sample)
+
+
+def test_unusable_optimizer_output_carries_the_prompt_and_is_counted(make_settings, embedder: Embedder) -> None:
+    model = ScriptedChatModel(responder=garbage_optimizer)
+    result = run(make_settings(depth=2, num_actions=2, structured_retries=1), roles(model), embedder, "badopt").result
+    kinds = Counter(f["kind"] for f in result["failures"])
+    assert kinds["unparseable_transition"] == 2  # both samples of the root's transition
+    child = result["depths"][1]["candidates"]
+    assert [c["origin"] for c in child] == ["carried"]
+    assert child[0]["note"].startswith("transition failed") and child[0]["prompt"] == "You are a helpful assistant."
+    assert count_tasks(model)["transition"] == 4  # 2 samples x (1 try + 1 retry)
+
+
+def test_in_memory_checkpointer_for_library_use(make_settings, embedder: Embedder) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from drpo.runner import optimize
+
+    settings = make_settings(depth=2).model_copy(update={"run_id": "mem", "checkpointer": "memory"})
+    outcome = optimize(settings, models=roles(ScriptedChatModel()), embedder=embedder)
+    assert outcome.result["best_prompt"] and not (outcome.run_dir / "checkpoints.sqlite").exists()
+    saver = InMemorySaver()
+    again = optimize(
+        settings.model_copy(update={"run_id": "mem2"}),
+        models=roles(ScriptedChatModel()),
+        embedder=embedder,
+        checkpointer=saver,
+    )
+    assert saver.get_tuple({"configurable": {"thread_id": "mem2"}}) is not None
+    assert again.result["best_prompt"]
