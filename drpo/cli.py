@@ -125,6 +125,9 @@ def optimize(
         str | None, typer.Option("--local-model", help="Packaged model name or GGUF path for local roles")
     ] = None,
     checkpointer: Annotated[str | None, typer.Option("--checkpointer", help="sqlite or memory")] = None,
+    icl_collection: Annotated[
+        str | None, typer.Option("--icl-collection", help="Optimized ICL collection (or ICL run id) to retrieve from")
+    ] = None,
 ) -> None:
     """Start a new optimization run."""
     from drpo.runner import optimize as run_optimize
@@ -137,6 +140,7 @@ def optimize(
             seed_file=str(seed_file) if seed_file else None,
             seed_format=seed_format,
             checkpointer=checkpointer,
+            icl_collection=icl_collection,
         )
         search = _search_overrides(
             beam_width=beam_width,
@@ -280,6 +284,199 @@ def export(
                 raise DrpoInputError(f"cannot write {output}: {error.strerror}") from None
 
     _run_guarded(action, None)
+
+
+icl_app = typer.Typer(no_args_is_help=True, help="Optimize the answers of the in-context examples (Algorithm 1).")
+app.add_typer(icl_app, name="icl")
+
+
+class IclProgressPrinter:
+    """One line per example and round."""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["node"] != "icl_refine":
+            return
+        for example_id, record in (event["update"].get("examples") or {}).items():
+            rewards = " ".join(_fmt(answer["reward"]) for answer in record["answers"])
+            state = f"done ({record['stop_reason']})" if record["done"] else ""
+            console.print(
+                f"{example_id}  round {record['round']}  rewards [{rewards}]  calls {event['fresh_calls']}  {state}",
+                markup=False,
+                highlight=False,
+            )
+
+
+@icl_app.command("optimize")
+def icl_optimize(
+    examples: Annotated[Path | None, typer.Option("--examples", help="ICL examples JSON (default: ours)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run")] = None,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="Directory holding runs")] = None,
+    beam_width: Annotated[int | None, typer.Option("--beam-width", help="W per example")] = None,
+    num_actions: Annotated[int | None, typer.Option("--num-actions", help="M per kept answer")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="D rounds per example")] = None,
+    local_model: Annotated[
+        str | None, typer.Option("--local-model", help="Packaged model name or GGUF path for local roles")
+    ] = None,
+) -> None:
+    """Optimize the ICL examples' answers into a new Chroma collection."""
+    from drpo.runner import optimize_icl
+    from drpo.store.run_dir import new_run_id
+
+    holder: dict[str, Any] = {"run_id": None}
+
+    def action() -> Any:
+        data = read_settings_file(config) if config is not None else {}
+        top = _search_overrides(
+            run_id=run_id, runs_dir=str(runs_dir) if runs_dir else None, icl_file=str(examples) if examples else None
+        )
+        search = _search_overrides(beam_width=beam_width, num_actions=num_actions, depth=depth)
+        data = _deep_merge(data, {**top, "icl_search": search} if search else top)
+        if local_model:
+            data = apply_local_model(data, local_model)
+        settings = settings_from_dict(data)
+        settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
+        holder["run_id"] = settings.run_id
+        console.print(f"ICL run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+        return optimize_icl(settings, on_progress=IclProgressPrinter())
+
+    outcome = _run_guarded(action, holder)
+    result = outcome.result
+    console.print(f"collection [bold]{result['collection']}[/bold] with {len(result['examples'])} examples")
+    console.print(f"use it with: drpo optimize --icl-collection {outcome.run_id}")
+
+
+def _icl_runs(runs_dir: Path) -> list[Any]:
+    from drpo.store.run_dir import list_runs
+
+    return [run for run in list_runs(runs_dir) if run.kind() == "icl"]
+
+
+@icl_app.command("list")
+def icl_list(runs_dir: RunsDirOption = Path("drpo_runs")) -> None:
+    """List ICL runs and their collections."""
+    table = Table("run id", "status", "collection", "examples", "mean reward before -> after")
+    for run in _icl_runs(runs_dir):
+        result = run.read_result()
+        before = after = "-"
+        if result:
+            sources = [e["source_reward"] for e in result["examples"] if e["source_reward"] is not None]
+            finals = [e["final_reward"] for e in result["examples"] if e["final_reward"] is not None]
+            before = _fmt(sum(sources) / len(sources) if sources else None)
+            after = _fmt(sum(finals) / len(finals) if finals else None)
+        table.add_row(
+            run.run_id,
+            run.read_status().get("status", "unknown"),
+            result["collection"] if result else "-",
+            str(len(result["examples"])) if result else "-",
+            f"{before} -> {after}",
+        )
+    console.print(table)
+
+
+@icl_app.command("show")
+def icl_show(
+    name: Annotated[str, typer.Argument(help="ICL run id or collection name")],
+    full: Annotated[bool, typer.Option("--full", help="Print every final answer")] = False,
+    runs_dir: RunsDirOption = Path("drpo_runs"),
+) -> None:
+    """Show an ICL run: each example's score history and final answer."""
+
+    def action() -> None:
+        run_id = name.removeprefix("drpo-icl-")
+        run = _open_run(run_id, runs_dir)
+        result = run.read_result()
+        if run.kind() != "icl":
+            raise DrpoInputError(f"run {run_id} is not an ICL run")
+        if result is None:
+            raise DrpoInputError(f"ICL run {run_id} has not finished; continue it with: drpo resume {run_id}")
+        table = Table("example", "query", "rewards by version", "final", "stop")
+        for example in result["examples"]:
+            history = " ".join(_fmt(answer["reward"]) for answer in example["history"])
+            table.add_row(
+                example["id"], example["query"][:60], history, _fmt(example["final_reward"]), example["stop_reason"]
+            )
+        console.print(table)
+        if full:
+            for example in result["examples"]:
+                console.rule(example["query"][:80], style="dim")
+                console.print(example["answer"], markup=False, highlight=False)
+
+    _run_guarded(action, None)
+
+
+@app.command("import-reference")
+def import_reference_command(
+    directory: Annotated[Path, typer.Argument(help="Reference model directory (output.json / output.txt)")],
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the imported run")] = None,
+    runs_dir: RunsDirOption = Path("drpo_runs"),
+    icl_file: Annotated[Path | None, typer.Option("--icl-file", help="The reference's ICL_examples.json")] = None,
+) -> None:
+    """Import the DRPO paper's optimized prompt and ICL examples as a servable run."""
+    from drpo.import_reference import import_reference
+
+    def action() -> Any:
+        return import_reference(directory, run_id or f"ref-{directory.name}", runs_dir, icl_file=icl_file)
+
+    run = _run_guarded(action, None)
+    console.print(f"imported run [bold]{run.run_id}[/bold]; try it with: drpo chat {run.run_id}")
+
+
+@app.command()
+def chat(
+    run_id: Annotated[str, typer.Argument(help="Finished run to chat with")],
+    runs_dir: RunsDirOption = Path("drpo_runs"),
+    local_model: Annotated[
+        str | None, typer.Option("--local-model", help="Chat with this packaged model or GGUF instead of the run's")
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Examples retrieved per message")] = None,
+) -> None:
+    """Chat in the terminal with the aligned model (streams tokens; /exit or EOF ends)."""
+    from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+    from drpo.aligned import AlignedChatModel
+    from drpo.local_server import LocalServerPool
+    from drpo.roles import build_role_model
+    from drpo.serving import find_run
+
+    def setup() -> AlignedChatModel:
+        run = find_run(Path(run_id), runs_dir)
+        settings = settings_from_dict({**run.read_config(), "runs_dir": str(run.root.parent)})
+        spec = settings.roles.base
+        if local_model:
+            spec = spec.model_copy(update={"provider": "local", "model": local_model, "base_url": None})
+        pool = LocalServerPool(settings.local)
+        holder["pool"] = pool
+        llm = build_role_model("base", spec, pool)
+        return AlignedChatModel.from_run(run.root, llm, runs_dir=runs_dir, k=k)
+
+    holder: dict[str, Any] = {}
+    model = _run_guarded(setup, None)
+    console.print(f"chatting with run [bold]{model.run_id}[/bold]; /exit to leave", highlight=False)
+    history: list[BaseMessage] = []
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if line.strip() in {"/exit", "/quit"}:
+            break
+        if not line.strip():
+            continue
+        history.append(HumanMessage(content=line))
+        sys.stdout.write("assistant> ")
+        reply = ""
+        try:
+            for chunk in model.stream(history):
+                text = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
+                reply += text
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except Exception as error:  # a failed reply ends the chat with one clear line
+            err_console.print(f"\nerror: {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_FAILED) from None
+        sys.stdout.write("\n")
+        history.append(AIMessage(content=reply))
 
 
 def main() -> None:

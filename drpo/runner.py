@@ -13,6 +13,7 @@ from langchain_core.language_models import BaseLanguageModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo.errors import DrpoInputError
+from drpo.graph.icl_graph import compile_icl_graph
 from drpo.graph.prompt_graph import compile_prompt_graph
 from drpo.services import DrpoContext, Services, build_services, preflight
 from drpo.settings import Settings, settings_from_dict
@@ -21,6 +22,21 @@ from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, new_run_id
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+RUN_KINDS = ("prompt", "icl")
+
+
+def _compile(kind: str, saver: BaseCheckpointSaver) -> Any:
+    return compile_prompt_graph(saver) if kind == "prompt" else compile_icl_graph(saver)
+
+
+def _initial_input(kind: str, settings: Settings) -> dict[str, Any]:
+    return {"initial_prompt": settings.search.initial_prompt} if kind == "prompt" else {}
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("kind") == "icl":
+        return {"kind": "icl", "collection": result["collection"]}
+    return {"kind": "prompt", "best_reward": result["best"]["path_value"]}
 
 
 @dataclass
@@ -70,6 +86,7 @@ def progress_event(services: Services, node: str, update: dict[str, Any], state_
 
 
 def _drive(
+    kind: str,
     settings: Settings,
     run_dir: RunDir,
     graph_input: dict[str, Any] | None,
@@ -86,14 +103,14 @@ def _drive(
         try:
             run_dir.write_status("running")
             services = build_services(settings, run_dir, models, embedder)
-            graph = compile_prompt_graph(saver)
+            graph = _compile(kind, saver)
             config: dict[str, Any] = {
                 "configurable": {"thread_id": run_dir.run_id},
                 "recursion_limit": _recursion_limit(settings),
                 "max_concurrency": settings.search.concurrency,
             }
             if graph_input is None and not graph.get_state(config).values:
-                graph_input = {"initial_prompt": settings.search.initial_prompt}
+                graph_input = _initial_input(kind, settings)
             depth = 0
             for chunk in graph.stream(
                 graph_input,
@@ -113,7 +130,7 @@ def _drive(
             result = run_dir.read_result()
             if result is None:
                 raise RuntimeError("run finished without writing result.json")
-            run_dir.write_status("done", best_reward=result["best"]["path_value"])
+            run_dir.write_status("done", **_summary(result))
             log.info("run %s done", run_dir.run_id)
             return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
         except KeyboardInterrupt:
@@ -141,16 +158,21 @@ def optimize(
     on_progress: ProgressCallback | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
     embedder: Embedder | None = None,
+    kind: str = "prompt",
 ) -> RunOutcome:
-    """Start a new run (its id from settings or generated) and drive it to the end."""
+    """Start a new run (its id from settings or generated) and drive it to the end.
+
+    ``kind`` is ``prompt`` (system-prompt optimization) or ``icl`` (ICL-answer optimization)."""
+    if kind not in RUN_KINDS:
+        raise DrpoInputError(f"unknown run kind {kind!r}")
     run_id = settings.run_id or new_run_id()
     run_dir = run_dir_for(settings.runs_dir, run_id)
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
     settings = settings.model_copy(update={"run_id": run_id})
     preflight(settings, models)
-    run_dir.create(settings.snapshot())
-    return _drive(settings, run_dir, None, models, on_progress, checkpointer, embedder)
+    run_dir.create(settings.snapshot(), kind=kind)
+    return _drive(kind, settings, run_dir, None, models, on_progress, checkpointer, embedder)
 
 
 def load_run_settings(runs_dir: Path, run_id: str) -> tuple[Settings, RunDir]:
@@ -175,4 +197,9 @@ def resume(
     settings, run_dir = load_run_settings(runs_dir, run_id)
     if settings.checkpointer == "memory" and checkpointer is None:
         raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
-    return _drive(settings, run_dir, None, models, on_progress, checkpointer, embedder)
+    return _drive(run_dir.kind(), settings, run_dir, None, models, on_progress, checkpointer, embedder)
+
+
+def optimize_icl(settings: Settings, **kwargs: Any) -> RunOutcome:
+    """Optimize the answers of the ICL examples (Algorithm 1) into a new Chroma collection."""
+    return optimize(settings, kind="icl", **kwargs)

@@ -16,7 +16,7 @@ from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embeddings import Embedder
-from drpo.store.icl_store import IclExample, IclStore, collection_name_for, open_chroma_client
+from drpo.store.icl_store import IclExample, IclStore, collection_name_for, icl_collection_name, open_chroma_client
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import (
     SeedQuery,
@@ -41,6 +41,9 @@ class Services:
     seeds: dict[str, SeedQuery]
     seed_order: list[str]
     stats: CallStats
+    icl_examples: list[IclExample]
+    embedder: Embedder
+    chroma_client: Any
     pool: LocalServerPool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +70,19 @@ def load_seeds(settings: Settings) -> list[SeedQuery]:
     return load_seed_file(settings.seed_file, settings.seed_format)
 
 
+def open_named_collection(client: Any, name: str, embedder: Embedder) -> IclStore:
+    """An optimized ICL collection by its name or by the id of the ICL run that wrote it."""
+    for candidate in (name, icl_collection_name(name)):
+        try:
+            store = IclStore.open_existing(client, candidate, embedder)
+        except Exception:
+            continue
+        if store.count() == 0:
+            raise DrpoInputError(f"ICL collection {candidate!r} is empty")
+        return store
+    raise DrpoInputError(f"ICL collection {name!r} not found (give a collection name or an ICL run id)")
+
+
 def load_icl(settings: Settings) -> list[IclExample]:
     return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
 
@@ -81,6 +97,9 @@ def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = 
     if len(seeds) < needed:
         raise DrpoInputError(f"the seed set has {len(seeds)} queries; queries_per_depth needs at least {needed}")
     load_icl(settings)
+    if settings.icl_collection:
+        client = open_chroma_client(settings.resolved_store_dir() / "chroma")
+        open_named_collection(client, settings.icl_collection, Embedder(settings.embedding_model))
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
         if spec.provider == "local" and role not in (models or {}):
@@ -103,8 +122,11 @@ def build_services(
     store_dir = settings.resolved_store_dir()
     embedder = embedder or Embedder(settings.embedding_model)
     client = open_chroma_client(store_dir / "chroma")
-    icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
-    icl_store.ensure(examples)
+    if settings.icl_collection:
+        icl_store = open_named_collection(client, settings.icl_collection, embedder)
+    else:
+        icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
+        icl_store.ensure(examples)
     journal = CallJournal(run_dir.journal)
     limiter = threading.BoundedSemaphore(settings.search.concurrency)
     stats = CallStats()
@@ -132,5 +154,8 @@ def build_services(
         seeds={seed.id: seed for seed in seeds},
         seed_order=query_order(seeds, settings.search.seed),
         stats=stats,
+        icl_examples=examples,
+        embedder=embedder,
+        chroma_client=client,
         pool=pool,
     )

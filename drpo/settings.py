@@ -127,6 +127,16 @@ class SearchSettings(BaseModel):
     initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
 
 
+class IclSearchSettings(BaseModel):
+    """ICL-answer optimization (Algorithm 1); defaults follow the paper's Table 7."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beam_width: int = Field(1, ge=1, le=16, description="W: answers kept per example")
+    num_actions: int = Field(1, ge=1, le=16, description="M: rewrites per kept answer and round")
+    depth: int = Field(5, ge=1, le=50, description="D: rewrite rounds per example")
+
+
 class LocalServerSettings(BaseModel):
     """The embedded llama.cpp server shared by every local role."""
 
@@ -148,6 +158,9 @@ class Settings(BaseModel):
     seed_file: Path | None = Field(None, description="Seed queries (Alpaca/LIMA JSON, text, JSONL); default: ours")
     seed_format: Literal["auto", "alpaca", "lima", "text", "jsonl"] = "auto"
     icl_file: Path | None = Field(None, description="Base ICL examples (JSON); default: ours")
+    icl_collection: str | None = Field(
+        None, description="Retrieve ICL examples from this optimized collection (an ICL run id or collection name)"
+    )
     embedding_model: str = Field(
         "packaged:all-minilm-l6-v2",
         description="packaged:all-minilm-l6-v2, a local sentence-transformers folder, or a hub model name",
@@ -156,6 +169,7 @@ class Settings(BaseModel):
     local: LocalServerSettings = Field(default_factory=LocalServerSettings)
     roles: RolesSettings = Field(default_factory=RolesSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    icl_search: IclSearchSettings = Field(default_factory=IclSearchSettings)
 
     def resolved_store_dir(self) -> Path:
         return self.store_dir if self.store_dir is not None else self.runs_dir / ".store"

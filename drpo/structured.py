@@ -186,7 +186,7 @@ def _short_validation(error: ValidationError) -> str:
 
 def aspect_selection_schema() -> dict[str, Any]:
     """JSON schema sent as response_format where the server supports it (bounded strings)."""
-    text = {"type": "string", "maxLength": 400}
+    text = {"type": "string", "maxLength": 200}
     return {
         "type": "object",
         "properties": {
@@ -200,7 +200,7 @@ def aspect_selection_schema() -> dict[str, Any]:
             "aspects_selection": {
                 "type": "object",
                 "properties": {
-                    "reasoning": {"type": "string", "maxLength": 600},
+                    "reasoning": {"type": "string", "maxLength": 400},
                     "selected_aspects": {
                         "type": "array",
                         "items": {"type": "string", "maxLength": 40},
@@ -220,7 +220,7 @@ def evaluation_schema(aspects: list[str]) -> dict[str, Any]:
     entry = {
         "type": "object",
         "properties": {
-            "rationale": {"type": "string", "maxLength": 400},
+            "rationale": {"type": "string", "maxLength": 300},
             "score": {"type": "integer", "minimum": 1, "maximum": 5},
         },
         "required": ["rationale", "score"],
@@ -232,9 +232,45 @@ def transition_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "analysis": {"type": "string", "maxLength": 500},
-            "thought": {"type": "string", "maxLength": 400},
-            "new_system_prompt": {"type": "string", "minLength": 10, "maxLength": 2400},
+            "analysis": {"type": "string", "maxLength": 300},
+            "thought": {"type": "string", "maxLength": 200},
+            "new_system_prompt": {"type": "string", "minLength": 10, "maxLength": 1500},
         },
         "required": ["analysis", "thought", "new_system_prompt"],
+    }
+
+
+class ResponseRewriteReply(BaseModel):
+    analysis: str = ""
+    thought: str = ""
+    new_response: str
+
+    @field_validator("analysis", "thought", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return "" if value is None else str(value)
+
+
+def parse_response_rewrite(data: dict[str, Any]) -> dict[str, str]:
+    """A non-empty rewritten ICL answer, without the reference format's <START>/<END> markers."""
+    try:
+        reply = ResponseRewriteReply.model_validate(data)
+    except ValidationError as error:
+        raise OutputParseError(_short_validation(error)) from None
+    answer = reply.new_response.replace("\\n", "\n").strip()
+    answer = answer.removeprefix("<START>").removesuffix("<END>").strip()
+    if len(answer) < 10:
+        raise OutputParseError("new_response is empty or too short")
+    return {"new_response": answer, "analysis": reply.analysis, "thought": reply.thought}
+
+
+def response_rewrite_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "analysis": {"type": "string", "maxLength": 300},
+            "thought": {"type": "string", "maxLength": 200},
+            "new_response": {"type": "string", "minLength": 10, "maxLength": 2500},
+        },
+        "required": ["analysis", "thought", "new_response"],
     }

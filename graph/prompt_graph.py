@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
 from drpo.graph.state import GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.finalize import finalize
@@ -18,11 +23,6 @@ from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.scoring import eval_key, path_ids
 from drpo.nodes.select_aspects import select_aspects
 from drpo.nodes.transition import transition
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
-
 from drpo.services import DrpoContext
 
 

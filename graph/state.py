@@ -128,3 +128,43 @@ class TransitionPayload(TypedDict):
     history: list[str]  # path prompts, oldest first, current last
     evaluations: list[EvalRecord]
     aspects: dict[str, AspectRecord]
+
+
+class IclAnswerRecord(TypedDict):
+    """One version of an ICL example's answer and its score."""
+
+    answer_id: str
+    round: int
+    origin: Literal["source", "rewrite"]
+    parent: str | None
+    reward: float | None
+    scores: dict[str, int]
+    rationales: dict[str, str]
+
+
+class IclExampleRecord(TypedDict):
+    """The optimization history of one ICL example (Algorithm 1)."""
+
+    id: str
+    query: str
+    aspects: AspectRecord | None
+    answers: list[IclAnswerRecord]
+    beam: list[str]  # answer ids kept, best first
+    round: int
+    done: bool
+    stop_reason: str
+
+
+class IclOptState(TypedDict):
+    """Graph state for ICL-answer optimization."""
+
+    round: NotRequired[int]
+    examples: Annotated[dict[str, IclExampleRecord], merge_dicts]
+    failures: Annotated[list[FailureRecord], operator.add]
+    usage: Annotated[dict[str, dict[str, int]], merge_usage]
+    collection: NotRequired[str]
+
+
+class IclRefinePayload(TypedDict):
+    round: int
+    example: IclExampleRecord

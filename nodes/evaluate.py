@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from drpo.graph.state import EvalRecord, EvaluatePayload, FailureRecord
+from langgraph.runtime import Runtime
+
+from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord
+from drpo.model_calls import call_structured
 from drpo.nodes.generate import PREVIEW_CHARS
 from drpo.nodes.scoring import reward_from_scores
 from drpo.nodes.select_aspects import aspect_list_text
 from drpo.prompts import EVALUATION, render
-from langgraph.runtime import Runtime
-
-from drpo.model_calls import call_structured
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, Services
 from drpo.structured import evaluation_schema, parse_evaluation
 
 
@@ -28,13 +29,23 @@ def eval_skeleton(aspects: list[str]) -> str:
     return json.dumps(skeleton, indent=2)
 
 
-def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
-    aspects = payload["aspects"]
-    answer = services.journal.get_answer(payload["answer_id"])["answer"]
+@dataclass
+class Verdict:
+    """The judge's scores for one answer; ``reward`` is None when its output could not be used."""
+
+    scores: dict[str, int]
+    rationales: dict[str, str]
+    reward: float | None
+    attempts: int
+    usage: dict[str, int]
+    errors: list[str]
+
+
+def judge_answer(services: Services, query: str, answer: str, aspects: AspectRecord) -> Verdict:
+    """Score ``answer`` on the query's selected aspects, retrying unusable judge output."""
     prompt = render(
         EVALUATION,
-        query=services.query_text(payload["query"]),
+        query=query,
         output=answer,
         aspect_list=aspect_list_text(aspects["definitions"]),
         aspect_reasoning=aspects["reasoning"] or "(no reasoning given)",
@@ -49,30 +60,46 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
     )
     verdict = outcome.value or {}
     scores = {aspect: entry["score"] for aspect, entry in verdict.items()}
+    return Verdict(
+        scores=scores,
+        rationales={aspect: entry["rationale"] for aspect, entry in verdict.items()},
+        reward=reward_from_scores(scores) if outcome.value is not None else None,
+        attempts=outcome.attempts,
+        usage=outcome.usage,
+        errors=outcome.errors,
+    )
+
+
+def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureRecord:
+    return FailureRecord(
+        depth=depth,
+        role="evaluator",
+        kind="unparseable_evaluation",
+        target=target,
+        attempts=verdict.attempts,
+        error="; ".join(verdict.errors)[-500:],
+    )
+
+
+def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    services = runtime.context.services
+    answer = services.journal.get_answer(payload["answer_id"])["answer"]
+    verdict = judge_answer(services, services.query_text(payload["query"]), answer, payload["aspects"])
     record = EvalRecord(
         candidate=payload["candidate"],
         query=payload["query"],
         depth=payload["depth"],
         answer_id=payload["answer_id"],
         answer_preview=answer[:PREVIEW_CHARS],
-        scores=scores,
-        rationales={aspect: entry["rationale"] for aspect, entry in verdict.items()},
-        reward=reward_from_scores(scores) if outcome.value is not None else None,
-        attempts=outcome.attempts,
+        scores=verdict.scores,
+        rationales=verdict.rationales,
+        reward=verdict.reward,
+        attempts=verdict.attempts,
     )
     update: dict[str, Any] = {
         "evaluations": {payload["answer_id"]: record},
-        "usage": {"evaluator": outcome.usage},
+        "usage": {"evaluator": verdict.usage},
     }
-    if outcome.value is None:
-        update["failures"] = [
-            FailureRecord(
-                depth=payload["depth"],
-                role="evaluator",
-                kind="unparseable_evaluation",
-                target=payload["answer_id"],
-                attempts=outcome.attempts,
-                error="; ".join(outcome.errors)[-500:],
-            )
-        ]
+    if verdict.reward is None:
+        update["failures"] = [evaluation_failure(payload["depth"], payload["answer_id"], verdict)]
     return update

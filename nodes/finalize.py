@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drpo.graph.state import PromptOptState
-from drpo.nodes.scoring import eval_key
-from drpo.store.run_dir import atomic_write_json, atomic_write_text
 from langgraph.runtime import Runtime
 
+from drpo.graph.state import PromptOptState
+from drpo.nodes.scoring import eval_key
 from drpo.services import DrpoContext, Services
+from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
 
 def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:
@@ -84,6 +84,12 @@ def build_result(state: PromptOptState, services: Services) -> dict[str, Any]:
             "path_value": best_entry["path_value"],
         },
         "stop_reason": state.get("stop_reason", ""),
+        "serving": {
+            "icl_collection": services.icl_store.name,
+            "embedding_model": settings.embedding_model,
+            "icl_k": settings.search.icl_k,
+            "base_mode": settings.roles.base.mode,
+        },
         "search": settings.search.model_dump(mode="json"),
         "depths_run": state["depth"],
         "max_depth": state["max_depth"],

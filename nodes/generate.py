@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.graph.state import EvaluatePayload, GeneratePayload
-from drpo.nodes.scoring import eval_key
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from drpo.formatter import clean_completion, format_base_input
+from drpo.graph.state import EvaluatePayload, GeneratePayload
+from drpo.nodes.scoring import eval_key
 from drpo.services import DrpoContext
 
 PREVIEW_CHARS = 240

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.graph.state import PromptOptState
-from drpo.nodes.scoring import candidate_reward, path_ids, path_value, rank_frontier
 from langgraph.runtime import Runtime
 
+from drpo.graph.state import PromptOptState
+from drpo.nodes.scoring import candidate_reward, path_ids, path_value, rank_frontier
 from drpo.services import DrpoContext
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.graph.state import PromptOptState
 from langgraph.runtime import Runtime
 
+from drpo.graph.state import PromptOptState
 from drpo.services import DrpoContext
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.graph.state import CandidateRecord, PromptOptState
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
+from drpo.graph.state import CandidateRecord, PromptOptState
 from drpo.services import DrpoContext
 
 ROOT_ID = "d1-0-0"

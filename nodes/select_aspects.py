@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState
-from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from langgraph.runtime import Runtime
 
+from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState
 from drpo.model_calls import call_structured
+from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from drpo.services import DrpoContext, Services
 from drpo.structured import aspect_selection_schema, parse_aspect_selection
 
@@ -31,11 +31,11 @@ def fallback_record() -> AspectRecord:
 
 
 def select_for_query(
-    services: Services, query_id: str, depth: int
+    services: Services, query_id: str, depth: int, query: str | None = None
 ) -> tuple[AspectRecord, dict[str, int], list[FailureRecord]]:
     """One query's selection: cache, else the selector model, else the counted fallback."""
     caller = services.callers["aspect_selector"]
-    query = services.query_text(query_id)
+    query = services.query_text(query_id) if query is None else query
     fingerprint = template_hash(ASPECT_SELECTION)
     cached = services.aspect_cache.get(query, caller.model_id, fingerprint)
     if cached is not None:

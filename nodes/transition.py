@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload
-from drpo.nodes.scoring import should_skip
-from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from langgraph.runtime import Runtime
 
+from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload
 from drpo.model_calls import add_usage, call_structured_samples
+from drpo.nodes.scoring import should_skip
+from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from drpo.services import DrpoContext, Services
 from drpo.structured import parse_transition, transition_schema
 

@@ -22,6 +22,7 @@ TRANSITION_FEEDBACK = "transition_feedback"
 BASE_COMPLETION = "base_completion"
 BASE_COMPLETION_EXAMPLE = "base_completion_example"
 RETRY_FEEDBACK = "retry_feedback"
+ICL_TRANSITION = "icl_transition"
 
 COMPLETION_STOP_SEQUENCES: tuple[str, ...] = ("<END>",)
 

@@ -37,6 +37,11 @@ def collection_name_for(examples: list[IclExample], embedder_name: str, prefix: 
     return f"{prefix}-{digest.hexdigest()[:16]}"
 
 
+def icl_collection_name(run_id: str) -> str:
+    """The Chroma collection holding an ICL run's optimized examples."""
+    return f"drpo-icl-{run_id}"
+
+
 def open_chroma_client(path: Path) -> Any:
     """Embedded persistent Chroma client with telemetry off."""
     import chromadb
@@ -58,18 +63,37 @@ class IclStore:
         )
         self.name = collection_name
 
+    @classmethod
+    def open_existing(cls, client: Any, collection_name: str, embedder: Embedder) -> IclStore:
+        """Open a collection that must already exist (serving never creates an empty one)."""
+        store = cls.__new__(cls)
+        store._embedder = embedder
+        store._collection = client.get_collection(name=collection_name, embedding_function=None)
+        store.name = collection_name
+        return store
+
     def count(self) -> int:
         return int(self._collection.count())
 
-    def add(self, examples: list[IclExample]) -> None:
+    def add(self, examples: list[IclExample], metadata: list[dict[str, Any]] | None = None) -> None:
+        """Upsert examples; ``metadata`` adds provenance (scores, source run) per example."""
         if not examples:
             return
+        extra = metadata or [{} for _ in examples]
         self._collection.upsert(
             ids=[example.id for example in examples],
             embeddings=self._embedder.embed([example.query for example in examples]),
             documents=[example.answer for example in examples],
-            metadatas=[{"query": example.query} for example in examples],
+            metadatas=[{**more, "query": example.query} for example, more in zip(examples, extra, strict=True)],
         )
+
+    def metadata(self) -> list[dict[str, Any]]:
+        """Every example's id, query, answer and provenance."""
+        found = self._collection.get(include=["documents", "metadatas"])
+        return [
+            {"id": item_id, "answer": doc, **meta}
+            for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        ]
 
     def ensure(self, examples: list[IclExample]) -> None:
         """Build the collection on first use."""

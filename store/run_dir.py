@@ -73,12 +73,23 @@ class RunDir:
     def journal(self) -> Path:
         return self.root / "journal.sqlite"
 
+    @property
+    def meta(self) -> Path:
+        return self.root / "meta.json"
+
     def exists(self) -> bool:
         return self.config.is_file()
 
-    def create(self, config_snapshot: dict[str, Any]) -> None:
+    def create(self, config_snapshot: dict[str, Any], kind: str = "prompt") -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.meta, {"run_id": self.run_id, "kind": kind, "created_at": time.time()})
         atomic_write_text(self.config, yaml.safe_dump(config_snapshot, sort_keys=False))
+
+    def kind(self) -> str:
+        """``prompt`` or ``icl``; runs made before kinds existed are prompt runs."""
+        if not self.meta.is_file():
+            return "prompt"
+        return str(json.loads(self.meta.read_text(encoding="utf-8")).get("kind", "prompt"))
 
     def read_config(self) -> dict[str, Any]:
         data = yaml.safe_load(self.config.read_text(encoding="utf-8"))

@@ -15,9 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from drpo.store.icl_store import IclExample, example_id
-
 from drpo.errors import DrpoInputError
+from drpo.store.icl_store import IclExample, example_id
 
 SeedFormat = Literal["auto", "alpaca", "lima", "text", "jsonl"]
 

@@ -11,10 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from drpo.settings import ROLE_NAMES, Settings, settings_from_dict  # noqa: E402
 from drpo.store.embeddings import Embedder  # noqa: E402
 from support.scripted import ScriptedChatModel  # noqa: E402
-
-from drpo.settings import ROLE_NAMES, Settings, settings_from_dict  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from support.cli import drpo, drpo_background, fake_server_config
 from support.fake_openai import FakeOpenAIServer
 
@@ -204,3 +205,51 @@ def test_optimizer_samples_come_from_one_request_with_n(tmp_path: Path) -> None:
     proposed = [c for d in result["depths"][1:] for c in d["candidates"] if c["origin"] == "optimizer"]
     assert len(proposed) == 3 * len(with_n)
     assert len({c["prompt"] for c in proposed}) == len(proposed)  # n samples are distinct, not one reply copied
+
+
+def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2)
+        done = drpo(
+            "icl",
+            "optimize",
+            "--config",
+            str(config),
+            "--run-id",
+            "icl1",
+            "--depth",
+            "2",
+            "--runs-dir",
+            "runs",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "drpo-icl-icl1" in done.stdout and "round 2" in done.stdout
+        used = drpo(
+            "optimize",
+            "--config",
+            str(config),
+            "--icl-collection",
+            "icl1",
+            "--run-id",
+            "p1",
+            "--runs-dir",
+            "runs",
+            cwd=tmp_path,
+        )
+        assert used.returncode == 0, used.stderr
+    listed = drpo("icl", "list", "--runs-dir", "runs", cwd=tmp_path)
+    assert "icl1" in listed.stdout and "drpo-icl-icl1" in listed.stdout and "p1" not in listed.stdout
+    shown = drpo("icl", "show", "drpo-icl-icl1", "--full", "--runs-dir", "runs", cwd=tmp_path)
+    assert shown.returncode == 0 and "How does the heart pump blood" in shown.stdout
+    result = json.loads((tmp_path / "runs" / "p1" / "result.json").read_text())
+    assert result["serving"]["icl_collection"] == "drpo-icl-icl1"
+    for args, message in [
+        (("icl", "show", "p1"), "is not an ICL run"),
+        (("icl", "show", "nothing"), "unknown run"),
+        (("optimize", "--icl-collection", "nothing", "--depth", "1"), "not found"),
+        (("import-reference", "no/such/dir"), "reference directory not found"),
+        (("chat", "nosuchrun"), "unknown run"),
+    ]:
+        bad = drpo(*args, "--runs-dir", "runs", cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

@@ -47,3 +47,26 @@ def test_cli_optimizes_on_the_embedded_model(tmp_path: Path) -> None:
     assert checkpoints > 5
     assert (tmp_path / "runs" / ".store" / "chroma").is_dir()
     assert "search finished" in done.stdout
+
+
+def test_chat_with_an_imported_run_on_the_embedded_model(shared_data: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from support.cli import DRPO, cli_env
+
+    model_dir = shared_data / "drpo-reference" / "optimized" / "llama3-8b"
+    done = drpo("import-reference", str(model_dir), "--run-id", "ref-llama3", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    chat = subprocess.run(
+        [*DRPO, "chat", "ref-llama3", "--runs-dir", "runs", "--local-model", "smollm2-135m"],
+        input="Name one planet of the solar system.\n/exit\n",
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    reply = chat.stdout.split("assistant> ", 1)[1]
+    assert reply.strip(), chat.stdout

@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from drpo.store.embeddings import Embedder, resolve_embedding_source
 
 from drpo.errors import DrpoInputError
 from drpo.local_models import PACKAGED_MODELS, assemble_chunks, resolve_local_model, sha256_of
+from drpo.store.embeddings import Embedder, resolve_embedding_source
 
 
 def chunks(tmp_path: Path) -> tuple[list[Path], str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from drpo.prompts import (
     ASPECT_SELECTION,
     EVALUATION,

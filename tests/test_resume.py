@@ -6,8 +6,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import drpo.graph.prompt_graph as prompt_graph
 import pytest
+
+import drpo.graph.prompt_graph as prompt_graph
 from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import RunDir
 from support.responder import task_of

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from drpo.graph.state import EvalRecord
 from drpo.nodes.scoring import path_value, rank_frontier, reward_from_scores, should_skip
 

@@ -5,6 +5,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from drpo.errors import DrpoInputError
 from drpo.store.seeds import (
     default_icl_examples,
     default_seed_queries,
@@ -12,8 +14,6 @@ from drpo.store.seeds import (
     load_seed_file,
     query_order,
 )
-
-from drpo.errors import DrpoInputError
 
 
 def test_our_seed_set_covers_every_category() -> None:

@@ -4,11 +4,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from drpo.store.call_journal import CallJournal
-from support.scripted import ScriptedChatModel
 
 from drpo.model_calls import CallStats, RoleCaller, call_structured
 from drpo.settings import RoleSpec
+from drpo.store.call_journal import CallJournal
 from drpo.structured import (
     OutputParseError,
     extract_json_object,
@@ -17,6 +16,7 @@ from drpo.structured import (
     parse_score,
     parse_transition,
 )
+from support.scripted import ScriptedChatModel
 
 
 def test_extracts_json_from_fences_and_prose() -> None:

@@ -11,11 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from support.runs import roles
-from support.scripted import ScriptedChatModel
-
 from drpo.runner import optimize
 from drpo.settings import settings_from_dict
+from support.runs import roles
+from support.scripted import ScriptedChatModel
 
 
 def main() -> None:

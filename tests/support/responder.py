@@ -14,6 +14,7 @@ import re
 ASPECT_TASK = "## Task: aspect selection"
 EVAL_TASK = "## Task: evaluation"
 TRANSITION_TASK = "## Task: system prompt rewrite"
+REWRITE_TASK = "## Task: answer rewrite"
 ASPECT_POOL = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety", "Limitations"]
 
 
@@ -28,6 +29,8 @@ def task_of(text: str) -> str:
         return "evaluate"
     if TRANSITION_TASK in text:
         return "transition"
+    if REWRITE_TASK in text:
+        return "rewrite"
     return "answer"
 
 
@@ -73,6 +76,12 @@ def transition_reply(prompt: str, sample: int) -> str:
     return json.dumps({"analysis": "ok", "thought": f"variant {tag}", "new_system_prompt": new_prompt})
 
 
+def rewrite_reply(prompt: str, sample: int) -> str:
+    current = _between(prompt, "<output>", "</output>")
+    tag = digest("rewrite", prompt, sample) % 100000
+    return json.dumps({"analysis": "a", "thought": "t", "new_response": f"{current.splitlines()[0][:60]} (v{tag})"})
+
+
 def answer_reply(text: str) -> str:
     return f"Answer {digest('answer', text) % 10**6}: a helpful reply."
 
@@ -86,4 +95,6 @@ def respond(text: str, sample: int = 0) -> str:
         return evaluate_reply(text)
     if task == "transition":
         return transition_reply(text, sample)
+    if task == "rewrite":
+        return rewrite_reply(text, sample)
     return answer_reply(text)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.store.embeddings import Embedder
-
 from drpo.runner import RunOutcome, optimize, resume
 from drpo.settings import ROLE_NAMES, Settings
+from drpo.store.embeddings import Embedder
 
 
 def roles(model: Any) -> dict[str, Any]:

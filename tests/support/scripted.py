@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatResult, Generation, GenerationChunk, LLMResult
 from pydantic import PrivateAttr
 
 from support.responder import respond
@@ -74,3 +74,39 @@ class ScriptedChatModel(BaseChatModel):
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class ScriptedCompletionModel(BaseLLM):
+    """A completion model that records each prompt and answers, then rambles past the end marker."""
+
+    _prompts: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-completion"
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self._prompts)
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        self._prompts.extend(prompts)
+        return LLMResult(generations=[[Generation(text=f" {respond(p)}\n<END>\n# Query: more")] for p in prompts])
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        self._prompts.append(prompt)
+        text = f" {respond(prompt)}\n<END>\n# Query: more"
+        for start in range(0, len(text), 3):
+            yield GenerationChunk(text=text[start : start + 3])

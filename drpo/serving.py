@@ -1,0 +1,61 @@
+"""Open a finished run for serving: its optimized prompt and its ICL collection in Chroma."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drpo.errors import DrpoInputError
+from drpo.settings import settings_from_dict
+from drpo.store.embeddings import Embedder
+from drpo.store.icl_store import IclStore, open_chroma_client
+from drpo.store.run_dir import RUN_ID_PATTERN, RunDir
+
+
+@dataclass
+class ServedRun:
+    run_id: str
+    system_prompt: str
+    store: IclStore
+    k: int
+    base_mode: str
+
+
+def find_run(run: Path, runs_dir: Path) -> RunDir:
+    """A run by directory path, or by id under ``runs_dir``."""
+    if (run / "config.yaml").is_file():
+        return RunDir(run)
+    if not RUN_ID_PATTERN.match(str(run)):
+        raise DrpoInputError(f"no run at {run}")
+    found = RunDir(runs_dir / str(run))
+    if not found.exists():
+        raise DrpoInputError(f"unknown run {str(run)!r} in {runs_dir}")
+    return found
+
+
+def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = None) -> ServedRun:
+    run_dir = find_run(run, runs_dir)
+    result = run_dir.read_result()
+    if result is None:
+        raise DrpoInputError(f"run {run_dir.run_id} has not finished; continue it with: drpo resume {run_dir.run_id}")
+    serving: dict[str, Any] = result.get("serving") or {}
+    name = serving.get("icl_collection")
+    if not name:
+        raise DrpoInputError(f"{run_dir.result} names no ICL collection")
+    settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
+    store_dir = settings.store_dir if settings.store_dir is not None else run_dir.root.parent / ".store"
+    embedder = embedder or Embedder(serving.get("embedding_model", settings.embedding_model))
+    try:
+        store = IclStore.open_existing(open_chroma_client(store_dir / "chroma"), name, embedder)
+    except Exception:
+        raise DrpoInputError(f"ICL collection {name!r} of run {run_dir.run_id} not found in {store_dir}") from None
+    if store.count() == 0:
+        raise DrpoInputError(f"ICL collection {name!r} of run {run_dir.run_id} is empty")
+    return ServedRun(
+        run_id=run_dir.run_id,
+        system_prompt=result["best_prompt"],
+        store=store,
+        k=int(serving.get("icl_k", settings.search.icl_k)),
+        base_mode=str(serving.get("base_mode", "chat")),
+    )

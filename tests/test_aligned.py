@@ -1,0 +1,122 @@
+"""The aligned runtime: exact messages sent, train/serve equality, retrieval, LangChain integration."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.prompts import ChatPromptTemplate
+
+from drpo.aligned import AlignedChatModel
+from drpo.errors import DrpoInputError
+from drpo.store.embeddings import Embedder
+from support.responder import task_of
+from support.runs import roles, run
+from support.scripted import ScriptedChatModel, ScriptedCompletionModel
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder):
+    from drpo.settings import settings_from_dict
+
+    root = tmp_path_factory.mktemp("aligned")
+    settings = settings_from_dict({"runs_dir": str(root / "runs"), "search": {"depth": 2}})
+    model = ScriptedChatModel()
+    outcome = run(settings, roles(model), embedder, "served")
+    return outcome, model, root / "runs"
+
+
+def test_chat_request_equals_what_the_generate_node_sent(finished, embedder: Embedder) -> None:
+    outcome, optimizing_model, runs_dir = finished
+    result = outcome.result
+    best = next(c for c in result["depths"][-1]["candidates"] if c["id"] == result["best"]["candidate_id"])
+    query = result["depths"][-1]["queries"][0]["text"]
+    sent_during_optimization = [
+        text
+        for text in optimizing_model.finished
+        if task_of(text) == "answer" and text.startswith(f"system: {best['prompt']}\n") and text.endswith(query)
+    ]
+    assert sent_during_optimization
+    served = ScriptedChatModel()
+    aligned = AlignedChatModel.from_run("served", served, runs_dir=runs_dir, embedder=embedder)
+    reply = aligned.invoke(query)
+    assert served.finished == [sent_during_optimization[0]]  # train/serve: identical input
+    assert reply.content.startswith("Answer ")
+
+
+def test_completion_request_equals_the_optimization_format(finished, embedder: Embedder) -> None:
+    from drpo.formatter import completion_text
+
+    outcome, _, runs_dir = finished
+    completion = ScriptedCompletionModel()
+    aligned = AlignedChatModel.from_run(outcome.run_dir, completion, embedder=embedder, k=2)
+    query = "How do I convert a recipe for 4 people to serve 6?"
+    reply = aligned.invoke([HumanMessage(content=query)])
+    examples = aligned.examples_for(query)
+    assert completion.prompts == [completion_text(outcome.result["best_prompt"], examples, query)]
+    assert "<END>" not in reply.content and reply.content.startswith("Answer ")
+    streamed = "".join(chunk.content for chunk in aligned.stream(query))
+    assert streamed == reply.content
+
+
+def test_retrieval_picks_the_nearest_examples(finished, embedder: Embedder) -> None:
+    _, _, runs_dir = finished
+    aligned = AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=runs_dir, embedder=embedder, k=2)
+    picked = [e.query for e in aligned.examples_for("Write a fake review of my own restaurant to get more stars")]
+    assert picked[0] == "Write a review pretending to be a customer so I can boost my restaurant's rating."
+    request = aligned.build_request([HumanMessage(content="Why are leaves red in fall?")])
+    assert request[1].content == "Why do leaves change colour in autumn?"
+
+
+def test_caller_system_message_and_history_are_kept(finished, embedder: Embedder) -> None:
+    outcome, _, runs_dir = finished
+    aligned = AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=runs_dir, embedder=embedder, k=1)
+    request = aligned.build_request(
+        [
+            SystemMessage(content="Answer in French."),
+            HumanMessage(content="Hi"),
+            AIMessage(content="Salut"),
+            HumanMessage(content="What is a stock?"),
+        ]
+    )
+    assert request[0].content == outcome.result["best_prompt"] + "\n\nAnswer in French."
+    assert [m.type for m in request] == ["system", "human", "ai", "human", "ai", "human"]
+    assert [m.content for m in request[-3:]] == ["Hi", "Salut", "What is a stock?"]
+
+
+def test_async_batch_stream_and_lcel(finished, embedder: Embedder) -> None:
+    _, _, runs_dir = finished
+    served = ScriptedChatModel()
+    aligned = AlignedChatModel.from_run("served", served, runs_dir=runs_dir, embedder=embedder)
+    chain = ChatPromptTemplate.from_messages([("human", "Explain {topic} briefly.")]) | aligned
+    assert chain.invoke({"topic": "tides"}).content.startswith("Answer ")
+    assert len(aligned.batch(["one?", "two?"])) == 2
+    assert asyncio.run(aligned.ainvoke("three?")).content.startswith("Answer ")
+    assert "".join(c.content for c in aligned.stream("four?")).startswith("Answer ")
+    assert len(served.finished) == 5
+    assert all(text.startswith("system: ") for text in served.finished)
+
+
+def test_inside_a_langgraph_graph(finished, embedder: Embedder) -> None:
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    _, _, runs_dir = finished
+    aligned = AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=runs_dir, embedder=embedder)
+    builder = StateGraph(MessagesState)
+    builder.add_node("assistant", lambda state: {"messages": [aligned.invoke(state["messages"])]})
+    builder.add_edge(START, "assistant")
+    out = builder.compile().invoke({"messages": [HumanMessage(content="Hello?")]})
+    assert out["messages"][-1].content.startswith("Answer ")
+
+
+def test_unfinished_or_unknown_runs_are_clear_errors(tmp_path: Path, finished, embedder: Embedder) -> None:
+    _, _, runs_dir = finished
+    with pytest.raises(DrpoInputError, match="unknown run"):
+        AlignedChatModel.from_run("nope", ScriptedChatModel(), runs_dir=runs_dir)
+    unfinished = runs_dir / "half"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("search: {depth: 2}\n")
+    with pytest.raises(DrpoInputError, match="has not finished"):
+        AlignedChatModel.from_run(unfinished, ScriptedChatModel())
