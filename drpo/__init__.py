@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Settings", "load_settings", "optimize", "resume", "__version__"]
+__all__ = ["AlignedChatModel", "Settings", "load_settings", "optimize", "optimize_icl", "resume", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,8 +14,12 @@ def __getattr__(name: str) -> Any:
         from drpo import settings
 
         return getattr(settings, name)
-    if name in {"optimize", "resume"}:
+    if name in {"optimize", "optimize_icl", "resume"}:
         from drpo import runner
 
         return getattr(runner, name)
+    if name == "AlignedChatModel":
+        from drpo.aligned import AlignedChatModel
+
+        return AlignedChatModel
     raise AttributeError(f"module 'drpo' has no attribute {name!r}")

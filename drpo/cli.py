@@ -435,19 +435,11 @@ def chat(
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
     from drpo.aligned import AlignedChatModel
-    from drpo.local_server import LocalServerPool
-    from drpo.roles import build_role_model
-    from drpo.serving import find_run
+    from drpo.serving import find_run, run_base_model
 
     def setup() -> AlignedChatModel:
         run = find_run(Path(run_id), runs_dir)
-        settings = settings_from_dict({**run.read_config(), "runs_dir": str(run.root.parent)})
-        spec = settings.roles.base
-        if local_model:
-            spec = spec.model_copy(update={"provider": "local", "model": local_model, "base_url": None})
-        pool = LocalServerPool(settings.local)
-        holder["pool"] = pool
-        llm = build_role_model("base", spec, pool)
+        llm, holder["pool"] = run_base_model(run.root, runs_dir, local_model)
         return AlignedChatModel.from_run(run.root, llm, runs_dir=runs_dir, k=k)
 
     holder: dict[str, Any] = {}

@@ -120,3 +120,20 @@ def test_unfinished_or_unknown_runs_are_clear_errors(tmp_path: Path, finished, e
     (unfinished / "config.yaml").write_text("search: {depth: 2}\n")
     with pytest.raises(DrpoInputError, match="has not finished"):
         AlignedChatModel.from_run(unfinished, ScriptedChatModel())
+
+
+def test_the_shipped_agent_example_keeps_conversation_memory(finished, embedder: Embedder) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "aligned_langgraph_agent.py"
+    spec = importlib.util.spec_from_file_location("aligned_agent_example", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, _, runs_dir = finished
+    served = ScriptedChatModel()
+    agent = module.build_agent(AlignedChatModel.from_run("served", served, runs_dir=runs_dir, embedder=embedder))
+    config = {"configurable": {"thread_id": "t"}}
+    agent.invoke({"messages": [HumanMessage(content="First question?")]}, config)
+    agent.invoke({"messages": [HumanMessage(content="Second question?")]}, config)
+    assert "human: First question?" in served.finished[1] and served.finished[1].endswith("Second question?")
