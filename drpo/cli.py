@@ -189,15 +189,17 @@ def list_runs_command(runs_dir: RunsDirOption = Path("drpo_runs")) -> None:
     """List runs and their status."""
     from drpo.store.run_dir import list_runs
 
-    table = Table("run id", "status", "best path value", "depths")
+    table = Table("run id", "kind", "status", "best path value", "depths")
     for run in list_runs(runs_dir):
         status = run.read_status()
         result = run.read_result()
+        prompt_result = result if result and "best" in result else None
         table.add_row(
             run.run_id,
+            run.kind(),
             status.get("status", "unknown"),
-            _fmt(result["best"]["path_value"]) if result else "-",
-            str(result["depths_run"]) if result else "-",
+            _fmt(prompt_result["best"]["path_value"]) if prompt_result else "-",
+            str(prompt_result["depths_run"]) if prompt_result else "-",
         )
     console.print(table)
 
@@ -221,6 +223,8 @@ def show(
 
     def action() -> None:
         run = _open_run(run_id, runs_dir)
+        if run.kind() == "icl":
+            raise DrpoInputError(f"run {run_id} is an ICL run; use: drpo icl show {run_id}")
         status = run.read_status().get("status", "unknown")
         result = run.read_result()
         console.print(f"run [bold]{run_id}[/bold]: {status}")
@@ -272,6 +276,8 @@ def export(
         result = run.read_result()
         if result is None:
             raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
+        if fmt == "txt" and "best_prompt" not in result:
+            raise DrpoInputError(f"run {run_id} is an ICL run; export it as json")
         text = (
             json.dumps(result, indent=2, ensure_ascii=False) + "\n" if fmt == "json" else result["best_prompt"] + "\n"
         )

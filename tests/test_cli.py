@@ -238,6 +238,8 @@ def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert used.returncode == 0, used.stderr
+    every = drpo("runs", "--runs-dir", "runs", cwd=tmp_path)
+    assert every.returncode == 0 and "icl1" in every.stdout and "p1" in every.stdout
     listed = drpo("icl", "list", "--runs-dir", "runs", cwd=tmp_path)
     assert "icl1" in listed.stdout and "drpo-icl-icl1" in listed.stdout and "p1" not in listed.stdout
     shown = drpo("icl", "show", "drpo-icl-icl1", "--full", "--runs-dir", "runs", cwd=tmp_path)
@@ -250,6 +252,8 @@ def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
         (("optimize", "--icl-collection", "nothing", "--depth", "1"), "not found"),
         (("import-reference", "no/such/dir"), "reference directory not found"),
         (("chat", "nosuchrun"), "unknown run"),
+        (("show", "icl1"), "is an ICL run"),
+        (("export", "icl1", "--format", "txt"), "export it as json"),
     ]:
         bad = drpo(*args, "--runs-dir", "runs", cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
