@@ -178,10 +178,20 @@ def resume(
     """Continue an interrupted or failed run from its last checkpoint."""
     from drpo.runner import resume as run_resume
 
+    kind = _run_guarded(lambda: _open_run(run_id, runs_dir).kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
-    outcome = _run_guarded(lambda: run_resume(run_id, runs_dir, on_progress=ProgressPrinter()), run_id)
-    _print_result(outcome.result)
+    printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()
+    outcome = _run_guarded(lambda: run_resume(run_id, runs_dir, on_progress=printer), run_id)
+    if kind == "icl":
+        _print_icl_result(outcome.result)
+    else:
+        _print_result(outcome.result)
     console.print(f"saved to {outcome.run_dir / 'result.json'}")
+
+
+def _print_icl_result(result: dict[str, Any]) -> None:
+    console.print(f"collection [bold]{result['collection']}[/bold] with {len(result['examples'])} examples")
+    console.print(f"use it with: drpo optimize --icl-collection {result['run_id']}")
 
 
 @app.command("runs")
@@ -347,9 +357,7 @@ def icl_optimize(
         return optimize_icl(settings, on_progress=IclProgressPrinter())
 
     outcome = _run_guarded(action, holder)
-    result = outcome.result
-    console.print(f"collection [bold]{result['collection']}[/bold] with {len(result['examples'])} examples")
-    console.print(f"use it with: drpo optimize --icl-collection {outcome.run_id}")
+    _print_icl_result(outcome.result)
 
 
 def _icl_runs(runs_dir: Path) -> list[Any]:

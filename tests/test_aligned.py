@@ -137,3 +137,41 @@ def test_the_shipped_agent_example_keeps_conversation_memory(finished, embedder:
     agent.invoke({"messages": [HumanMessage(content="First question?")]}, config)
     agent.invoke({"messages": [HumanMessage(content="Second question?")]}, config)
     assert "human: First question?" in served.finished[1] and served.finished[1].endswith("Second question?")
+
+
+def test_completion_train_serve_equality_through_the_graph(tmp_path: Path, embedder: Embedder) -> None:
+    from drpo.settings import settings_from_dict
+
+    settings = settings_from_dict(
+        {"runs_dir": str(tmp_path / "runs"), "search": {"depth": 2}, "roles": {"base": {"mode": "completion"}}}
+    )
+    base = ScriptedCompletionModel()
+    models = {**roles(ScriptedChatModel()), "base": base}
+    outcome = run(settings, models, embedder, "completion-run")
+    result = outcome.result
+    query = result["depths"][-1]["queries"][0]["text"]
+    best = result["best_prompt"]
+    sent = [p for p in base.prompts if p.startswith(f"# Instructions\n\n{best}\n") and f"# Query:\n{query}\n" in p]
+    assert sent
+    served = ScriptedCompletionModel()
+    AlignedChatModel.from_run(outcome.run_dir, served, embedder=embedder).invoke(query)
+    assert served.prompts == [sent[-1]]
+
+
+def test_an_empty_collection_is_a_clear_error(tmp_path: Path, finished, embedder: Embedder) -> None:
+    import shutil
+
+    from drpo.store.icl_store import open_chroma_client
+
+    outcome, _, runs_dir = finished
+    copy = tmp_path / "runs"
+    shutil.copytree(runs_dir, copy)
+    client = open_chroma_client(copy / ".store" / "chroma")
+    name = outcome.result["serving"]["icl_collection"]
+    collection = client.get_collection(name, embedding_function=None)
+    collection.delete(ids=collection.get()["ids"])
+    with pytest.raises(DrpoInputError, match="is empty"):
+        AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=copy, embedder=embedder)
+    client.delete_collection(name)
+    with pytest.raises(DrpoInputError, match="not found"):
+        AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=copy, embedder=embedder)

@@ -257,3 +257,28 @@ def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
     ]:
         bad = drpo(*args, "--runs-dir", "runs", cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+
+
+def test_icl_optimize_survives_kill_9(tmp_path: Path) -> None:
+    reference_dir, broken_dir = tmp_path / "ref", tmp_path / "broken"
+    reference_dir.mkdir()
+    broken_dir.mkdir()
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(reference_dir / "config.yaml", server.base_url)
+        args = ("icl", "optimize", "--config", str(config), "--depth", "2", "--num-actions", "2", "--runs-dir", "runs")
+        assert drpo(*args, "--run-id", "ref", cwd=reference_dir).returncode == 0
+    log = broken_dir / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log, latency=0.05) as server:
+        config = fake_server_config(broken_dir / "config.yaml", server.base_url)
+        args = ("icl", "optimize", "--config", str(config), "--depth", "2", "--num-actions", "2", "--runs-dir", "runs")
+        process = drpo_background(*args, "--run-id", "ref", cwd=broken_dir)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 40):
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        resumed = drpo("resume", "ref", "--runs-dir", "runs", cwd=broken_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    expected = json.loads((reference_dir / "runs" / "ref" / "result.json").read_text())
+    got = json.loads((broken_dir / "runs" / "ref" / "result.json").read_text())
+    assert got == expected
