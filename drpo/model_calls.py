@@ -14,8 +14,8 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from drpo.errors import ModelCallError
 from drpo.prompts import RETRY_FEEDBACK, render
+from drpo.retry import RateLimiter, RetryPolicy, call_with_retries
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.structured import OutputParseError, extract_json_object
@@ -57,6 +57,7 @@ class CallStats:
 
     fresh_calls: int = 0
     journal_hits: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -84,6 +85,7 @@ class RoleCaller:
         stats: CallStats,
         seed: int,
         openai_style: bool,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.role = role
         self.spec = spec
@@ -94,6 +96,7 @@ class RoleCaller:
         self._stats = stats
         self._seed = seed
         self._openai_style = openai_style
+        self._rate_limiter = rate_limiter
 
     @property
     def is_chat(self) -> bool:
@@ -106,8 +109,11 @@ class RoleCaller:
         sample: int = 0,
         stop: tuple[str, ...] = (),
         json_schema: dict[str, Any] | None = None,
+        seed_basis: str | None = None,
     ) -> CallOutcome:
-        """One model call, answered from the run journal when it already finished before."""
+        """One model call, answered from the run journal when it already finished before.
+
+        ``seed_basis`` (the first attempt's key) keeps one sampling seed across re-asks of one sample."""
         schema = self._schema(json_schema)
         key = self._key(request, stop, schema, sample=sample)
         done = self._journal.get_call(key)
@@ -117,13 +123,9 @@ class RoleCaller:
             return CallOutcome(
                 text=done["text"], usage=done["usage"], from_journal=True, truncated=done.get("truncated", False)
             )
-        kwargs = self._kwargs(key, stop, schema)
+        kwargs = self._kwargs(seed_basis or key, stop, schema)
         started = time.monotonic()
-        with self._limiter:
-            try:
-                text, usage, truncated = self._invoke(request, kwargs)
-            except Exception as error:
-                raise self._unhealable(error) or error from None
+        text, usage, truncated = self._send(lambda: self._invoke(request, kwargs))
         log.info(
             "call role=%s model=%s sample=%d in=%d out=%d %.2fs",
             self.role,
@@ -159,11 +161,7 @@ class RoleCaller:
             kwargs = self._kwargs(key, (), schema)
             kwargs["n"] = count
             started = time.monotonic()
-            with self._limiter:
-                try:
-                    result = self.model.generate([request], **kwargs)
-                except Exception as error:
-                    raise self._unhealable(error) or error from None
+            result = self._send(lambda: self.model.generate([request], **kwargs))
             generations = result.generations[0]
             token_usage = (result.llm_output or {}).get("token_usage") or {}
             usage = empty_usage()
@@ -196,6 +194,9 @@ class RoleCaller:
                 CallOutcome(text=text, usage=usage, from_journal=cached, truncated=done["truncated"][index])
             )
         return outcomes
+
+    def key_for(self, request: list[BaseMessage] | str, json_schema: dict[str, Any] | None, sample: int) -> str:
+        return self._key(request, (), self._schema(json_schema), sample=sample)
 
     def _schema(self, json_schema: dict[str, Any] | None) -> dict[str, Any] | None:
         return json_schema if (json_schema is not None and self.spec.uses_json_schema()) else None
@@ -232,25 +233,26 @@ class RoleCaller:
             kwargs["stop"] = list(stop)
         return kwargs
 
-    def _unhealable(self, error: Exception) -> ModelCallError | None:
-        """Provider errors that retrying cannot fix, as one clear line naming the role and provider."""
-        import openai
+    def _send(self, action: Callable[[], T]) -> T:
+        """Run one provider request under the concurrency cap, rate limit and retry policy."""
+        spec = self.spec
+        policy = RetryPolicy(spec.max_retries, spec.retry_base_delay, spec.retry_max_delay)
 
-        kinds: list[tuple[type[Exception], str]] = [
-            (openai.AuthenticationError, "authentication failed"),
-            (openai.PermissionDeniedError, "permission denied"),
-            (openai.NotFoundError, "model or endpoint not found"),
-            (openai.BadRequestError, "request rejected"),
-            (openai.APIConnectionError, "cannot reach the server"),
-        ]
-        for kind, what in kinds:
-            if isinstance(error, kind):
-                status = getattr(error, "status_code", None)
-                detail = getattr(error, "message", None) or str(error)
-                code = f" ({status})" if status else ""
-                where = f"{self.spec.provider} {self.model_id}"
-                return ModelCallError(f"role {self.role} ({where}): {what}{code}: {detail}".replace("\n", " ")[:400])
-        return None
+        def limited() -> T:
+            if self._rate_limiter is not None:
+                self._rate_limiter.acquire()
+            with self._limiter:
+                return action()
+
+        def count_retry() -> None:
+            with self._stats.lock:
+                self._stats.retries[self.role] = self._stats.retries.get(self.role, 0) + 1
+
+        if not self._openai_style:
+            return limited()
+        return call_with_retries(
+            limited, role=self.role, where=f"{spec.provider} {self.model_id}", policy=policy, on_retry=count_retry
+        )
 
     def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int], bool]:
         """Call the model; returns text, token usage (estimated when the provider gives none), truncation."""
@@ -297,11 +299,12 @@ def call_structured(
     ``first`` is an already received first reply (from a request with ``n``)."""
     messages: list[BaseMessage] = [HumanMessage(content=prompt)]
     outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
+    seed_basis = caller.key_for(messages, json_schema, sample=sample)
     for attempt in range(retries + 1):
         if attempt == 0 and first is not None:
             call = first
         else:
-            call = caller.complete(messages, sample=sample, json_schema=json_schema)
+            call = caller.complete(messages, sample=sample, json_schema=json_schema, seed_basis=seed_basis)
         outcome.attempts += 1
         outcome.usage = add_usage(outcome.usage, call.usage)
         outcome.raw = call.text

@@ -53,7 +53,7 @@ def build_role_model(role: str, spec: RoleSpec, pool: LocalServerPool) -> BaseLa
         "temperature": spec.temperature,
         "max_tokens": spec.max_tokens,
         "timeout": spec.timeout,
-        "max_retries": spec.max_retries,
+        "max_retries": 0,  # drpo retries transient errors itself (drpo.retry), counting them
     }
     if base_url:
         common["base_url"] = base_url

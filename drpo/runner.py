@@ -130,11 +130,11 @@ def _drive(
             result = run_dir.read_result()
             if result is None:
                 raise RuntimeError("run finished without writing result.json")
-            run_dir.write_status("done", **_summary(result))
+            run_dir.write_status("done", **_summary(result), transport_retries=services.stats.retries)
             log.info("run %s done", run_dir.run_id)
             return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
         except KeyboardInterrupt:
-            run_dir.write_status("interrupted")
+            run_dir.write_status("interrupted", transport_retries=services.stats.retries if services else {})
             log.warning("run %s interrupted; resume with: drpo resume %s", run_dir.run_id, run_dir.run_id)
             raise
         except DrpoInputError as error:

@@ -11,8 +11,9 @@ from langchain_core.language_models import BaseLanguageModel
 from drpo.errors import DrpoInputError
 from drpo.local_server import LocalServerPool
 from drpo.model_calls import CallStats, RoleCaller
+from drpo.retry import RateLimiter
 from drpo.roles import build_role_model, model_identity
-from drpo.settings import ROLE_NAMES, Settings
+from drpo.settings import ROLE_NAMES, RoleSpec, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embeddings import Embedder
@@ -83,6 +84,21 @@ def open_named_collection(client: Any, name: str, embedder: Embedder) -> IclStor
     raise DrpoInputError(f"ICL collection {name!r} not found (give a collection name or an ICL run id)")
 
 
+def server_key(spec: RoleSpec) -> tuple[str, str]:
+    return spec.provider, spec.base_url or spec.provider
+
+
+def shared_rate_limiters(settings: Settings) -> dict[tuple[str, str], RateLimiter]:
+    """One limiter per server, at the strictest requests-per-minute any role on it asks for."""
+    limits: dict[tuple[str, str], float] = {}
+    for role in ROLE_NAMES:
+        spec = settings.roles.get(role)
+        if spec.requests_per_minute is not None:
+            key = server_key(spec)
+            limits[key] = min(limits.get(key, spec.requests_per_minute), spec.requests_per_minute)
+    return {key: RateLimiter(per_minute) for key, per_minute in limits.items()}
+
+
 def load_icl(settings: Settings) -> list[IclExample]:
     return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
 
@@ -132,6 +148,7 @@ def build_services(
     stats = CallStats()
     needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)
     pool = LocalServerPool(settings.local) if needs_local else None
+    rate_limiters = shared_rate_limiters(settings)
     callers: dict[str, RoleCaller] = {}
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
@@ -142,7 +159,16 @@ def build_services(
             model = build_role_model(role, spec, pool)  # type: ignore[arg-type]
             identity, openai_style = model_identity(spec), True
         callers[role] = RoleCaller(
-            role, spec, model, identity, journal, limiter, stats, settings.search.seed, openai_style
+            role,
+            spec,
+            model,
+            identity,
+            journal,
+            limiter,
+            stats,
+            settings.search.seed,
+            openai_style,
+            rate_limiter=rate_limiters.get(server_key(spec)),
         )
     return Services(
         settings=settings,

@@ -42,7 +42,12 @@ class RoleSpec(BaseModel):
         None, description="Ask for M optimizer samples in one request with n (default: on for openai)"
     )
     timeout: float = Field(600.0, gt=0)
-    max_retries: int = Field(2, ge=0, le=10, description="Transport-level retries of the OpenAI client")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of transient errors (429, 5xx, timeouts)")
+    retry_base_delay: float = Field(0.5, ge=0, le=60, description="First backoff delay in seconds (doubles)")
+    retry_max_delay: float = Field(30.0, ge=0, le=600, description="Longest backoff delay in seconds")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="Limit on request starts per minute, shared by roles on the same server"
+    )
 
     @model_validator(mode="after")
     def _check_provider(self) -> RoleSpec:

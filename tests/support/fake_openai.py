@@ -15,7 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from support.responder import respond
+from support.responder import respond, task_of
+
+FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "malformed", "truncated", "empty", "prose")
+CONTENT_FAULTS = {"truncated", "empty", "prose"}
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -36,9 +39,16 @@ class FakeOpenAIServer:
         latency: float = 0.0,
         required_key: str | None = None,
         known_models: set[str] | None = None,
+        fault_rate: float = 0.0,
+        fault_kinds: tuple[str, ...] = FAULT_KINDS,
+        timeout_sleep: float = 1.5,
     ) -> None:
         self.log_path = log_path
         self.latency = latency
+        self.fault_rate = fault_rate
+        self.fault_kinds = fault_kinds
+        self.timeout_sleep = timeout_sleep
+        self._attempts: dict[str, int] = {}
         self.required_key = required_key
         self.known_models = known_models
         self.requests: list[dict[str, Any]] = []
@@ -67,6 +77,19 @@ class FakeOpenAIServer:
                 with self.log_path.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(entry) + "\n")
 
+    def fault_for(self, body_hash: str, structured: bool) -> str | None:
+        """A deterministic fault decision per (request, attempt): a retried request can succeed."""
+        with self._lock:
+            attempt = self._attempts.get(body_hash, 0)
+            self._attempts[body_hash] = attempt + 1
+        if not self.fault_rate:
+            return None
+        roll = int(hashlib.sha256(f"{body_hash}:{attempt}".encode()).hexdigest()[:8], 16)
+        if (roll % 10_000) / 10_000 >= self.fault_rate:
+            return None
+        kinds = [kind for kind in self.fault_kinds if structured or kind not in CONTENT_FAULTS]
+        return kinds[(roll // 10_000) % len(kinds)] if kinds else None
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -81,6 +104,38 @@ class FakeOpenAIServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _fault(self, fault: str) -> bool:
+                """Answer with a transport fault; True when the request is finished."""
+                if fault == "429":
+                    data = json.dumps({"error": {"message": "rate limited", "type": "rate_limit"}}).encode()
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0.05")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return True
+                if fault in {"500", "503"}:
+                    self._send(int(fault), {"error": {"message": f"injected {fault}"}})
+                    return True
+                if fault == "timeout":
+                    time.sleep(server.timeout_sleep)
+                    self.close_connection = True
+                    return True
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return True
+                if fault == "malformed":
+                    data = b'{"id": "x", "choices": [ {"message": '
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return True
+                return False
 
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 length = int(self.headers.get("Content-Length", "0"))
@@ -97,11 +152,37 @@ class FakeOpenAIServer:
                 started = time.time()
                 if server.latency:
                     time.sleep(server.latency)
+                body_hash = request_hash(body)
+                messages = body.get("messages", [])
+                structured = self.path.endswith("/chat/completions") and task_of(joined_messages(messages)) != "answer"
+                fault = server.fault_for(body_hash, structured)
+                if fault is not None:
+                    server._record(
+                        {
+                            "hash": body_hash,
+                            "kind": "fault",
+                            "fault": fault,
+                            "start": started,
+                            "end": time.time(),
+                            "n": 0,
+                        }
+                    )
+                    if self._fault(fault):
+                        return
                 if self.path.endswith("/chat/completions"):
-                    text = joined_messages(body.get("messages", []))
+                    # Structured replies derive from the task (first user message) and the seed, so a
+                    # re-ask after an unusable reply gets what the first attempt would have got.
+                    users = [m for m in messages if m.get("role") == "user"]
+                    text = str(users[0].get("content", "")) if structured and users else joined_messages(messages)
                     count = int(body.get("n") or 1)
                     seed = int(body.get("seed") or 0)
                     replies = [respond(text, seed + index) for index in range(count)]
+                    if fault == "truncated":
+                        replies = [reply[: len(reply) // 2] for reply in replies]
+                    elif fault == "empty":
+                        replies = ["" for _ in replies]
+                    elif fault == "prose":
+                        replies = [f"Sure, here you go:\n{reply}\nHope this helps!" for reply in replies]
                     choices = [
                         {"index": i, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
                         for i, reply in enumerate(replies)
@@ -116,7 +197,7 @@ class FakeOpenAIServer:
                     self._send(404, {"error": {"message": f"unknown path {self.path}"}})
                     return
                 server._record(
-                    {"hash": request_hash(body), "kind": kind, "start": started, "end": time.time(), "n": len(replies)}
+                    {"hash": body_hash, "kind": kind, "start": started, "end": time.time(), "n": len(replies)}
                 )
                 prompt_tokens = len(text) // 4
                 completion_tokens = sum(len(reply) // 4 for reply in replies)

@@ -1,0 +1,120 @@
+"""Retries for provider errors that can heal, and a requests-per-minute limiter.
+
+Transient errors (429, 5xx, timeouts, dropped or refused connections) are retried with
+exponential backoff and jitter, honouring Retry-After. Errors that cannot heal (bad key,
+unknown model, rejected request) fail at once with one line naming the role and provider.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from drpo.errors import ModelCallError
+
+log = logging.getLogger("drpo.calls")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
+def _retry_after(error: Exception) -> float | None:
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(error: Exception) -> str:
+    """``transient``, ``fatal`` (cannot heal) or ``other`` (a bug or an unknown failure: not retried)."""
+    import openai
+
+    if isinstance(error, openai.RateLimitError | openai.InternalServerError | openai.APIConnectionError):
+        return "transient"  # APITimeoutError is an APIConnectionError
+    if isinstance(error, openai.APIStatusError) and error.status_code in {408, 409, 502, 503, 504}:
+        return "transient"
+    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError):
+        return "transient"  # a malformed body from the server
+    if isinstance(error, openai.APIStatusError):
+        return "fatal"
+    return "other"
+
+
+def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
+    import openai
+
+    kinds: list[tuple[type[Exception], str]] = [
+        (openai.AuthenticationError, "authentication failed"),
+        (openai.PermissionDeniedError, "permission denied"),
+        (openai.NotFoundError, "model or endpoint not found"),
+        (openai.BadRequestError, "request rejected"),
+        (openai.APIConnectionError, "cannot reach the server"),
+    ]
+    what = next((text for kind, text in kinds if isinstance(error, kind)), "provider error")
+    status = getattr(error, "status_code", None)
+    detail = getattr(error, "message", None) or str(error)
+    code = f" ({status})" if status else ""
+    return ModelCallError(f"role {role} ({where}): {what}{code}: {detail}".replace("\n", " ")[:400])
+
+
+def call_with_retries(
+    action: Callable[[], T], *, role: str, where: str, policy: RetryPolicy, on_retry: Callable[[], None]
+) -> T:
+    """Run ``action``; retry transient provider errors, fail fast on the rest."""
+    import openai
+
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            kind = classify(error)
+            if kind == "fatal":
+                raise describe_fatal(role, where, error) from None
+            if kind == "other":
+                raise
+            if attempt >= policy.max_retries:
+                if isinstance(error, openai.APIConnectionError):
+                    raise describe_fatal(role, where, error) from None
+                raise
+            delay = min(policy.max_delay, policy.base_delay * 2**attempt) * (0.5 + random.random() / 2)
+            hinted = _retry_after(error)
+            if hinted is not None:
+                delay = min(policy.max_delay, max(hinted, 0.0))
+            attempt += 1
+            on_retry()
+            log.warning("role=%s transient %s; retry %d in %.2fs", role, type(error).__name__, attempt, delay)
+            time.sleep(delay)
+
+
+class RateLimiter:
+    """At most ``per_minute`` request starts per minute, spread evenly; shared by every role on one server."""
+
+    def __init__(self, per_minute: float) -> None:
+        self._interval = 60.0 / per_minute
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
