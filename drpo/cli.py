@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from drpo.errors import DrpoInputError, ModelCallError
+from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError
 from drpo.settings import (
     _deep_merge,
     apply_local_model,
@@ -29,6 +29,7 @@ err_console = Console(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
 
 RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Directory holding run directories")]
@@ -80,6 +81,11 @@ def _run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
     except ModelCallError as error:
         err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except BudgetExhausted as error:
+        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
+        hint = f"; continue with a larger budget: drpo resume {run_id} --max-tokens N" if run_id else ""
+        err_console.print(f"stopped: {error}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BUDGET) from None
     except KeyboardInterrupt:
         run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
         hint = f"; resume with: drpo resume {run_id}" if run_id else ""
@@ -128,6 +134,9 @@ def optimize(
     icl_collection: Annotated[
         str | None, typer.Option("--icl-collection", help="Optimized ICL collection (or ICL run id) to retrieve from")
     ] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Token budget (all roles)")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Dollar budget (needs prices)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned calls and cost; call nothing")] = False,
 ) -> None:
     """Start a new optimization run."""
     from drpo.runner import optimize as run_optimize
@@ -154,9 +163,15 @@ def optimize(
             path_aggregator=path_aggregator,
         )
         data = _deep_merge(data, {**top, "search": search} if search else top)
+        budget = _search_overrides(max_tokens=max_tokens, max_cost=max_cost)
+        if budget:
+            data = _deep_merge(data, {"budget": budget})
         if local_model:
             data = apply_local_model(data, local_model)
         settings = settings_from_dict(data)
+        if dry_run:
+            _print_plan(settings)
+            return None
         from drpo.store.run_dir import new_run_id
 
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
@@ -166,22 +181,53 @@ def optimize(
 
     holder: dict[str, Any] = {"run_id": None}
     outcome = _run_guarded(action, holder)
+    if outcome is None:
+        return
     _print_result(outcome.result)
     console.print(f"saved to {outcome.run_dir / 'result.json'}")
+
+
+def _print_plan(settings: Any) -> None:
+    from drpo.plan import plan_run
+
+    plan = plan_run(settings)
+    low, high = plan["depths"]
+    console.print(f"dry run: {low} depths expected, at most {high}; nothing is called")
+    table = Table("role", "calls", "upper bound", "input tokens", "output tokens", "cost")
+    for role, entry in plan["roles"].items():
+        cost = "-" if entry["cost"] is None else f"${entry['cost']:.4f}"
+        table.add_row(
+            role,
+            str(entry["calls"]),
+            str(entry["calls_upper_bound"]),
+            f"{entry['input_tokens']:,}",
+            f"{entry['output_tokens']:,}",
+            cost,
+        )
+    console.print(table)
+    cost = "unknown (no prices configured)" if plan["cost"] is None else f"${plan['cost']:.4f}"
+    console.print(
+        f"estimated tokens {plan['tokens']:,}, estimated cost {cost}; "
+        f"{plan['cached_aspect_selections']} aspect selections already cached"
+    )
 
 
 @app.command()
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run to continue")],
     runs_dir: RunsDirOption = Path("drpo_runs"),
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="New token budget")] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="New dollar budget")] = None,
 ) -> None:
-    """Continue an interrupted or failed run from its last checkpoint."""
+    """Continue an interrupted, failed or budget-exhausted run from its last checkpoint."""
+    budget = _search_overrides(max_tokens=max_tokens, max_cost=max_cost)
+    overrides = {"budget": budget} if budget else None
     from drpo.runner import resume as run_resume
 
     kind = _run_guarded(lambda: _open_run(run_id, runs_dir).kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
     printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()
-    outcome = _run_guarded(lambda: run_resume(run_id, runs_dir, on_progress=printer), run_id)
+    outcome = _run_guarded(lambda: run_resume(run_id, runs_dir, on_progress=printer, overrides=overrides), run_id)
     if kind == "icl":
         _print_icl_result(outcome.result)
     else:

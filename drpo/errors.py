@@ -9,3 +9,7 @@ class DrpoInputError(ValueError):
 
 class ModelCallError(RuntimeError):
     """A model call failed in a way retries cannot heal (bad credentials, unknown model, unreachable server)."""
+
+
+class BudgetExhausted(RuntimeError):
+    """The run's token or cost budget is used up: it stops cleanly and can resume with a larger budget."""

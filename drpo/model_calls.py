@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from drpo.pricing import BudgetGuard
 from drpo.prompts import RETRY_FEEDBACK, render
 from drpo.retry import RateLimiter, RetryPolicy, call_with_retries
 from drpo.settings import RoleSpec
@@ -86,6 +87,7 @@ class RoleCaller:
         seed: int,
         openai_style: bool,
         rate_limiter: RateLimiter | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.role = role
         self.spec = spec
@@ -97,6 +99,7 @@ class RoleCaller:
         self._seed = seed
         self._openai_style = openai_style
         self._rate_limiter = rate_limiter
+        self._budget = budget
 
     @property
     def is_chat(self) -> bool:
@@ -135,7 +138,9 @@ class RoleCaller:
             usage["output_tokens"],
             time.monotonic() - started,
         )
-        self._journal.put_call(key, {"text": text, "usage": usage, "truncated": truncated})
+        self._journal.put_call(key, {"role": self.role, "text": text, "usage": usage, "truncated": truncated})
+        if self._budget is not None:
+            self._budget.add(self.role, usage)
         with self._stats.lock:
             self._stats.fresh_calls += 1
         return CallOutcome(text=text, usage=usage, from_journal=False, truncated=truncated)
@@ -169,6 +174,7 @@ class RoleCaller:
             usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
             usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
             done = {
+                "role": self.role,
                 "texts": [generation.text for generation in generations],
                 "truncated": [
                     (generation.generation_info or {}).get("finish_reason") == "length" for generation in generations
@@ -185,6 +191,8 @@ class RoleCaller:
                 time.monotonic() - started,
             )
             self._journal.put_call(key, done)
+            if self._budget is not None:
+                self._budget.add(self.role, usage)
             with self._stats.lock:
                 self._stats.fresh_calls += 1
         outcomes = []
@@ -234,7 +242,9 @@ class RoleCaller:
         return kwargs
 
     def _send(self, action: Callable[[], T]) -> T:
-        """Run one provider request under the concurrency cap, rate limit and retry policy."""
+        """Run one provider request under the budget, concurrency cap, rate limit and retry policy."""
+        if self._budget is not None:
+            self._budget.check()
         spec = self.spec
         policy = RetryPolicy(spec.max_retries, spec.retry_base_delay, spec.retry_max_delay)
 

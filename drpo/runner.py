@@ -12,7 +12,7 @@ from typing import Any
 from langchain_core.language_models import BaseLanguageModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from drpo.errors import DrpoInputError
+from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.icl_graph import compile_icl_graph
 from drpo.graph.prompt_graph import compile_prompt_graph
 from drpo.services import DrpoContext, Services, build_services, preflight
@@ -140,6 +140,10 @@ def _drive(
         except DrpoInputError as error:
             run_dir.write_status("failed", error=str(error))
             raise
+        except BudgetExhausted as error:
+            run_dir.write_status("budget-exhausted", error=str(error))
+            log.warning("run %s stopped: %s; resume with a larger budget", run_dir.run_id, error)
+            raise
         except Exception as error:
             run_dir.write_status("failed", error=f"{type(error).__name__}: {error}"[:500])
             log.exception("run %s failed", run_dir.run_id)
@@ -175,13 +179,17 @@ def optimize(
     return _drive(kind, settings, run_dir, None, models, on_progress, checkpointer, embedder)
 
 
-def load_run_settings(runs_dir: Path, run_id: str) -> tuple[Settings, RunDir]:
+def load_run_settings(runs_dir: Path, run_id: str, overrides: dict[str, Any] | None = None) -> tuple[Settings, RunDir]:
+    """A run's saved settings; ``overrides`` (a larger budget, say) are validated and saved with them."""
     run_dir = run_dir_for(runs_dir, run_id)
     if not run_dir.exists():
         raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
     data = run_dir.read_config()
     data["runs_dir"] = str(runs_dir)
-    return settings_from_dict(data), run_dir
+    settings = settings_from_dict(data, overrides)
+    if overrides:
+        run_dir.create(settings.snapshot(), kind=run_dir.kind())
+    return settings, run_dir
 
 
 def resume(
@@ -192,9 +200,12 @@ def resume(
     on_progress: ProgressCallback | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
     embedder: Embedder | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Continue a run from its last checkpoint; finished branches and calls are not repeated."""
-    settings, run_dir = load_run_settings(runs_dir, run_id)
+    """Continue a run from its last checkpoint; finished branches and calls are not repeated.
+
+    ``overrides`` change saved settings first, e.g. ``{"budget": {"max_tokens": 200000}}``."""
+    settings, run_dir = load_run_settings(runs_dir, run_id, overrides)
     if settings.checkpointer == "memory" and checkpointer is None:
         raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
     return _drive(run_dir.kind(), settings, run_dir, None, models, on_progress, checkpointer, embedder)

@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseLanguageModel
 from drpo.errors import DrpoInputError
 from drpo.local_server import LocalServerPool
 from drpo.model_calls import CallStats, RoleCaller
+from drpo.pricing import BudgetGuard
 from drpo.retry import RateLimiter
 from drpo.roles import build_role_model, model_identity
 from drpo.settings import ROLE_NAMES, RoleSpec, Settings
@@ -149,6 +150,7 @@ def build_services(
     needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)
     pool = LocalServerPool(settings.local) if needs_local else None
     rate_limiters = shared_rate_limiters(settings)
+    budget = BudgetGuard(settings, journal.spent_by_role())
     callers: dict[str, RoleCaller] = {}
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
@@ -169,6 +171,7 @@ def build_services(
             settings.search.seed,
             openai_style,
             rate_limiter=rate_limiters.get(server_key(spec)),
+            budget=budget,
         )
     return Services(
         settings=settings,

@@ -142,6 +142,24 @@ class IclSearchSettings(BaseModel):
     depth: int = Field(5, ge=1, le=50, description="D: rewrite rounds per example")
 
 
+class PriceSpec(BaseModel):
+    """Dollars per million tokens for one model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(..., ge=0)
+    output_per_million: float = Field(..., ge=0)
+
+
+class BudgetSettings(BaseModel):
+    """Limits that stop a run cleanly (status budget-exhausted); resume later with a larger budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, gt=0, description="Input + output tokens over all roles")
+    max_cost: float | None = Field(None, gt=0, description="Dollars over all roles (needs prices)")
+
+
 class LocalServerSettings(BaseModel):
     """The embedded llama.cpp server shared by every local role."""
 
@@ -175,6 +193,19 @@ class Settings(BaseModel):
     roles: RolesSettings = Field(default_factory=RolesSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     icl_search: IclSearchSettings = Field(default_factory=IclSearchSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    prices: dict[str, PriceSpec] = Field(
+        default_factory=dict, description="Price per model name (the roles' model field); local models are free"
+    )
+
+    @model_validator(mode="after")
+    def _prices_for_cost_budget(self) -> Settings:
+        if self.budget.max_cost is not None:
+            for role in ROLE_NAMES:
+                spec = self.roles.get(role)
+                if spec.provider != "local" and spec.model not in self.prices:
+                    raise ValueError(f"budget.max_cost needs prices.{spec.model} (used by role {role})")
+        return self
 
     def resolved_store_dir(self) -> Path:
         return self.store_dir if self.store_dir is not None else self.runs_dir / ".store"

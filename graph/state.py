@@ -75,6 +75,20 @@ def merge_usage(left: dict[str, dict[str, int]], right: dict[str, dict[str, int]
     return merged
 
 
+def merge_usage_by_depth(
+    left: dict[str, dict[str, dict[str, int]]], right: dict[str, dict[str, dict[str, int]]]
+) -> dict[str, dict[str, dict[str, int]]]:
+    merged = dict(left)
+    for depth, roles in right.items():
+        merged[depth] = merge_usage(merged.get(depth, {}), roles)
+    return merged
+
+
+def usage_update(depth: int, usage: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A state update booking token usage per role, in total and for one depth."""
+    return {"usage": usage, "usage_by_depth": {str(depth): usage}}
+
+
 class PromptOptInput(TypedDict):
     """What starts a run."""
 
@@ -100,6 +114,7 @@ class PromptOptState(TypedDict):
     proposals: Annotated[list[CandidateRecord], operator.add]
     failures: Annotated[list[FailureRecord], operator.add]
     usage: Annotated[dict[str, dict[str, int]], merge_usage]
+    usage_by_depth: Annotated[dict[str, dict[str, dict[str, int]]], merge_usage_by_depth]
     stop_reason: NotRequired[str]
     best: NotRequired[dict[str, Any]]
 

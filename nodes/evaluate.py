@@ -8,7 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord
+from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord, usage_update
 from drpo.model_calls import call_structured
 from drpo.nodes.generate import PREVIEW_CHARS
 from drpo.nodes.scoring import reward_from_scores
@@ -98,7 +98,7 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
     )
     update: dict[str, Any] = {
         "evaluations": {payload["answer_id"]: record},
-        "usage": {"evaluator": verdict.usage},
+        **usage_update(payload["depth"], {"evaluator": verdict.usage}),
     }
     if verdict.reward is None:
         update["failures"] = [evaluation_failure(payload["depth"], payload["answer_id"], verdict)]

@@ -13,6 +13,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.state import PromptOptState
 from drpo.nodes.scoring import eval_key
+from drpo.pricing import cost_of
 from drpo.services import DrpoContext, Services
 from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
@@ -100,6 +101,11 @@ def build_result(state: PromptOptState, services: Services) -> dict[str, Any]:
         "depths": _depth_table(state, services),
         "failures": state.get("failures", []),
         "usage": {role: dict(sorted(usage.items())) for role, usage in sorted(state.get("usage", {}).items())},
+        "usage_by_depth": {
+            depth: {role: dict(sorted(usage.items())) for role, usage in sorted(roles.items())}
+            for depth, roles in sorted(state.get("usage_by_depth", {}).items(), key=lambda item: int(item[0]))
+        },
+        "cost": cost_of(state.get("usage", {}), settings),
     }
 
 

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from drpo.formatter import clean_completion, format_base_input
-from drpo.graph.state import EvaluatePayload, GeneratePayload
+from drpo.graph.state import EvaluatePayload, GeneratePayload, usage_update
 from drpo.nodes.scoring import eval_key
 from drpo.services import DrpoContext
 
@@ -36,5 +36,5 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> Command
         },
     )
     follow_up = EvaluatePayload(**payload, answer_id=answer_id)
-    update: dict[str, Any] = {"usage": {"base": call.usage}}
+    update: dict[str, Any] = usage_update(payload["depth"], {"base": call.usage})
     return Command(update=update, goto=Send("evaluate", follow_up))

@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState
+from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, usage_update
 from drpo.model_calls import call_structured
 from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from drpo.services import DrpoContext, Services
@@ -93,5 +93,5 @@ def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         usage = {key: usage.get(key, 0) + spent.get(key, 0) for key in set(usage) | set(spent)}
     update: dict[str, Any] = {"aspects": selections, "failures": failures}
     if usage:
-        update["usage"] = {"aspect_selector": usage}
+        update.update(usage_update(depth, {"aspect_selector": usage}))
     return update

@@ -8,7 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload
+from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload, usage_update
 from drpo.model_calls import add_usage, call_structured_samples
 from drpo.nodes.scoring import should_skip
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
@@ -116,4 +116,4 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         )
     if not proposals:
         proposals.append(carried(payload, "transition failed: every proposal was unusable"))
-    return {"proposals": proposals, "failures": failures, "usage": {"optimizer": usage}}
+    return {"proposals": proposals, "failures": failures, **usage_update(payload["depth"], {"optimizer": usage})}

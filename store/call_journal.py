@@ -31,6 +31,18 @@ class CallJournal:
     def put_call(self, key: str, record: dict[str, Any]) -> None:
         self._calls.put(key, record)
 
+    def spent_by_role(self) -> dict[str, dict[str, int]]:
+        """Token usage of every finished call of this run, per role (what a budget counts)."""
+        spent: dict[str, dict[str, int]] = {}
+        for _key, record in self._calls.items():
+            role = record.get("role")
+            if role is None:
+                continue
+            total = spent.setdefault(role, {})
+            for name, value in record.get("usage", {}).items():
+                total[name] = total.get(name, 0) + int(value)
+        return spent
+
     def put_answer(self, answer_id: str, record: dict[str, Any]) -> None:
         self._answers.put(answer_id, record)
 

@@ -81,8 +81,10 @@ class RunDir:
         return self.config.is_file()
 
     def create(self, config_snapshot: dict[str, Any], kind: str = "prompt") -> None:
+        """Write (or rewrite) the run's kind and settings snapshot."""
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.meta, {"run_id": self.run_id, "kind": kind, "created_at": time.time()})
+        if not self.meta.is_file():
+            atomic_write_json(self.meta, {"run_id": self.run_id, "kind": kind, "created_at": time.time()})
         atomic_write_text(self.config, yaml.safe_dump(config_snapshot, sort_keys=False))
 
     def kind(self) -> str:

@@ -282,3 +282,36 @@ def test_icl_optimize_survives_kill_9(tmp_path: Path) -> None:
     expected = json.loads((reference_dir / "runs" / "ref" / "result.json").read_text())
     got = json.loads((broken_dir / "runs" / "ref" / "result.json").read_text())
     assert got == expected
+
+
+def test_budget_stops_cleanly_and_a_larger_budget_finishes_the_run(reference_run, tmp_path: Path) -> None:
+    reference, reference_hashes, _ = reference_run
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url)
+        args = ("--config", str(config), "--run-id", "budget", "--runs-dir", "runs", "--max-tokens", "15000")
+        stopped = drpo("optimize", *args, cwd=tmp_path)
+        assert stopped.returncode == 3, stopped.stderr
+        assert "token budget used up" in stopped.stderr and "drpo resume budget" in stopped.stderr
+        status = json.loads((tmp_path / "runs" / "budget" / "status.json").read_text())
+        assert status["status"] == "budget-exhausted"
+        calls_before = len(log.read_text().splitlines())
+        assert 0 < calls_before < sum(reference_hashes.values())
+        again = drpo("resume", "budget", "--runs-dir", "runs", cwd=tmp_path)
+        assert again.returncode == 3  # the budget is still used up: nothing new is called
+        assert len(log.read_text().splitlines()) == calls_before
+        finished = drpo("resume", "budget", "--runs-dir", "runs", "--max-tokens", "10000000", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads((tmp_path / "runs" / "budget" / "result.json").read_text())
+    assert without_run_id(result) == without_run_id(reference)
+    hashes = Counter(json.loads(line)["hash"] for line in log.read_text().splitlines())
+    assert sum((hashes - reference_hashes).values()) == 0  # no call was made twice
+
+
+def test_dry_run_plans_the_papers_calls_and_calls_nothing(tmp_path: Path) -> None:
+    paper = Path(__file__).resolve().parent.parent / "examples" / "paper.yaml"
+    done = drpo("optimize", "--config", str(paper), "--dry-run", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 5}
+    assert "│ 112 " in rows["base"] and "│ 112 " in rows["evaluator"] and "│ 111 " in rows["optimizer"]
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,123 @@
+"""Dry run: the calls a prompt-optimization run will make per role, and its token and cost estimate.
+
+Counts follow the search exactly when no level is skipped (the expected case); the upper bound
+adds the I extra depths that skipped levels can earn. Token figures are estimates: prompts are
+rendered from the real templates with the seed set's and ICL set's average lengths, and replies
+are assumed to use three quarters of each role's max_tokens (judge and selector replies are
+bounded by their JSON shape).
+"""
+
+from __future__ import annotations
+
+from statistics import fmean
+from typing import Any
+
+from drpo.nodes.evaluate import eval_skeleton
+from drpo.nodes.select_aspects import FALLBACK_ASPECTS, aspect_list_text
+from drpo.pricing import call_cost
+from drpo.prompts import ASPECT_SELECTION, EVALUATION, PROMPT_TRANSITION, aspect_definitions, render, template_hash
+from drpo.roles import model_identity
+from drpo.services import load_icl, load_seeds
+from drpo.settings import Settings
+from drpo.store.aspect_cache import AspectCache
+from drpo.store.seeds import query_order
+
+
+def frontier_sizes(depths: int, width: int, actions: int) -> list[int]:
+    """Candidates scored at each depth: the root, then M children per kept node."""
+    sizes = [1]
+    for _ in range(depths - 1):
+        sizes.append(min(width, sizes[-1]) * actions)
+    return sizes
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def plan_run(settings: Settings) -> dict[str, Any]:
+    search = settings.search
+    seeds = load_seeds(settings)
+    examples = load_icl(settings)
+    b = search.queries_per_depth
+    expected = frontier_sizes(search.depth, search.beam_width, search.num_actions)
+    bound = frontier_sizes(search.depth + search.max_depth_increase, search.beam_width, search.num_actions)
+    optimizer_spec = settings.roles.optimizer
+    per_node = 1 if (optimizer_spec.uses_n() and optimizer_spec.provider != "local") else search.num_actions
+
+    def optimizer_requests(sizes: list[int]) -> int:
+        return sum(min(search.beam_width, size) for size in sizes[:-1]) * per_node
+
+    order = query_order(seeds, search.seed)
+    texts = {seed.id: seed.text for seed in seeds}
+    cache_path = settings.resolved_store_dir() / "aspect_cache.sqlite"
+    cached = 0
+    if cache_path.is_file():  # a dry run never creates files
+        cache = AspectCache(cache_path)
+        selector = model_identity(settings.roles.aspect_selector)
+        fingerprint = template_hash(ASPECT_SELECTION)
+        planned_queries = order[: len(expected) * b]
+        cached = sum(1 for qid in planned_queries if cache.get(texts[qid], selector, fingerprint) is not None)
+        cache.close()
+
+    query = "x" * int(fmean(len(seed.text) for seed in seeds))
+    example_chars = int(fmean(len(example.query) + len(example.answer) for example in examples))
+    base_reply = int(settings.roles.base.max_tokens * 0.75)
+    aspects = list(FALLBACK_ASPECTS[:4])
+    definitions = {name: aspect_definitions()[name] for name in aspects}
+    prompt_chars = 1200
+    inputs = {
+        "aspect_selector": _tokens(
+            render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
+        ),
+        "base": _tokens("p" * prompt_chars + query) + search.icl_k * _tokens("e" * example_chars),
+        "evaluator": _tokens(
+            render(
+                EVALUATION,
+                query=query,
+                output="a" * (base_reply * 4),
+                aspect_list=aspect_list_text(definitions),
+                aspect_reasoning="r" * 300,
+                eval_skeleton=eval_skeleton(aspects),
+            )
+        ),
+        "optimizer": _tokens(
+            render(
+                PROMPT_TRANSITION,
+                current_prompt="p" * prompt_chars,
+                feedback=query + "a" * (base_reply * 4) + "e" * 800,
+                former_prompts="p" * prompt_chars * min(search.prompt_history, 3),
+            )
+        ),
+    }
+    outputs = {
+        "aspect_selector": 250,
+        "base": base_reply,
+        "evaluator": 70 * len(aspects),
+        "optimizer": min(int(optimizer_spec.max_tokens * 0.75), 600) * (search.num_actions if per_node == 1 else 1),
+    }
+    calls = {
+        "aspect_selector": (len(expected) * b - cached, len(bound) * b),
+        "base": (sum(expected) * b, sum(bound) * b),
+        "evaluator": (sum(expected) * b, sum(bound) * b),
+        "optimizer": (optimizer_requests(expected), optimizer_requests(bound)),
+    }
+    roles: dict[str, Any] = {}
+    for role, (count, upper) in calls.items():
+        usage = {"input_tokens": inputs[role] * count, "output_tokens": outputs[role] * count}
+        roles[role] = {
+            "calls": count,
+            "calls_upper_bound": upper,
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": usage["output_tokens"],
+            "cost": call_cost(role, usage, settings),
+        }
+    costs = [entry["cost"] for entry in roles.values()]
+    return {
+        "depths": (search.depth, search.depth + search.max_depth_increase),
+        "cached_aspect_selections": cached,
+        "samples_per_optimizer_request": search.num_actions if per_node == 1 else 1,
+        "roles": roles,
+        "tokens": sum(entry["input_tokens"] + entry["output_tokens"] for entry in roles.values()),
+        "cost": None if any(cost is None for cost in costs) else round(sum(costs), 4),  # type: ignore[arg-type]
+    }
