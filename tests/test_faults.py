@@ -23,7 +23,8 @@ def flaky_config(path: Path, base_url: str, **search: Any) -> Path:
 
 def search_outcome(result: dict) -> dict:
     """The search's result without per-attempt bookkeeping (usage and judge attempts grow with re-asks)."""
-    clean = copy.deepcopy({key: value for key, value in result.items() if key not in {"usage"}})
+    dropped = {"usage", "usage_by_depth", "cost"}
+    clean = copy.deepcopy({key: value for key, value in result.items() if key not in dropped})
     for depth in clean["depths"]:
         for candidate in depth["candidates"]:
             for verdict in candidate["evaluations"]:
