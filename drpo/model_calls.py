@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -345,7 +346,19 @@ def call_structured_samples(
     retries: int,
     json_schema: dict[str, Any] | None = None,
 ) -> list[StructuredOutcome[T]]:
-    """``count`` independent structured samples; each unusable one is retried on its own."""
+    """``count`` independent structured samples; each unusable one is retried on its own.
+
+    Without ``n`` the samples run in parallel (each under the global concurrency cap); each is
+    keyed and seeded by its index, so the result does not depend on their timing."""
+    if count > 1 and not caller.samples_with_n:
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            futures = [
+                pool.submit(
+                    call_structured, caller, prompt, parse, retries=retries, sample=index, json_schema=json_schema
+                )
+                for index in range(count)
+            ]
+            return [future.result() for future in futures]
     firsts = caller.complete_samples([HumanMessage(content=prompt)], count, json_schema=json_schema)
     return [
         call_structured(caller, prompt, parse, retries=retries, sample=index, json_schema=json_schema, first=first)

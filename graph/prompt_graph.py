@@ -1,7 +1,8 @@
 """The prompt-optimization graph (Algorithm 2): one loop iteration per depth.
 
-sample_queries -> retrieve_icl -> select_aspects -> Send(generate) per (candidate, query)
--> Send(evaluate) -> prune_beam -> Send(transition) per beam node -> sample_queries ... -> finalize
+sample_queries -> retrieve_icl -> [select_aspects + Send(generate) per (candidate, query)]
+-> dispatch_evaluation -> Send(evaluate) per answer -> prune_beam -> Send(transition) per beam node
+-> sample_queries ... -> finalize
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
-from drpo.graph.state import GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
+from drpo.graph.state import EvaluatePayload, GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.finalize import finalize
 from drpo.nodes.generate import generate
@@ -26,25 +27,49 @@ from drpo.nodes.transition import transition
 from drpo.services import DrpoContext
 
 
-def fan_out_generation(state: PromptOptState) -> list[Send]:
-    """One generate branch per (candidate, query) of the current depth, in a fixed order."""
+def fan_out_generation(state: PromptOptState) -> list[Send | str]:
+    """Aspect selection and one generate branch per (candidate, query), all in the same step:
+    answers do not depend on the aspects, so selecting them overlaps generation."""
     depth = state["depth"]
-    sends = []
+    sends: list[Send | str] = ["select_aspects"]
     for candidate_id in state["frontier"]:
         prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
             if eval_key(candidate_id, query_id) in state.get("evaluations", {}):
                 continue
             payload = GeneratePayload(
+                depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
+            )
+            sends.append(Send("generate", payload))
+    return sends
+
+
+def fan_out_evaluation(state: PromptOptState) -> list[Send]:
+    """After generation and aspect selection: one evaluate branch per answer, in a fixed order."""
+    depth = state["depth"]
+    sends = []
+    for candidate_id in state["frontier"]:
+        prompt = state["candidates"][candidate_id]["prompt"]
+        for query_id in state["queries"][str(depth)]:
+            answer_id = eval_key(candidate_id, query_id)
+            if answer_id in state.get("evaluations", {}):
+                continue
+            payload = EvaluatePayload(
                 depth=depth,
                 candidate=candidate_id,
                 prompt=prompt,
                 query=query_id,
                 icl=state["icl"][query_id],
                 aspects=state["aspects"][query_id],
+                answer_id=answer_id,
             )
-            sends.append(Send("generate", payload))
+            sends.append(Send("evaluate", payload))
     return sends or [Send("prune_beam", state)]
+
+
+def dispatch_evaluation(state: PromptOptState) -> dict[str, Any]:
+    """Join point: runs once after every generate branch and the aspect selection have finished."""
+    return {}
 
 
 def route_after_prune(state: PromptOptState) -> list[Send] | str:
@@ -79,15 +104,18 @@ def build_prompt_graph() -> StateGraph:
     builder.add_node("sample_queries", sample_queries)
     builder.add_node("retrieve_icl", retrieve_icl)
     builder.add_node("select_aspects", select_aspects)
-    builder.add_node("generate", generate, destinations=("evaluate",))
+    builder.add_node("generate", generate)
+    builder.add_node("dispatch_evaluation", dispatch_evaluation)
     builder.add_node("evaluate", evaluate)
     builder.add_node("prune_beam", prune_beam)
     builder.add_node("transition", transition)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "sample_queries")
     builder.add_edge("sample_queries", "retrieve_icl")
-    builder.add_edge("retrieve_icl", "select_aspects")
-    builder.add_conditional_edges("select_aspects", fan_out_generation, ["generate", "prune_beam"])
+    builder.add_conditional_edges("retrieve_icl", fan_out_generation, ["select_aspects", "generate"])
+    builder.add_edge("select_aspects", "dispatch_evaluation")
+    builder.add_edge("generate", "dispatch_evaluation")
+    builder.add_conditional_edges("dispatch_evaluation", fan_out_evaluation, ["evaluate", "prune_beam"])
     builder.add_edge("evaluate", "prune_beam")
     builder.add_conditional_edges("prune_beam", route_after_prune, ["transition", "finalize"])
     builder.add_edge("transition", "sample_queries")

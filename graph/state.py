@@ -120,17 +120,19 @@ class PromptOptState(TypedDict):
 
 
 class GeneratePayload(TypedDict):
-    """Input of one generate/evaluate branch."""
+    """Input of one generate branch."""
 
     depth: int
     candidate: str
     prompt: str
     query: str
     icl: list[str]
-    aspects: AspectRecord
 
 
 class EvaluatePayload(GeneratePayload):
+    """Input of one evaluate branch: the answer to judge and the query's selected aspects."""
+
+    aspects: AspectRecord
     answer_id: str
 
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
 
 from drpo.formatter import clean_completion, format_base_input
-from drpo.graph.state import EvaluatePayload, GeneratePayload, usage_update
+from drpo.graph.state import GeneratePayload, usage_update
 from drpo.nodes.scoring import eval_key
 from drpo.services import DrpoContext
 
 PREVIEW_CHARS = 240
 
 
-def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> Command:
+def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = runtime.context.services
     caller = services.callers["base"]
     examples = services.icl_store.get(payload["icl"])
@@ -35,6 +34,4 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> Command
             "answer": answer,
         },
     )
-    follow_up = EvaluatePayload(**payload, answer_id=answer_id)
-    update: dict[str, Any] = usage_update(payload["depth"], {"base": call.usage})
-    return Command(update=update, goto=Send("evaluate", follow_up))
+    return usage_update(payload["depth"], {"base": call.usage})

@@ -102,13 +102,11 @@ def test_generate_then_evaluate_one_branch(runtime: Runtime) -> None:
         "prompt": "Be kind.",
         "query": qid,
         "icl": services.icl_store.nearest_ids(services.query_text(qid), 2),
-        "aspects": aspects,
     }
-    command = generate(payload, runtime)
-    follow = command.goto
-    assert follow.node == "evaluate" and follow.arg["answer_id"] == f"{ROOT_ID}|{qid}"
-    assert services.journal.get_answer(follow.arg["answer_id"])["answer"].startswith("Answer ")
-    update = evaluate(follow.arg, runtime)
+    generated = generate(payload, runtime)
+    assert generated["usage"]["base"]["calls"] == 1 and generated["usage_by_depth"]["1"]["base"]["calls"] == 1
+    assert services.journal.get_answer(f"{ROOT_ID}|{qid}")["answer"].startswith("Answer ")
+    update = evaluate({**payload, "aspects": aspects, "answer_id": f"{ROOT_ID}|{qid}"}, runtime)
     record = update["evaluations"][f"{ROOT_ID}|{qid}"]
     assert set(record["scores"]) == {"Helpfulness", "Clarity"} and 1 <= record["reward"] <= 5
 
