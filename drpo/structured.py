@@ -155,10 +155,11 @@ def parse_evaluation(data: dict[str, Any], aspects: list[str]) -> dict[str, dict
     return result
 
 
-class TransitionReply(BaseModel):
+class RewriteReply(BaseModel):
+    """Shared shape of the optimizer's replies: free-text analysis and thought, plus one rewritten text."""
+
     analysis: str = ""
     thought: str = ""
-    new_system_prompt: str
 
     @field_validator("analysis", "thought", mode="before")
     @classmethod
@@ -166,13 +167,26 @@ class TransitionReply(BaseModel):
         return "" if value is None else str(value)
 
 
-def parse_transition(data: dict[str, Any]) -> dict[str, str]:
-    """A non-empty new system prompt (literal backslash-n sequences become newlines)."""
+class TransitionReply(RewriteReply):
+    new_system_prompt: str
+
+
+class ResponseRewriteReply(RewriteReply):
+    new_response: str
+
+
+def _rewritten_text(model: type[RewriteReply], data: dict[str, Any], field: str) -> tuple[RewriteReply, str]:
+    """Validate an optimizer reply; its rewritten field with literal backslash-n sequences made newlines."""
     try:
-        reply = TransitionReply.model_validate(data)
+        reply = model.model_validate(data)
     except ValidationError as error:
         raise OutputParseError(_short_validation(error)) from None
-    prompt = reply.new_system_prompt.replace("\\n", "\n").strip()
+    return reply, str(getattr(reply, field)).replace("\\n", "\n").strip()
+
+
+def parse_transition(data: dict[str, Any]) -> dict[str, str]:
+    """A non-empty new system prompt (literal backslash-n sequences become newlines)."""
+    reply, prompt = _rewritten_text(TransitionReply, data, "new_system_prompt")
     if len(prompt) < 10:
         raise OutputParseError("new_system_prompt is empty or too short")
     return {"new_system_prompt": prompt, "analysis": reply.analysis, "thought": reply.thought}
@@ -240,24 +254,9 @@ def transition_schema() -> dict[str, Any]:
     }
 
 
-class ResponseRewriteReply(BaseModel):
-    analysis: str = ""
-    thought: str = ""
-    new_response: str
-
-    @field_validator("analysis", "thought", mode="before")
-    @classmethod
-    def _text(cls, value: Any) -> str:
-        return "" if value is None else str(value)
-
-
 def parse_response_rewrite(data: dict[str, Any]) -> dict[str, str]:
     """A non-empty rewritten ICL answer, without the reference format's <START>/<END> markers."""
-    try:
-        reply = ResponseRewriteReply.model_validate(data)
-    except ValidationError as error:
-        raise OutputParseError(_short_validation(error)) from None
-    answer = reply.new_response.replace("\\n", "\n").strip()
+    reply, answer = _rewritten_text(ResponseRewriteReply, data, "new_response")
     answer = answer.removeprefix("<START>").removesuffix("<END>").strip()
     if len(answer) < 10:
         raise OutputParseError("new_response is empty or too short")

@@ -58,6 +58,13 @@ class FailureRecord(TypedDict):
     error: str
 
 
+def unusable_output(depth: int, role: str, kind: str, target: str, attempts: int, errors: list[str]) -> FailureRecord:
+    """The trace record of model output that stayed unusable after every re-ask."""
+    return FailureRecord(
+        depth=depth, role=role, kind=kind, target=target, attempts=attempts, error="; ".join(errors)[-500:]
+    )
+
+
 class BeamEntry(TypedDict):
     id: str
     reward: float | None

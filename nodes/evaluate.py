@@ -8,7 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord, usage_update
+from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord, unusable_output, usage_update
 from drpo.model_calls import call_structured
 from drpo.nodes.generate import PREVIEW_CHARS
 from drpo.nodes.scoring import reward_from_scores
@@ -71,14 +71,7 @@ def judge_answer(services: Services, query: str, answer: str, aspects: AspectRec
 
 
 def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureRecord:
-    return FailureRecord(
-        depth=depth,
-        role="evaluator",
-        kind="unparseable_evaluation",
-        target=target,
-        attempts=verdict.attempts,
-        error="; ".join(verdict.errors)[-500:],
-    )
+    return unusable_output(depth, "evaluator", "unparseable_evaluation", target, verdict.attempts, verdict.errors)
 
 
 def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:

@@ -3,15 +3,15 @@ from their evaluations, score the rewrites, and keep the best W (ties go to the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload
+from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
 from drpo.model_calls import add_usage, call_structured_samples
 from drpo.nodes.evaluate import Verdict, evaluation_failure, judge_answer
 from drpo.nodes.select_aspects import select_for_query
+from drpo.nodes.transition import evaluation_text
 from drpo.prompts import ICL_TRANSITION, render
 from drpo.services import DrpoContext, Services
 from drpo.structured import parse_response_rewrite, response_rewrite_schema
@@ -41,12 +41,6 @@ def _record(answer_id: str, round_number: int, origin: str, parent: str | None, 
         reward=verdict.reward,
         scores=verdict.scores,
         rationales=verdict.rationales,
-    )
-
-
-def _evaluation_text(answer: IclAnswerRecord) -> str:
-    return json.dumps(
-        {a: {"rationale": answer["rationales"].get(a, ""), "score": s} for a, s in answer["scores"].items()}, indent=2
     )
 
 
@@ -82,7 +76,7 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                 ICL_TRANSITION,
                 query=example["query"],
                 output=answer_text(services, example["id"], parent_id),
-                evaluation=_evaluation_text(parent),
+                evaluation=evaluation_text(parent["scores"], parent["rationales"]),
             )
             outcomes = call_structured_samples(
                 services.callers["optimizer"],
@@ -97,13 +91,8 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                 target = f"icl|{example['id']}|r{round_number}|{parent_rank}|{sample}"
                 if outcome.value is None:
                     failures.append(
-                        FailureRecord(
-                            depth=round_number,
-                            role="optimizer",
-                            kind="unparseable_rewrite",
-                            target=target,
-                            attempts=outcome.attempts,
-                            error="; ".join(outcome.errors)[-500:],
+                        unusable_output(
+                            round_number, "optimizer", "unparseable_rewrite", target, outcome.attempts, outcome.errors
                         )
                     )
                     continue

@@ -6,8 +6,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, usage_update
-from drpo.model_calls import call_structured
+from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, unusable_output, usage_update
+from drpo.model_calls import add_usage, call_structured
 from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from drpo.services import DrpoContext, Services
 from drpo.structured import aspect_selection_schema, parse_aspect_selection
@@ -52,13 +52,8 @@ def select_for_query(
         json_schema=aspect_selection_schema(),
     )
     if outcome.value is None:
-        failure = FailureRecord(
-            depth=depth,
-            role="aspect_selector",
-            kind="unparseable_selection",
-            target=query_id,
-            attempts=outcome.attempts,
-            error="; ".join(outcome.errors)[-500:],
+        failure = unusable_output(
+            depth, "aspect_selector", "unparseable_selection", query_id, outcome.attempts, outcome.errors
         )
         return fallback_record(), outcome.usage, [failure]
     parsed = outcome.value
@@ -90,7 +85,7 @@ def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         record, spent, failed = select_for_query(services, query_id, depth)
         selections[query_id] = record
         failures.extend(failed)
-        usage = {key: usage.get(key, 0) + spent.get(key, 0) for key in set(usage) | set(spent)}
+        usage = add_usage(usage, spent)
     update: dict[str, Any] = {"aspects": selections, "failures": failures}
     if usage:
         update.update(usage_update(depth, {"aspect_selector": usage}))

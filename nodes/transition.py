@@ -8,7 +8,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload, usage_update
+from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload, unusable_output, usage_update
 from drpo.model_calls import add_usage, call_structured_samples
 from drpo.nodes.scoring import should_skip
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
@@ -94,13 +94,13 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         usage = add_usage(usage, outcome.usage)
         if outcome.value is None:
             failures.append(
-                FailureRecord(
-                    depth=payload["depth"],
-                    role="optimizer",
-                    kind="unparseable_transition",
-                    target=f"{payload['candidate']['id']}#{sample}",
-                    attempts=outcome.attempts,
-                    error="; ".join(outcome.errors)[-500:],
+                unusable_output(
+                    payload["depth"],
+                    "optimizer",
+                    "unparseable_transition",
+                    f"{payload['candidate']['id']}#{sample}",
+                    outcome.attempts,
+                    outcome.errors,
                 )
             )
             continue

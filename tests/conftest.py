@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from drpo.settings import ROLE_NAMES, Settings, settings_from_dict  # noqa: E402
+from drpo.settings import Settings, settings_from_dict  # noqa: E402
 from drpo.store.embeddings import Embedder  # noqa: E402
 from support.scripted import ScriptedChatModel  # noqa: E402
 
@@ -39,10 +39,6 @@ def embedder() -> Embedder:
 @pytest.fixture
 def scripted() -> ScriptedChatModel:
     return ScriptedChatModel()
-
-
-def all_roles(model: Any) -> dict[str, Any]:
-    return {role: model for role in ROLE_NAMES}
 
 
 @pytest.fixture
