@@ -5,7 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AlignedChatModel", "Settings", "load_settings", "optimize", "optimize_icl", "resume", "__version__"]
+__all__ = [
+    "AlignedChatModel",
+    "Settings",
+    "edit_run",
+    "fork_run",
+    "history",
+    "load_settings",
+    "optimize",
+    "optimize_icl",
+    "pending_review",
+    "resume",
+    "run_status",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +31,10 @@ def __getattr__(name: str) -> Any:
         from drpo import runner
 
         return getattr(runner, name)
+    if name in {"edit_run", "fork_run", "history", "pending_review", "run_status"}:
+        from drpo import supervise
+
+        return getattr(supervise, name)
     if name == "AlignedChatModel":
         from drpo.aligned import AlignedChatModel
 

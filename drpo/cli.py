@@ -1,4 +1,4 @@
-"""The ``drpo`` command line: optimize, resume, runs, show, export.
+"""The ``drpo`` command line: optimize, resume, runs, show, export (and review, status, history, edit, fork).
 
 Exit codes: 0 done, 1 failed (resumable), 2 bad input, 130 interrupted (resumable).
 """
@@ -6,16 +6,25 @@ Exit codes: 0 done, 1 failed (resumable), 2 bad input, 130 interrupted (resumabl
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError
+from drpo import cli_supervise
+from drpo.cli_common import (
+    EXIT_FAILED,
+    ProgressPrinter,
+    RunsDirOption,
+    _fmt,
+    _print_result,
+    _run_guarded,
+    console,
+    err_console,
+)
+from drpo.errors import DrpoInputError
 from drpo.settings import (
     _deep_merge,
     apply_local_model,
@@ -24,91 +33,10 @@ from drpo.settings import (
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Align any LLM by optimizing its system prompt.")
-console = Console()
-err_console = Console(stderr=True)
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_BUDGET = 3
-EXIT_INTERRUPTED = 130
-
-RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Directory holding run directories")]
 
 
 def _search_overrides(**flags: Any) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value is not None}
-
-
-class ProgressPrinter:
-    """Prints one line per finished depth: beam, rewards, calls, tokens."""
-
-    def __init__(self) -> None:
-        self.tokens = 0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        update = event["update"]
-        for usage in (update.get("usage") or {}).values():
-            self.tokens += int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
-        if event["node"] == "prune_beam" and "beams" in update:
-            for depth_key, ranked in update["beams"].items():
-                beam = ", ".join(
-                    f"{entry['id']}={_fmt(entry['path_value'])}" for entry in ranked[: len(update.get("beam", []))]
-                )
-                rewards = " ".join(_fmt(entry["reward"]) for entry in ranked)
-                console.print(
-                    f"depth {depth_key:>3}  rewards [{rewards}]  beam [{beam}]  "
-                    f"calls {event['fresh_calls']}  tokens {self.tokens}",
-                    markup=False,
-                    highlight=False,
-                )
-        elif event["node"] == "finalize":
-            console.print("[green]search finished[/green]")
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
-    """Run an action, mapping failures to one clear line and the documented exit codes.
-
-    ``run_id`` may be a dict filled in by the action once the id is known."""
-    try:
-        return action()
-    except DrpoInputError as error:
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except ModelCallError as error:
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except BudgetExhausted as error:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; continue with a larger budget: drpo resume {run_id} --max-tokens N" if run_id else ""
-        err_console.print(f"stopped: {error}{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BUDGET) from None
-    except KeyboardInterrupt:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; resume with: drpo resume {run_id}" if run_id else ""
-        err_console.print(f"interrupted{hint}", highlight=False)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # in-flight model calls are abandoned; finished ones are saved
-    except Exception as error:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; resume with: drpo resume {run_id}" if run_id else ""
-        err_console.print(f"error: {type(error).__name__}: {error}{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
-
-
-def _print_result(result: dict[str, Any]) -> None:
-    console.rule("best prompt")
-    console.print(result["best_prompt"], highlight=False, markup=False)
-    console.rule()
-    best = result["best"]
-    console.print(
-        f"candidate {best['candidate_id']}  path value {_fmt(best['path_value'])}  "
-        f"reward {_fmt(best['reward'])}  ({result['stop_reason']})"
-    )
 
 
 @app.command()
@@ -130,7 +58,13 @@ def optimize(
     local_model: Annotated[
         str | None, typer.Option("--local-model", help="Packaged model name or GGUF path for local roles")
     ] = None,
-    checkpointer: Annotated[str | None, typer.Option("--checkpointer", help="sqlite or memory")] = None,
+    checkpointer: Annotated[
+        str | None, typer.Option("--checkpointer", help="sqlite, memory or a postgresql:// DSN (no password)")
+    ] = None,
+    chroma_url: Annotated[str | None, typer.Option("--chroma-url", help="Chroma server, http://host:port")] = None,
+    review: Annotated[
+        bool | None, typer.Option("--review/--no-review", help="Pause for a human review after each depth")
+    ] = None,
     icl_collection: Annotated[
         str | None, typer.Option("--icl-collection", help="Optimized ICL collection (or ICL run id) to retrieve from")
     ] = None,
@@ -149,6 +83,7 @@ def optimize(
             seed_file=str(seed_file) if seed_file else None,
             seed_format=seed_format,
             checkpointer=checkpointer,
+            chroma_url=chroma_url,
             icl_collection=icl_collection,
         )
         search = _search_overrides(
@@ -161,6 +96,7 @@ def optimize(
             seed=seed,
             concurrency=concurrency,
             path_aggregator=path_aggregator,
+            review=review,
         )
         data = _deep_merge(data, {**top, "search": search} if search else top)
         budget = _search_overrides(max_tokens=max_tokens, max_cost=max_cost)
@@ -177,14 +113,16 @@ def optimize(
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
         console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
         holder["run_id"] = settings.run_id
-        return run_optimize(settings, on_progress=ProgressPrinter())
+        from drpo.cli_supervise import interactive_review, is_interactive
+
+        on_review = interactive_review if is_interactive() else None
+        return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
 
     holder: dict[str, Any] = {"run_id": None}
     outcome = _run_guarded(action, holder)
     if outcome is None:
         return
-    _print_result(outcome.result)
-    console.print(f"saved to {outcome.run_dir / 'result.json'}")
+    cli_supervise.report_outcome(outcome)
 
 
 def _print_plan(settings: Any) -> None:
@@ -218,21 +156,32 @@ def resume(
     runs_dir: RunsDirOption = Path("drpo_runs"),
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="New token budget")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", help="New dollar budget")] = None,
+    checkpointer: Annotated[
+        str | None, typer.Option("--checkpointer", help="Postgres DSN: resume a run started on another machine")
+    ] = None,
 ) -> None:
     """Continue an interrupted, failed or budget-exhausted run from its last checkpoint."""
     budget = _search_overrides(max_tokens=max_tokens, max_cost=max_cost)
-    overrides = {"budget": budget} if budget else None
+    overrides: dict[str, Any] = {"budget": budget} if budget else {}
+    if checkpointer:
+        overrides["checkpointer"] = checkpointer
+    from drpo.cli_supervise import interactive_review, is_interactive
+    from drpo.runner import load_run_settings
     from drpo.runner import resume as run_resume
 
-    kind = _run_guarded(lambda: _open_run(run_id, runs_dir).kind(), run_id)
+    kind = _run_guarded(lambda: load_run_settings(runs_dir, run_id, overrides)[1].kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
     printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()
-    outcome = _run_guarded(lambda: run_resume(run_id, runs_dir, on_progress=printer, overrides=overrides), run_id)
+    on_review = interactive_review if is_interactive() else None
+    outcome = _run_guarded(
+        lambda: run_resume(run_id, runs_dir, on_progress=printer, overrides=overrides or None, on_review=on_review),
+        run_id,
+    )
     if kind == "icl":
         _print_icl_result(outcome.result)
+        console.print(f"saved to {outcome.run_dir / 'result.json'}")
     else:
-        _print_result(outcome.result)
-    console.print(f"saved to {outcome.run_dir / 'result.json'}")
+        cli_supervise.report_outcome(outcome)
 
 
 def _print_icl_result(result: dict[str, Any]) -> None:
@@ -353,19 +302,18 @@ app.add_typer(icl_app, name="icl")
 
 
 class IclProgressPrinter:
-    """One line per example and round."""
+    """One line per example and round, from the graph's custom stream."""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event["node"] != "icl_refine":
+        if event.get("type") != "progress" or event["event"] != "icl_round":
             return
-        for example_id, record in (event["update"].get("examples") or {}).items():
-            rewards = " ".join(_fmt(answer["reward"]) for answer in record["answers"])
-            state = f"done ({record['stop_reason']})" if record["done"] else ""
-            console.print(
-                f"{example_id}  round {record['round']}  rewards [{rewards}]  calls {event['fresh_calls']}  {state}",
-                markup=False,
-                highlight=False,
-            )
+        rewards = " ".join(_fmt(reward) for reward in event["rewards"])
+        state = f"done ({event['stop_reason']})" if event["done"] else ""
+        console.print(
+            f"{event['example']}  round {event['round']}  rewards [{rewards}]  calls {event['fresh_calls']}  {state}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @icl_app.command("optimize")
@@ -529,6 +477,9 @@ def chat(
             raise typer.Exit(EXIT_FAILED) from None
         sys.stdout.write("\n")
         history.append(AIMessage(content=reply))
+
+
+cli_supervise.register(app)
 
 
 def main() -> None:

@@ -10,10 +10,11 @@ from drpo.store.run_dir import RunDir
 
 
 def checkpoint_values(run_dir: RunDir) -> dict[str, Any]:
-    """The latest checkpointed state values of a SQLite-checkpointed run ({} if none)."""
-    if not run_dir.checkpoints.is_file():
+    """The latest checkpointed state values of a run, from SQLite or Postgres ({} if none)."""
+    checkpointer = str(run_dir.read_config().get("checkpointer", "sqlite"))
+    if checkpointer == "memory" or (checkpointer == "sqlite" and not run_dir.checkpoints.is_file()):
         return {}
-    saver = open_checkpointer("sqlite", run_dir.checkpoints)
+    saver = open_checkpointer(checkpointer, run_dir.checkpoints)
     try:
         snapshot = compile_prompt_graph(saver).get_state({"configurable": {"thread_id": run_dir.run_id}})
         return dict(snapshot.values)

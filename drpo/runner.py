@@ -11,17 +11,22 @@ from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
 
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.icl_graph import compile_icl_graph
 from drpo.graph.prompt_graph import compile_prompt_graph
+from drpo.nodes.review import parse_decisions
 from drpo.services import DrpoContext, Services, build_services, preflight
-from drpo.settings import Settings, settings_from_dict
+from drpo.settings import POSTGRES_SCHEMES, Settings, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.embeddings import Embedder
+from drpo.store.postgres import describe_dsn, load_run, save_run, save_status
 from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, new_run_id
+from drpo.store.run_lock import hold, run_lock_for
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+ReviewCallback = Callable[[dict[str, Any]], Any]
 RUN_KINDS = ("prompt", "icl")
 
 
@@ -41,9 +46,13 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class RunOutcome:
+    """How a drive ended: ``done`` with a result, or ``waiting-for-review`` with the pending review."""
+
     run_id: str
     run_dir: Path
-    result: dict[str, Any]
+    result: dict[str, Any] | None
+    status: str = "done"
+    review: dict[str, Any] | None = None
 
 
 def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
@@ -71,59 +80,159 @@ def _run_logging(run_dir: RunDir) -> Iterator[None]:
 
 def _recursion_limit(settings: Settings) -> int:
     depths = settings.search.depth + settings.search.max_depth_increase + 2
-    return depths * 8 + 50
+    return depths * 9 + 50
 
 
-def progress_event(services: Services, node: str, update: dict[str, Any], state_depth: int) -> dict[str, Any]:
-    stats = services.stats
+def graph_config(settings: Settings, run_id: str) -> dict[str, Any]:
     return {
+        "configurable": {"thread_id": run_id},
+        "recursion_limit": _recursion_limit(settings),
+        "max_concurrency": settings.search.concurrency,
+    }
+
+
+@contextmanager
+def open_graph(
+    kind: str, settings: Settings, run_dir: RunDir, checkpointer: BaseCheckpointSaver | None = None
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The compiled graph on the run's checkpointer, and the run's config (thread id = run id)."""
+    saver = checkpointer or open_checkpointer(settings.checkpointer, run_dir.checkpoints)
+    try:
+        yield _compile(kind, saver), graph_config(settings, run_dir.run_id)
+    finally:
+        if checkpointer is None:
+            close_checkpointer(saver)
+
+
+def pending_review_of(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The review a run waits for (the interrupt's value), or None."""
+    for item in graph.get_state(config).interrupts:
+        return dict(item.value)
+    return None
+
+
+def _update_progress(services: Services, node: str, update: dict[str, Any]) -> dict[str, Any]:
+    stats = services.stats
+    depth = int(update["depth"]) if "depth" in update else None
+    return {
+        "type": "update",
         "node": node,
-        "depth": state_depth,
+        "depth": depth,
         "update": update,
         "fresh_calls": stats.fresh_calls,
         "journal_hits": stats.journal_hits,
     }
 
 
+def _custom_progress(services: Services, event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "progress", **event, "fresh_calls": services.stats.fresh_calls}
+
+
+def _stream(
+    graph: Any,
+    graph_input: Any,
+    config: dict[str, Any],
+    services: Services,
+    on_progress: ProgressCallback | None,
+) -> None:
+    for mode, data in graph.stream(
+        graph_input,
+        config,
+        context=DrpoContext(services=services),
+        stream_mode=["updates", "custom"],
+        durability="sync",
+    ):
+        if on_progress is None:
+            continue
+        if mode == "custom":
+            on_progress(_custom_progress(services, data))
+            continue
+        for node, update in data.items():
+            if node != "__interrupt__" and isinstance(update, dict):
+                on_progress(_update_progress(services, node, update))
+
+
+def _checked_decision(review: dict[str, Any], decision: Any) -> Any:
+    parse_decisions(decision, len(review["beam"]))
+    return decision
+
+
+def _ask(on_review: ReviewCallback, review: dict[str, Any]) -> Any:
+    """Ask the reviewer until the decision is valid (an invalid one is shown back with its error)."""
+    while True:
+        decision = on_review(review)
+        try:
+            return _checked_decision(review, decision)
+        except DrpoInputError as error:
+            review = {**review, "error": str(error)}
+
+
 def _drive(
     kind: str,
     settings: Settings,
     run_dir: RunDir,
-    graph_input: dict[str, Any] | None,
     models: dict[str, BaseLanguageModel] | None,
     on_progress: ProgressCallback | None,
     checkpointer: BaseCheckpointSaver | None,
     embedder: Embedder | None,
+    *,
+    decision: Any = None,
+    on_review: ReviewCallback | None = None,
 ) -> RunOutcome:
-    own_saver = checkpointer is None
-    saver = checkpointer or open_checkpointer(settings.checkpointer, run_dir.checkpoints)
+    lock = hold(run_lock_for(settings.checkpointer, run_dir.lock, run_dir.run_id), run_dir.run_id)
+    if settings.uses_postgres():
+        dsn = settings.checkpointer
+        run_dir = RunDir(run_dir.root, status_mirror=lambda record: save_status(dsn, run_dir.run_id, record))
+    try:
+        return _drive_locked(kind, settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review)
+    finally:
+        lock.release()
+
+
+def _drive_locked(
+    kind: str,
+    settings: Settings,
+    run_dir: RunDir,
+    models: dict[str, BaseLanguageModel] | None,
+    on_progress: ProgressCallback | None,
+    checkpointer: BaseCheckpointSaver | None,
+    embedder: Embedder | None,
+    decision: Any,
+    on_review: ReviewCallback | None,
+) -> RunOutcome:
     services: Services | None = None
+    started = False
     log = logging.getLogger("drpo.run")
-    with _run_logging(run_dir):
+    with _run_logging(run_dir), open_graph(kind, settings, run_dir, checkpointer) as (graph, config):
         try:
+            review = pending_review_of(graph, config)
+            snapshot = graph.get_state(config)
+            edited = review is None and settings.search.review and tuple(snapshot.next) == ("review",)
+            if decision is not None:
+                if review is None and not edited:
+                    raise DrpoInputError(f"run {run_dir.run_id} is not waiting for a review")
+                _checked_decision(review or {"beam": snapshot.values["beam"]}, decision)
+            elif review is not None and on_review is None:
+                return _waiting(run_dir, review)
             run_dir.write_status("running")
+            started = True
             services = build_services(settings, run_dir, models, embedder)
-            graph = _compile(kind, saver)
-            config: dict[str, Any] = {
-                "configurable": {"thread_id": run_dir.run_id},
-                "recursion_limit": _recursion_limit(settings),
-                "max_concurrency": settings.search.concurrency,
-            }
-            if graph_input is None and not graph.get_state(config).values:
+            graph_input: Any = None
+            if decision is not None and review is None:  # edited since: the review node shows the new beam
+                _stream(graph, None, config, services, on_progress)
+                review = pending_review_of(graph, config)
+            if review is not None:
+                graph_input = Command(resume=decision if decision is not None else _ask(on_review, review))
+            elif not snapshot.values:
                 graph_input = _initial_input(kind, settings)
-            depth = 0
-            for chunk in graph.stream(
-                graph_input,
-                config,
-                context=DrpoContext(services=services),
-                stream_mode="updates",
-                durability="sync",
-            ):
-                for node, update in chunk.items():
-                    if isinstance(update, dict) and "depth" in update:
-                        depth = int(update["depth"])
-                    if on_progress is not None:
-                        on_progress(progress_event(services, node, update or {}, depth))
+            while True:
+                _stream(graph, graph_input, config, services, on_progress)
+                review = pending_review_of(graph, config)
+                if review is None:
+                    break
+                if on_review is None:
+                    return _waiting(run_dir, review)
+                graph_input = Command(resume=_ask(on_review, review))
             snapshot = graph.get_state(config)
             if snapshot.next:
                 raise RuntimeError(f"run stopped before finishing (next: {snapshot.next})")
@@ -138,7 +247,8 @@ def _drive(
             log.warning("run %s interrupted; resume with: drpo resume %s", run_dir.run_id, run_dir.run_id)
             raise
         except DrpoInputError as error:
-            run_dir.write_status("failed", error=str(error))
+            if started:
+                run_dir.write_status("failed", error=str(error))
             raise
         except BudgetExhausted as error:
             run_dir.write_status("budget-exhausted", error=str(error))
@@ -151,8 +261,21 @@ def _drive(
         finally:
             if services is not None:
                 services.close()
-            if own_saver:
-                close_checkpointer(saver)
+
+
+def _waiting(run_dir: RunDir, review: dict[str, Any]) -> RunOutcome:
+    run_dir.write_status("waiting-for-review", depth=review["depth"])
+    logging.getLogger("drpo.run").info("run %s waits for review at depth %s", run_dir.run_id, review["depth"])
+    return RunOutcome(
+        run_id=run_dir.run_id, run_dir=run_dir.root, result=None, status="waiting-for-review", review=review
+    )
+
+
+def _record_run(settings: Settings, run_dir: RunDir, kind: str, **meta: Any) -> None:
+    """Write the run's settings locally and, for Postgres runs, in the database (for other machines)."""
+    run_dir.create(settings.snapshot(), kind=kind, **meta)
+    if settings.uses_postgres():
+        save_run(settings.checkpointer, run_dir.run_id, kind, settings.snapshot())
 
 
 def optimize(
@@ -163,8 +286,10 @@ def optimize(
     checkpointer: BaseCheckpointSaver | None = None,
     embedder: Embedder | None = None,
     kind: str = "prompt",
+    on_review: ReviewCallback | None = None,
 ) -> RunOutcome:
-    """Start a new run (its id from settings or generated) and drive it to the end.
+    """Start a new run (its id from settings or generated) and drive it to the end, or until it waits
+    for a review (``settings.search.review``) when no ``on_review`` callback answers reviews inline.
 
     ``kind`` is ``prompt`` (system-prompt optimization) or ``icl`` (ICL-answer optimization)."""
     if kind not in RUN_KINDS:
@@ -175,20 +300,35 @@ def optimize(
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
     settings = settings.model_copy(update={"run_id": run_id})
     preflight(settings, models)
-    run_dir.create(settings.snapshot(), kind=kind)
-    return _drive(kind, settings, run_dir, None, models, on_progress, checkpointer, embedder)
+    _record_run(settings, run_dir, kind)
+    return _drive(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
+
+
+def _fetch_remote_run(run_dir: RunDir, dsn: str) -> None:
+    """Recreate a Postgres run's local directory from the settings saved in the database
+    (a run started on another machine). Local paths of that machine are not reused."""
+    found = load_run(dsn, run_dir.run_id)
+    if found is None:
+        raise DrpoInputError(f"unknown run {run_dir.run_id!r} in {describe_dsn(dsn)}")
+    kind, config = found
+    config.update(runs_dir=str(run_dir.root.parent), store_dir=None, checkpointer=dsn)
+    run_dir.create(config, kind=kind, fetched_from=describe_dsn(dsn))
 
 
 def load_run_settings(runs_dir: Path, run_id: str, overrides: dict[str, Any] | None = None) -> tuple[Settings, RunDir]:
-    """A run's saved settings; ``overrides`` (a larger budget, say) are validated and saved with them."""
+    """A run's saved settings; ``overrides`` (a larger budget, say) are validated and saved with them.
+    With a Postgres ``checkpointer`` override, a run unknown here is fetched from the database."""
     run_dir = run_dir_for(runs_dir, run_id)
+    dsn = str((overrides or {}).get("checkpointer", ""))
     if not run_dir.exists():
-        raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
+        if not dsn.startswith(POSTGRES_SCHEMES):
+            raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
+        _fetch_remote_run(run_dir, dsn)
     data = run_dir.read_config()
     data["runs_dir"] = str(runs_dir)
     settings = settings_from_dict(data, overrides)
     if overrides:
-        run_dir.create(settings.snapshot(), kind=run_dir.kind())
+        _record_run(settings, run_dir, run_dir.kind())
     return settings, run_dir
 
 
@@ -201,14 +341,27 @@ def resume(
     checkpointer: BaseCheckpointSaver | None = None,
     embedder: Embedder | None = None,
     overrides: dict[str, Any] | None = None,
+    decision: Any = None,
+    on_review: ReviewCallback | None = None,
 ) -> RunOutcome:
     """Continue a run from its last checkpoint; finished branches and calls are not repeated.
 
+    ``decision`` answers the review the run waits for (see ``drpo.nodes.review.ReviewDecision``);
     ``overrides`` change saved settings first, e.g. ``{"budget": {"max_tokens": 200000}}``."""
     settings, run_dir = load_run_settings(runs_dir, run_id, overrides)
     if settings.checkpointer == "memory" and checkpointer is None:
         raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
-    return _drive(run_dir.kind(), settings, run_dir, None, models, on_progress, checkpointer, embedder)
+    return _drive(
+        run_dir.kind(),
+        settings,
+        run_dir,
+        models,
+        on_progress,
+        checkpointer,
+        embedder,
+        decision=decision,
+        on_review=on_review,
+    )
 
 
 def optimize_icl(settings: Settings, **kwargs: Any) -> RunOutcome:

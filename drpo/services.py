@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
 
 from drpo.errors import DrpoInputError
 from drpo.local_server import LocalServerPool
@@ -18,7 +21,13 @@ from drpo.settings import ROLE_NAMES, RoleSpec, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embeddings import Embedder
-from drpo.store.icl_store import IclExample, IclStore, collection_name_for, icl_collection_name, open_chroma_client
+from drpo.store.icl_store import (
+    IclExample,
+    IclStore,
+    chroma_client_for,
+    collection_name_for,
+    icl_collection_name,
+)
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import (
     SeedQuery,
@@ -63,7 +72,29 @@ class Services:
 class DrpoContext:
     """LangGraph run context: nodes reach services here, so checkpoints stay small and serializable."""
 
-    services: Services
+    services: Services | None = None
+
+
+ServicesFactory = Callable[[str], Services]
+_fallback_factory: ServicesFactory | None = None
+
+
+def set_services_factory(factory: ServicesFactory | None) -> None:
+    """Where nodes get services when no context carries them (LangGraph Server, which passes JSON context)."""
+    global _fallback_factory
+    _fallback_factory = factory
+
+
+def services_of(runtime: Runtime[DrpoContext]) -> Services:
+    """The run's services: from the context when the runner passed them, else from the server factory by thread."""
+    context = runtime.context
+    services = getattr(context, "services", None)
+    if isinstance(services, Services):
+        return services
+    if _fallback_factory is None:
+        raise RuntimeError("no drpo services: invoke the graph with context=DrpoContext(services=...)")
+    thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
+    return _fallback_factory(thread_id)
 
 
 def load_seeds(settings: Settings) -> list[SeedQuery]:
@@ -115,12 +146,19 @@ def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = 
         raise DrpoInputError(f"the seed set has {len(seeds)} queries; queries_per_depth needs at least {needed}")
     load_icl(settings)
     if settings.icl_collection:
-        client = open_chroma_client(settings.resolved_store_dir() / "chroma")
+        client = chroma_client_for(settings.chroma_url, settings.resolved_store_dir())
         open_named_collection(client, settings.icl_collection, Embedder(settings.embedding_model))
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
         if spec.provider == "local" and role not in (models or {}):
             resolve_local_model(spec.model)
+
+
+def open_journal(settings: Settings, run_dir: RunDir) -> CallJournal:
+    """The run's call journal: beside the checkpoints (Postgres) or in the run directory (SQLite)."""
+    if settings.uses_postgres():
+        return CallJournal.postgres(settings.checkpointer, run_dir.run_id)
+    return CallJournal.sqlite(run_dir.journal)
 
 
 def build_services(
@@ -138,13 +176,13 @@ def build_services(
     examples = load_icl(settings)
     store_dir = settings.resolved_store_dir()
     embedder = embedder or Embedder(settings.embedding_model)
-    client = open_chroma_client(store_dir / "chroma")
+    client = chroma_client_for(settings.chroma_url, store_dir)
     if settings.icl_collection:
         icl_store = open_named_collection(client, settings.icl_collection, embedder)
     else:
         icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
         icl_store.ensure(examples)
-    journal = CallJournal(run_dir.journal)
+    journal = open_journal(settings, run_dir)
     limiter = threading.BoundedSemaphore(settings.search.concurrency)
     stats = CallStats()
     needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)

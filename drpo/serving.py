@@ -9,7 +9,7 @@ from typing import Any
 from drpo.errors import DrpoInputError
 from drpo.settings import settings_from_dict
 from drpo.store.embeddings import Embedder
-from drpo.store.icl_store import IclStore, open_chroma_client
+from drpo.store.icl_store import IclStore, chroma_client_for
 from drpo.store.run_dir import RUN_ID_PATTERN, RunDir
 
 
@@ -47,9 +47,12 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
     store_dir = settings.store_dir if settings.store_dir is not None else run_dir.root.parent / ".store"
     embedder = embedder or Embedder(serving.get("embedding_model", settings.embedding_model))
     try:
-        store = IclStore.open_existing(open_chroma_client(store_dir / "chroma"), name, embedder)
+        store = IclStore.open_existing(chroma_client_for(settings.chroma_url, store_dir), name, embedder)
+    except DrpoInputError:
+        raise
     except Exception:
-        raise DrpoInputError(f"ICL collection {name!r} of run {run_dir.run_id} not found in {store_dir}") from None
+        where = settings.chroma_url or store_dir
+        raise DrpoInputError(f"ICL collection {name!r} of run {run_dir.run_id} not found in {where}") from None
     if store.count() == 0:
         raise DrpoInputError(f"ICL collection {name!r} of run {run_dir.run_id} is empty")
     return ServedRun(

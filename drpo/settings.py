@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +17,33 @@ from drpo.errors import DrpoInputError
 Provider = Literal["local", "openai", "openai_compatible"]
 ROLE_NAMES: tuple[str, ...] = ("base", "optimizer", "evaluator", "aspect_selector")
 DEFAULT_LOCAL_MODEL = "qwen2.5-0.5b"
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def check_checkpointer(value: str) -> None:
+    """sqlite, memory or a Postgres DSN; a DSN must not carry a password, since settings are saved with the run."""
+    if value in ("sqlite", "memory"):
+        return
+    if not value.startswith(POSTGRES_SCHEMES):
+        raise ValueError("checkpointer must be sqlite, memory or a postgresql:// DSN")
+    parsed = urlsplit(value)
+    if parsed.password or "password=" in (parsed.query or ""):
+        raise ValueError(
+            "put the Postgres password in PGPASSWORD or ~/.pgpass, not in the DSN (it is saved with the run)"
+        )
+    if not parsed.hostname and "host=" not in (parsed.query or ""):
+        raise ValueError("the Postgres DSN needs a host")
+
+
+def parse_chroma_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, ssl) of a Chroma server URL."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("chroma_url must look like http://host:port")
+    port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+    return parsed.hostname, port, parsed.scheme == "https"
 
 
 class RoleSpec(BaseModel):
@@ -130,6 +158,7 @@ class SearchSettings(BaseModel):
     prompt_history: int = Field(5, ge=1, le=50, description="Path prompts the optimizer sees")
     structured_retries: int = Field(2, ge=0, le=10, description="Re-asks after unparseable judge/optimizer output")
     initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
+    review: bool = Field(False, description="Pause after each depth's pruning for a human review of the beam")
 
 
 class IclSearchSettings(BaseModel):
@@ -188,7 +217,13 @@ class Settings(BaseModel):
         "packaged:all-minilm-l6-v2",
         description="packaged:all-minilm-l6-v2, a local sentence-transformers folder, or a hub model name",
     )
-    checkpointer: Literal["sqlite", "memory"] = "sqlite"
+    checkpointer: str = Field(
+        "sqlite",
+        description="sqlite (a file in the run directory), memory, or a postgresql:// DSN without a password",
+    )
+    chroma_url: str | None = Field(
+        None, description="A Chroma server (http://host:port) instead of the embedded store under store_dir"
+    )
     local: LocalServerSettings = Field(default_factory=LocalServerSettings)
     roles: RolesSettings = Field(default_factory=RolesSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
@@ -197,6 +232,16 @@ class Settings(BaseModel):
     prices: dict[str, PriceSpec] = Field(
         default_factory=dict, description="Price per model name (the roles' model field); local models are free"
     )
+
+    @model_validator(mode="after")
+    def _check_stores(self) -> Settings:
+        check_checkpointer(self.checkpointer)
+        if self.chroma_url is not None:
+            parse_chroma_url(self.chroma_url)
+        return self
+
+    def uses_postgres(self) -> bool:
+        return self.checkpointer.startswith(POSTGRES_SCHEMES)
 
     @model_validator(mode="after")
     def _prices_for_cost_budget(self) -> Settings:

@@ -1,7 +1,8 @@
 """The prompt-optimization graph (Algorithm 2): one loop iteration per depth.
 
 sample_queries -> retrieve_icl -> [select_aspects + Send(generate) per (candidate, query)]
--> dispatch_evaluation -> Send(evaluate) per answer -> prune_beam -> Send(transition) per beam node
+-> dispatch_evaluation -> Send(evaluate) per answer -> prune_beam -> [review: an interrupt, when
+review is on] -> Send(transition) per beam node
 -> sample_queries ... -> finalize
 """
 
@@ -20,6 +21,7 @@ from drpo.nodes.finalize import finalize
 from drpo.nodes.generate import generate
 from drpo.nodes.prune_beam import prune_beam
 from drpo.nodes.retrieve_icl import retrieve_icl
+from drpo.nodes.review import review
 from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.scoring import eval_key, path_ids
 from drpo.nodes.select_aspects import select_aspects
@@ -73,7 +75,15 @@ def dispatch_evaluation(state: PromptOptState) -> dict[str, Any]:
 
 
 def route_after_prune(state: PromptOptState) -> list[Send] | str:
-    """Finalize when the search is over, else one transition branch per beam node."""
+    """Through the review node only when review is on (no extra step, and no extra checkpoint, otherwise)."""
+    if state.get("review_enabled") and not state.get("stop_reason"):
+        return "review"
+    return route_after_review(state)
+
+
+def route_after_review(state: PromptOptState) -> list[Send] | str:
+    """Finalize when the search is over, else one transition branch per beam node
+    (straight to the next depth when a reviewer replaced the whole beam with their own prompts)."""
     if state.get("stop_reason"):
         return "finalize"
     depth = state["depth"]
@@ -95,7 +105,7 @@ def route_after_prune(state: PromptOptState) -> list[Send] | str:
             aspects={query_id: state["aspects"][query_id] for query_id in state["queries"][str(depth)]},
         )
         sends.append(Send("transition", payload))
-    return sends
+    return sends or "sample_queries"
 
 
 def build_prompt_graph() -> StateGraph:
@@ -108,6 +118,7 @@ def build_prompt_graph() -> StateGraph:
     builder.add_node("dispatch_evaluation", dispatch_evaluation)
     builder.add_node("evaluate", evaluate)
     builder.add_node("prune_beam", prune_beam)
+    builder.add_node("review", review)
     builder.add_node("transition", transition)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "sample_queries")
@@ -117,7 +128,10 @@ def build_prompt_graph() -> StateGraph:
     builder.add_edge("generate", "dispatch_evaluation")
     builder.add_conditional_edges("dispatch_evaluation", fan_out_evaluation, ["evaluate", "prune_beam"])
     builder.add_edge("evaluate", "prune_beam")
-    builder.add_conditional_edges("prune_beam", route_after_prune, ["transition", "finalize"])
+    builder.add_conditional_edges(
+        "prune_beam", route_after_prune, ["review", "transition", "finalize", "sample_queries"]
+    )
+    builder.add_conditional_edges("review", route_after_review, ["transition", "finalize", "sample_queries"])
     builder.add_edge("transition", "sample_queries")
     builder.add_edge("finalize", END)
     return builder

@@ -7,7 +7,15 @@ checkpointer serializes it without custom types.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,  # pydantic builds Studio's schemas from these on 3.11
+)
+
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from drpo.model_calls import add_usage
 
@@ -96,34 +104,49 @@ def usage_update(depth: int, usage: dict[str, dict[str, int]]) -> dict[str, Any]
     return {"usage": usage, "usage_by_depth": {str(depth): usage}}
 
 
-class PromptOptInput(TypedDict):
-    """What starts a run."""
+def described(text: str) -> Any:
+    """A field description LangGraph Studio shows in its forms (reducers stay last in ``Annotated``)."""
+    return Field(description=text)
 
-    initial_prompt: NotRequired[str]
+
+class PromptOptInput(TypedDict):
+    """What starts a run: optionally the system prompt to start the search from."""
+
+    initial_prompt: NotRequired[
+        Annotated[str, described("System prompt the search starts from (default: the settings' initial_prompt)")]
+    ]
 
 
 class PromptOptState(TypedDict):
-    """Graph state for system-prompt optimization (Algorithm 2)."""
+    """Graph state for system-prompt optimization (Algorithm 2): ids, prompts, scores, short previews."""
 
-    initial_prompt: NotRequired[str]
-    depth: NotRequired[int]
-    max_depth: NotRequired[int]
-    depth_increases: NotRequired[int]
-    query_order: NotRequired[list[str]]
-    queries: Annotated[dict[str, list[str]], merge_dicts]  # depth -> query ids
-    icl: Annotated[dict[str, list[str]], merge_dicts]  # query id -> ICL example ids
-    aspects: Annotated[dict[str, AspectRecord], merge_dicts]  # query id -> selection
-    candidates: Annotated[dict[str, CandidateRecord], merge_dicts]
-    frontier: NotRequired[list[str]]  # candidates scored at the current depth, in order
-    evaluations: Annotated[dict[str, EvalRecord], merge_dicts]  # "cand|query" -> verdict
-    beam: NotRequired[list[str]]
-    beams: Annotated[dict[str, list[BeamEntry]], merge_dicts]  # depth -> ranked frontier
-    proposals: Annotated[list[CandidateRecord], operator.add]
-    failures: Annotated[list[FailureRecord], operator.add]
-    usage: Annotated[dict[str, dict[str, int]], merge_usage]
-    usage_by_depth: Annotated[dict[str, dict[str, dict[str, int]]], merge_usage_by_depth]
-    stop_reason: NotRequired[str]
-    best: NotRequired[dict[str, Any]]
+    initial_prompt: NotRequired[Annotated[str, described("System prompt the search started from")]]
+    depth: NotRequired[Annotated[int, described("Current depth (1 = scoring the initial prompt)")]]
+    max_depth: NotRequired[Annotated[int, described("Last depth, raised by skipped levels up to the limit")]]
+    depth_increases: NotRequired[Annotated[int, described("Extra depths granted so far")]]
+    query_order: NotRequired[Annotated[list[str], described("Seed query ids in the run's seeded order")]]
+    queries: Annotated[dict[str, list[str]], described("Depth -> seed query ids scored there"), merge_dicts]
+    icl: Annotated[dict[str, list[str]], described("Query id -> retrieved ICL example ids"), merge_dicts]
+    aspects: Annotated[dict[str, AspectRecord], described("Query id -> selected reward aspects"), merge_dicts]
+    candidates: Annotated[dict[str, CandidateRecord], described("Every prompt in the search tree"), merge_dicts]
+    frontier: NotRequired[Annotated[list[str], described("Candidates scored at the current depth")]]
+    evaluations: Annotated[
+        dict[str, EvalRecord], described("'candidate|query' -> the judge's scores and rationales"), merge_dicts
+    ]
+    beam: NotRequired[Annotated[list[str], described("Candidates kept for the next transition, best first")]]
+    beams: Annotated[dict[str, list[BeamEntry]], described("Depth -> ranked frontier with path values"), merge_dicts]
+    proposals: Annotated[list[CandidateRecord], described("Prompts proposed for the next depth"), operator.add]
+    failures: Annotated[list[FailureRecord], described("Model output that stayed unusable"), operator.add]
+    usage: Annotated[dict[str, dict[str, int]], described("Token usage per role"), merge_usage]
+    usage_by_depth: Annotated[
+        dict[str, dict[str, dict[str, int]]], described("Token usage per depth and role"), merge_usage_by_depth
+    ]
+    reviews: Annotated[
+        dict[str, dict[str, Any]], described("Depth -> reviewer decisions and the beam after review"), merge_dicts
+    ]
+    review_enabled: NotRequired[Annotated[bool, described("Pause for a human review after this depth")]]
+    stop_reason: NotRequired[Annotated[str, described("Why the search ended")]]
+    best: NotRequired[Annotated[dict[str, Any], described("The best candidate id and prompt, once finished")]]
 
 
 class GeneratePayload(TypedDict):

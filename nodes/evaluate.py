@@ -11,10 +11,11 @@ from langgraph.runtime import Runtime
 from drpo.graph.state import AspectRecord, EvalRecord, EvaluatePayload, FailureRecord, unusable_output, usage_update
 from drpo.model_calls import call_structured
 from drpo.nodes.generate import PREVIEW_CHARS
+from drpo.nodes.progress import emit
 from drpo.nodes.scoring import reward_from_scores
 from drpo.nodes.select_aspects import aspect_list_text
 from drpo.prompts import EVALUATION, render
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.structured import evaluation_schema, parse_evaluation
 
 
@@ -75,7 +76,7 @@ def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureReco
 
 
 def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     answer = services.journal.get_answer(payload["answer_id"])["answer"]
     verdict = judge_answer(services, services.query_text(payload["query"]), answer, payload["aspects"])
     record = EvalRecord(
@@ -95,4 +96,5 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
     }
     if verdict.reward is None:
         update["failures"] = [evaluation_failure(payload["depth"], payload["answer_id"], verdict)]
+    emit("evaluation", depth=payload["depth"], candidate=payload["candidate"], reward=verdict.reward)
     return update

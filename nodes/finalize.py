@@ -12,9 +12,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.state import PromptOptState
+from drpo.nodes.progress import emit
 from drpo.nodes.scoring import eval_key
 from drpo.pricing import cost_of
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
 
@@ -23,7 +24,9 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
     for depth_key in sorted(state.get("beams", {}), key=int):
         ranked = state["beams"][depth_key]
         beam_size = services.settings.search.beam_width
-        kept = {entry["id"] for entry in ranked[:beam_size]}
+        review = state.get("reviews", {}).get(depth_key)
+        beam = review["beam"] if review else [entry["id"] for entry in ranked[:beam_size]]
+        kept = set(beam)
         query_ids = state["queries"][depth_key]
         candidates = []
         for entry in ranked:
@@ -62,7 +65,7 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
             {
                 "depth": int(depth_key),
                 "queries": [{"id": qid, "text": services.query_text(qid)} for qid in query_ids],
-                "beam": [entry["id"] for entry in ranked[:beam_size]],
+                "beam": beam,
                 "candidates": candidates,
             }
         )
@@ -100,6 +103,7 @@ def build_result(state: PromptOptState, services: Services) -> dict[str, Any]:
         },
         "depths": _depth_table(state, services),
         "failures": state.get("failures", []),
+        "reviews": dict(sorted(state.get("reviews", {}).items(), key=lambda item: int(item[0]))),
         "usage": {role: dict(sorted(usage.items())) for role, usage in sorted(state.get("usage", {}).items())},
         "usage_by_depth": {
             depth: {role: dict(sorted(usage.items())) for role, usage in sorted(roles.items())}
@@ -115,8 +119,9 @@ def write_answers(services: Services) -> None:
 
 
 def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     result = build_result(state, services)
     write_answers(services)
     atomic_write_json(services.run_dir.result, result)
+    emit("finished", best_candidate=result["best"]["candidate_id"], path_value=result["best"]["path_value"])
     return {"best": {"candidate_id": result["best"]["candidate_id"], "prompt": result["best_prompt"]}}

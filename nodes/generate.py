@@ -8,14 +8,15 @@ from langgraph.runtime import Runtime
 
 from drpo.formatter import clean_completion, format_base_input
 from drpo.graph.state import GeneratePayload, usage_update
+from drpo.nodes.progress import emit
 from drpo.nodes.scoring import eval_key
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, services_of
 
 PREVIEW_CHARS = 240
 
 
 def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     caller = services.callers["base"]
     examples = services.icl_store.get(payload["icl"])
     query = services.query_text(payload["query"])
@@ -34,4 +35,5 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[st
             "answer": answer,
         },
     )
+    emit("answer", depth=payload["depth"], candidate=payload["candidate"], query=payload["query"])
     return usage_update(payload["depth"], {"base": call.usage})

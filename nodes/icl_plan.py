@@ -7,11 +7,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.state import IclExampleRecord, IclOptState
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, services_of
 
 
 def icl_plan(state: IclOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     round_number = state.get("round", -1) + 1
     update: dict[str, Any] = {"round": round_number}
     if round_number == 0:

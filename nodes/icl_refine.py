@@ -10,10 +10,11 @@ from langgraph.runtime import Runtime
 from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
 from drpo.model_calls import add_usage, call_structured_samples
 from drpo.nodes.evaluate import Verdict, evaluation_failure, judge_answer
+from drpo.nodes.progress import emit
 from drpo.nodes.select_aspects import select_for_query
 from drpo.nodes.transition import evaluation_text
 from drpo.prompts import ICL_TRANSITION, render
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.structured import parse_response_rewrite, response_rewrite_schema
 
 MAX_REWARD = 5.0
@@ -45,7 +46,7 @@ def _record(answer_id: str, round_number: int, origin: str, parent: str | None, 
 
 
 def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     search = services.settings.icl_search
     example = IclExampleRecord(**payload["example"])  # type: ignore[typeddict-item]
     round_number = payload["round"]
@@ -115,6 +116,14 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
     elif round_number >= search.depth:
         example.update(done=True, stop_reason="reached max rounds")
     update: dict[str, Any] = {"examples": {example["id"]: example}, "failures": failures}
+    emit(
+        "icl_round",
+        example=example["id"],
+        round=round_number,
+        rewards=[answer["reward"] for answer in example["answers"]],
+        done=example["done"],
+        stop_reason=example["stop_reason"],
+    )
     if usage:
         update["usage"] = usage
     return update

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.state import IclOptState
 from drpo.nodes.icl_refine import answer_text
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.store.icl_store import IclExample, IclStore, icl_collection_name
 from drpo.store.run_dir import atomic_write_json
 
@@ -46,7 +46,7 @@ def build_icl_result(state: IclOptState, services: Services, collection: str) ->
 
 
 def write_icl_collection(state: IclOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     collection = icl_collection_name(services.run_dir.run_id)
     result = build_icl_result(state, services, collection)
     store = IclStore(services.chroma_client, collection, services.embedder)

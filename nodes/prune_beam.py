@@ -7,8 +7,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.state import PromptOptState
+from drpo.nodes.progress import emit, total_tokens
 from drpo.nodes.scoring import candidate_reward, path_ids, path_value, rank_frontier
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, services_of
 
 
 def reward_of(state: PromptOptState, candidate_id: str) -> float | None:
@@ -32,7 +33,7 @@ def stop_reason(state: PromptOptState, services_width: int) -> str | None:
 
 
 def prune_beam(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    search = runtime.context.services.settings.search
+    search = services_of(runtime).settings.search
     frontier = state["frontier"]
     rewards = {candidate_id: reward_of(state, candidate_id) for candidate_id in frontier}
     values = {candidate_id: value_of(state, candidate_id, search.path_aggregator) for candidate_id in frontier}
@@ -44,4 +45,14 @@ def prune_beam(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str
     reason = stop_reason(state, search.queries_per_depth)
     if reason is not None:
         update["stop_reason"] = reason
+    emit(
+        "depth_done",
+        depth=state["depth"],
+        max_depth=state["max_depth"],
+        candidates=len(frontier),
+        rewards=[entry["reward"] for entry in ranked],
+        beam=[{"id": entry["id"], "path_value": entry["path_value"]} for entry in ranked[: search.beam_width]],
+        tokens=total_tokens(state.get("usage", {})),
+        stop_reason=reason,
+    )
     return update

@@ -7,11 +7,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.state import PromptOptState
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, services_of
 
 
 def retrieve_icl(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     k = services.settings.search.icl_k
     found = {}
     for query_id in state["queries"][str(state["depth"])]:

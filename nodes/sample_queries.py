@@ -8,27 +8,28 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from drpo.graph.state import CandidateRecord, PromptOptState
-from drpo.services import DrpoContext
+from drpo.services import DrpoContext, services_of
 
 ROOT_ID = "d1-0-0"
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
-    """Children proposed at the last depth, ordered by parent rank then sample (ids encode both)."""
+    """Children proposed at the last depth, ordered by parent rank then sample (ids encode both);
+    reviewers' prompts (``dN-h-K``) come last, in the order they were written."""
 
-    def key(record: CandidateRecord) -> tuple[int, int]:
+    def key(record: CandidateRecord) -> tuple[int, int, int]:
         _depth, rank, sample = record["id"].split("-")
-        return int(rank), int(sample)
+        return (1, 0, int(sample)) if rank == "h" else (0, int(rank), int(sample))
 
     unique = {record["id"]: record for record in state.get("proposals", [])}
     return sorted(unique.values(), key=key)
 
 
 def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     search = services.settings.search
     depth = state.get("depth", 0) + 1
-    update: dict[str, Any] = {"depth": depth, "proposals": Overwrite([])}
+    update: dict[str, Any] = {"depth": depth, "proposals": Overwrite([]), "review_enabled": search.review}
     if depth == 1:
         order = list(services.seed_order)
         root = CandidateRecord(

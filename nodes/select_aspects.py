@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, unusable_output, usage_update
 from drpo.model_calls import add_usage, call_structured
 from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.structured import aspect_selection_schema, parse_aspect_selection
 
 FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement")
@@ -74,7 +74,7 @@ def select_for_query(
 
 
 def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     depth = state["depth"]
     selections: dict[str, AspectRecord] = {}
     failures: list[FailureRecord] = []

@@ -10,9 +10,10 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload, unusable_output, usage_update
 from drpo.model_calls import add_usage, call_structured_samples
+from drpo.nodes.progress import emit
 from drpo.nodes.scoring import should_skip
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
-from drpo.services import DrpoContext, Services
+from drpo.services import DrpoContext, Services, services_of
 from drpo.structured import parse_transition, transition_schema
 
 
@@ -68,7 +69,7 @@ def carried(payload: TransitionPayload, note: str) -> CandidateRecord:
 
 
 def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = runtime.context.services
+    services = services_of(runtime)
     search = services.settings.search
     skip = should_skip(payload["evaluations"], search.skip_threshold)
     if skip is not None:
@@ -116,4 +117,5 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         )
     if not proposals:
         proposals.append(carried(payload, "transition failed: every proposal was unusable"))
+    emit("proposals", depth=payload["depth"], candidate=payload["candidate"]["id"], count=len(proposals))
     return {"proposals": proposals, "failures": failures, **usage_update(payload["depth"], {"optimizer": usage})}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from drpo.store.sqlite_kv import SqliteKV
 
@@ -20,10 +20,43 @@ def call_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
+class KeyValue(Protocol):
+    def get(self, key: str) -> Any | None: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+    def items(self) -> list[tuple[str, Any]]: ...
+
+    def copy_into(self, other: CallJournal) -> int:
+        """Copy every finished call and answer (a fork starts with its source's history); returns the count."""
+        copied = 0
+        for key, record in self._calls.items():
+            other.put_call(key, record)
+            copied += 1
+        for answer_id, record in self._answers.items():
+            other.put_answer(answer_id, record)
+            copied += 1
+        return copied
+
+    def close(self) -> None: ...
+
+
 class CallJournal:
-    def __init__(self, path: Path) -> None:
-        self._calls = SqliteKV(path, "calls")
-        self._answers = SqliteKV(path, "answers")
+    def __init__(self, calls: KeyValue, answers: KeyValue) -> None:
+        self._calls = calls
+        self._answers = answers
+
+    @classmethod
+    def sqlite(cls, path: Path) -> CallJournal:
+        """The run directory's journal file (the default)."""
+        return cls(SqliteKV(path, "calls"), SqliteKV(path, "answers"))
+
+    @classmethod
+    def postgres(cls, dsn: str, run_id: str) -> CallJournal:
+        """The journal in the database, next to the checkpoints, for runs resumed on other machines."""
+        from drpo.store.postgres import PostgresKV
+
+        return cls(PostgresKV(dsn, run_id, "calls"), PostgresKV(dsn, run_id, "answers"))
 
     def get_call(self, key: str) -> dict[str, Any] | None:
         return self._calls.get(key)
@@ -54,6 +87,17 @@ class CallJournal:
 
     def answers(self) -> list[tuple[str, dict[str, Any]]]:
         return self._answers.items()
+
+    def copy_into(self, other: CallJournal) -> int:
+        """Copy every finished call and answer (a fork starts with its source's history); returns the count."""
+        copied = 0
+        for key, record in self._calls.items():
+            other.put_call(key, record)
+            copied += 1
+        for answer_id, record in self._answers.items():
+            other.put_answer(answer_id, record)
+            copied += 1
+        return copied
 
     def close(self) -> None:
         self._calls.close()

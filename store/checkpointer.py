@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 
-def open_checkpointer(kind: Literal["sqlite", "memory"], path: Path | None = None) -> BaseCheckpointSaver:
-    """A ready checkpointer. The SQLite connection is shared across LangGraph's worker threads."""
+def open_checkpointer(kind: str, path: Path | None = None) -> BaseCheckpointSaver:
+    """A ready checkpointer: ``sqlite``, ``memory`` or a Postgres DSN (tables set up once).
+    The connection is shared across LangGraph's worker threads (the savers lock around it)."""
     if kind == "memory":
         return InMemorySaver()
+    if kind.startswith(("postgresql://", "postgres://")):
+        from drpo.store.postgres import connect
+
+        connection = connect(kind, dict_rows=True)  # a clear error first when drivers or server are missing
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        saver = PostgresSaver(connection)
+        saver.setup()
+        return saver
     if path is None:
         raise ValueError("the sqlite checkpointer needs a file path")
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -28,5 +37,5 @@ def open_checkpointer(kind: Literal["sqlite", "memory"], path: Path | None = Non
 
 def close_checkpointer(saver: BaseCheckpointSaver) -> None:
     conn = getattr(saver, "conn", None)
-    if isinstance(conn, sqlite3.Connection):
+    if conn is not None and hasattr(conn, "close"):
         conn.close()

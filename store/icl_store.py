@@ -51,6 +51,28 @@ def open_chroma_client(path: Path) -> Any:
     return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
 
 
+def open_chroma_server(url: str) -> Any:
+    """A client of a Chroma server (``chroma run``), or one clear error when it does not answer."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    from drpo.errors import DrpoInputError
+    from drpo.settings import parse_chroma_url
+
+    host, port, ssl = parse_chroma_url(url)
+    try:
+        client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=ChromaSettings(anonymized_telemetry=False))
+        client.heartbeat()
+    except Exception as error:
+        raise DrpoInputError(f"cannot reach the Chroma server at {url}: {type(error).__name__}") from None
+    return client
+
+
+def chroma_client_for(chroma_url: str | None, store_dir: Path) -> Any:
+    """The Chroma server when one is configured, else the embedded store under ``store_dir``."""
+    return open_chroma_server(chroma_url) if chroma_url else open_chroma_client(store_dir / "chroma")
+
+
 class IclStore:
     """One Chroma collection of ICL examples with K-nearest retrieval by query."""
 

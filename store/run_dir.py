@@ -11,7 +11,8 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,11 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run's files."""
+    """Paths of one run's files. ``status_mirror`` also receives every status (Postgres runs keep one
+    in the database, for other machines)."""
 
     root: Path
+    status_mirror: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -80,11 +83,16 @@ class RunDir:
     def exists(self) -> bool:
         return self.config.is_file()
 
-    def create(self, config_snapshot: dict[str, Any], kind: str = "prompt") -> None:
-        """Write (or rewrite) the run's kind and settings snapshot."""
+    @property
+    def lock(self) -> Path:
+        return self.root / "run.lock"
+
+    def create(self, config_snapshot: dict[str, Any], kind: str = "prompt", **meta: Any) -> None:
+        """Write (or rewrite) the run's kind and settings snapshot; ``meta`` adds provenance (a fork's source)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.meta.is_file():
-            atomic_write_json(self.meta, {"run_id": self.run_id, "kind": kind, "created_at": time.time()})
+            record = {"run_id": self.run_id, "kind": kind, "created_at": time.time(), **meta}
+            atomic_write_json(self.meta, record)
         atomic_write_text(self.config, yaml.safe_dump(config_snapshot, sort_keys=False))
 
     def kind(self) -> str:
@@ -93,6 +101,9 @@ class RunDir:
             return "prompt"
         return str(json.loads(self.meta.read_text(encoding="utf-8")).get("kind", "prompt"))
 
+    def read_meta(self) -> dict[str, Any]:
+        return dict(json.loads(self.meta.read_text(encoding="utf-8"))) if self.meta.is_file() else {}
+
     def read_config(self) -> dict[str, Any]:
         data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
@@ -100,6 +111,8 @@ class RunDir:
     def write_status(self, status: str, **extra: Any) -> None:
         record = {"run_id": self.run_id, "status": status, "updated_at": time.time(), **extra}
         atomic_write_json(self.status, record)
+        if self.status_mirror is not None:
+            self.status_mirror(record)
 
     def read_status(self) -> dict[str, Any]:
         if not self.status.is_file():

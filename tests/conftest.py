@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from drpo.settings import Settings, settings_from_dict  # noqa: E402
 from drpo.store.embeddings import Embedder  # noqa: E402
 from support.scripted import ScriptedChatModel  # noqa: E402
+from support.servers import create_database, postgres_cluster  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,12 +44,38 @@ def scripted() -> ScriptedChatModel:
     return ScriptedChatModel()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """DSN of a real PostgreSQL server: CI's (DRPO_TEST_POSTGRES_DSN) or a private throwaway cluster."""
+    given = os.environ.get("DRPO_TEST_POSTGRES_DSN")
+    if given:
+        yield given
+        return
+    with postgres_cluster() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> str:
+    """A fresh database per test, so run ids never collide."""
+    return create_database(postgres_server, f"drpo_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def checkpointer(request: pytest.FixtureRequest) -> str:
+    """Run a test on the embedded SQLite checkpointer and on a real Postgres server."""
+    if request.param == "sqlite":
+        return "sqlite"
+    return str(request.getfixturevalue("postgres_dsn"))
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path):
-    def factory(**search: Any) -> Settings:
+    def factory(checkpointer: str = "sqlite", **search: Any) -> Settings:
         data: dict[str, Any] = {
             "runs_dir": str(tmp_path / "runs"),
             "store_dir": str(tmp_path / "store"),
+            "checkpointer": checkpointer,
             "search": {"depth": 3, "beam_width": 2, "num_actions": 2, **search},
         }
         return settings_from_dict(data)

@@ -29,9 +29,13 @@ def unbroken(make_settings, embedder: Embedder) -> tuple[dict[str, Any], Counter
 
 
 def check_resumed(
-    make_settings, embedder: Embedder, unbroken: tuple[dict[str, Any], Counter[str]], first: ScriptedChatModel
+    make_settings,
+    embedder: Embedder,
+    unbroken: tuple[dict[str, Any], Counter[str]],
+    first: ScriptedChatModel,
+    checkpointer: str,
 ) -> None:
-    settings = make_settings(**SEARCH)
+    settings = make_settings(checkpointer, **SEARCH)
     status = RunDir(settings.runs_dir / "broken").read_status()["status"]
     assert status == "failed"
     second = ScriptedChatModel()
@@ -46,13 +50,15 @@ def fail_at_call(number: int) -> Callable[[str, int], bool]:
 
 
 @pytest.mark.parametrize("call_number", [5, 17, 30])
-def test_exception_inside_a_send_branch(make_settings, embedder: Embedder, unbroken, call_number: int) -> None:
-    settings = make_settings(**SEARCH)
+def test_exception_inside_a_send_branch(
+    make_settings, embedder: Embedder, unbroken, call_number: int, checkpointer: str
+) -> None:
+    settings = make_settings(checkpointer, **SEARCH)
     first = ScriptedChatModel(fail_on=fail_at_call(call_number))
     with pytest.raises(RuntimeError, match="injected"):
         run(settings, roles(first), embedder, "broken")
     assert task_of(first.calls[call_number - 1]) in {"answer", "evaluate", "transition", "aspects"}
-    check_resumed(make_settings, embedder, unbroken, first)
+    check_resumed(make_settings, embedder, unbroken, first, checkpointer)
 
 
 def raise_once_at_depth(node: Callable[..., Any], depth: int, after: bool) -> Callable[..., Any]:
@@ -73,14 +79,20 @@ def raise_once_at_depth(node: Callable[..., Any], depth: int, after: bool) -> Ca
 
 @pytest.mark.parametrize(("node_name", "after"), [("prune_beam", False), ("transition", True)])
 def test_exception_in_prune_or_transition(
-    make_settings, embedder: Embedder, unbroken, monkeypatch: pytest.MonkeyPatch, node_name: str, after: bool
+    make_settings,
+    embedder: Embedder,
+    unbroken,
+    monkeypatch: pytest.MonkeyPatch,
+    node_name: str,
+    after: bool,
+    checkpointer: str,
 ) -> None:
-    settings = make_settings(**SEARCH)
+    settings = make_settings(checkpointer, **SEARCH)
     monkeypatch.setattr(prompt_graph, node_name, raise_once_at_depth(getattr(prompt_graph, node_name), 2, after))
     first = ScriptedChatModel()
     with pytest.raises(RuntimeError, match="injected"):
         run(settings, roles(first), embedder, "broken")
-    check_resumed(make_settings, embedder, unbroken, first)
+    check_resumed(make_settings, embedder, unbroken, first, checkpointer)
 
 
 def test_resume_of_a_finished_run_returns_its_result(make_settings, embedder: Embedder) -> None:

@@ -102,7 +102,7 @@ def _caller(tmp_path: Path, model: ScriptedChatModel) -> RoleCaller:
         RoleSpec(),
         model,
         "custom:test",
-        CallJournal(tmp_path / "journal.sqlite"),
+        CallJournal.sqlite(tmp_path / "journal.sqlite"),
         threading.BoundedSemaphore(2),
         CallStats(),
         seed=1,
