@@ -71,6 +71,9 @@ def optimize(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Token budget (all roles)")] = None,
     max_cost: Annotated[float | None, typer.Option("--max-cost", help="Dollar budget (needs prices)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned calls and cost; call nothing")] = False,
+    cache: Annotated[
+        bool | None, typer.Option("--cache/--no-cache", help="Reuse responses cached by earlier identical requests")
+    ] = None,
 ) -> None:
     """Start a new optimization run."""
     from drpo.runner import optimize as run_optimize
@@ -102,6 +105,8 @@ def optimize(
         budget = _search_overrides(max_tokens=max_tokens, max_cost=max_cost)
         if budget:
             data = _deep_merge(data, {"budget": budget})
+        if cache is not None:
+            data = _deep_merge(data, {"cache": {"enabled": cache}})
         if local_model:
             data = apply_local_model(data, local_model)
         settings = settings_from_dict(data)

@@ -20,6 +20,7 @@ from drpo.prompts import RETRY_FEEDBACK, render
 from drpo.retry import RateLimiter, RetryPolicy, call_with_retries
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
+from drpo.store.response_cache import ResponseCache
 from drpo.structured import OutputParseError, extract_json_object
 
 log = logging.getLogger("drpo.calls")
@@ -59,6 +60,7 @@ class CallStats:
 
     fresh_calls: int = 0
     journal_hits: int = 0
+    cache_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +91,7 @@ class RoleCaller:
         openai_style: bool,
         rate_limiter: RateLimiter | None = None,
         budget: BudgetGuard | None = None,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         self.role = role
         self.spec = spec
@@ -101,6 +104,7 @@ class RoleCaller:
         self._openai_style = openai_style
         self._rate_limiter = rate_limiter
         self._budget = budget
+        self._cache = response_cache
 
     @property
     def is_chat(self) -> bool:
@@ -127,6 +131,9 @@ class RoleCaller:
             return CallOutcome(
                 text=done["text"], usage=done["usage"], from_journal=True, truncated=done.get("truncated", False)
             )
+        hit = self._cached(key)
+        if hit is not None:
+            return CallOutcome(text=hit["text"], usage=hit["usage"], from_journal=False, truncated=hit["truncated"])
         kwargs = self._kwargs(seed_basis or key, stop, schema)
         started = time.monotonic()
         text, usage, truncated = self._send(lambda: self._invoke(request, kwargs))
@@ -139,7 +146,7 @@ class RoleCaller:
             usage["output_tokens"],
             time.monotonic() - started,
         )
-        self._journal.put_call(key, {"role": self.role, "text": text, "usage": usage, "truncated": truncated})
+        self._record(key, {"role": self.role, "text": text, "usage": usage, "truncated": truncated})
         if self._budget is not None:
             self._budget.add(self.role, usage)
         with self._stats.lock:
@@ -163,6 +170,8 @@ class RoleCaller:
         key = self._key(request, (), schema, sample=0, n=count)
         done = self._journal.get_call(key)
         cached = done is not None
+        if done is None:
+            done = self._cached(key)
         if done is None:
             kwargs = self._kwargs(key, (), schema)
             kwargs["n"] = count
@@ -191,7 +200,7 @@ class RoleCaller:
                 usage["output_tokens"],
                 time.monotonic() - started,
             )
-            self._journal.put_call(key, done)
+            self._record(key, done)
             if self._budget is not None:
                 self._budget.add(self.role, usage)
             with self._stats.lock:
@@ -203,6 +212,27 @@ class RoleCaller:
                 CallOutcome(text=text, usage=usage, from_journal=cached, truncated=done["truncated"][index])
             )
         return outcomes
+
+    def _cache_key(self, key: str) -> str:
+        return call_key({"call": key, "provider": self.spec.provider, "base_url": self.spec.base_url or ""})
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        """A response from the shared cache, journaled for this run at no token cost."""
+        if self._cache is None:
+            return None
+        found = self._cache.get(self._cache_key(key))
+        if found is None:
+            return None
+        record = {**found, "role": self.role, "usage": {**empty_usage(), "cached_calls": 1}}
+        self._journal.put_call(key, record)
+        with self._stats.lock:
+            self._stats.cache_hits += 1
+        return record
+
+    def _record(self, key: str, record: dict[str, Any]) -> None:
+        self._journal.put_call(key, record)
+        if self._cache is not None:
+            self._cache.put(self._cache_key(key), record)
 
     def key_for(self, request: list[BaseMessage] | str, json_schema: dict[str, Any] | None, sample: int) -> str:
         return self._key(request, (), self._schema(json_schema), sample=sample)

@@ -87,7 +87,9 @@ def graph_config(settings: Settings, run_id: str) -> dict[str, Any]:
     return {
         "configurable": {"thread_id": run_id},
         "recursion_limit": _recursion_limit(settings),
-        "max_concurrency": settings.search.concurrency,
+        # Our own semaphore caps model calls in flight. LangGraph's pool needs one more worker: with the
+        # custom stream mode it parks a stream waiter on that pool, and a pool of one then deadlocks.
+        "max_concurrency": settings.search.concurrency + 1,
     }
 
 

@@ -28,6 +28,7 @@ from drpo.store.icl_store import (
     collection_name_for,
     icl_collection_name,
 )
+from drpo.store.response_cache import ResponseCache
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import (
     SeedQuery,
@@ -57,9 +58,24 @@ class Services:
     chroma_client: Any
     pool: LocalServerPool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def query_text(self, query_id: str) -> str:
         return self.seeds[query_id].text
+
+    def query_embedding(self, query_id: str) -> list[float]:
+        """The query's embedding. The first request embeds every query the search can reach in one
+        batch, which keeps per-depth retrieval off the model-free critical path."""
+        with self._embedding_lock:
+            if query_id not in self._query_embeddings:
+                search = self.settings.search
+                reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
+                planned = [qid for qid in self.seed_order[:reach] if qid not in self._query_embeddings]
+                batch = planned if query_id in planned else [query_id]
+                vectors = self.embedder.embed([self.query_text(qid) for qid in batch])
+                self._query_embeddings.update(zip(batch, vectors, strict=True))
+            return self._query_embeddings[query_id]
 
     def close(self) -> None:
         self.journal.close()
@@ -189,6 +205,7 @@ def build_services(
     pool = LocalServerPool(settings.local) if needs_local else None
     rate_limiters = shared_rate_limiters(settings)
     budget = BudgetGuard(settings, journal.spent_by_role())
+    response_cache = ResponseCache(store_dir / "response_cache.sqlite") if settings.cache.enabled else None
     callers: dict[str, RoleCaller] = {}
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
@@ -210,6 +227,7 @@ def build_services(
             openai_style,
             rate_limiter=rate_limiters.get(server_key(spec)),
             budget=budget,
+            response_cache=response_cache if settings.caches_role(spec) else None,
         )
     return Services(
         settings=settings,

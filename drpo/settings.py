@@ -189,6 +189,17 @@ class BudgetSettings(BaseModel):
     max_cost: float | None = Field(None, gt=0, description="Dollars over all roles (needs prices)")
 
 
+class ResponseCacheSettings(BaseModel):
+    """A response cache shared across runs, in the store directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Answer repeated identical requests from the cache, for free")
+    sampling_roles: bool = Field(
+        False, description="Also cache roles sampling at temperature > 0 (keyed by sample index and seed)"
+    )
+
+
 class LocalServerSettings(BaseModel):
     """The embedded llama.cpp server shared by every local role."""
 
@@ -229,6 +240,7 @@ class Settings(BaseModel):
     search: SearchSettings = Field(default_factory=SearchSettings)
     icl_search: IclSearchSettings = Field(default_factory=IclSearchSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: ResponseCacheSettings = Field(default_factory=ResponseCacheSettings)
     prices: dict[str, PriceSpec] = Field(
         default_factory=dict, description="Price per model name (the roles' model field); local models are free"
     )
@@ -251,6 +263,9 @@ class Settings(BaseModel):
                 if spec.provider != "local" and spec.model not in self.prices:
                     raise ValueError(f"budget.max_cost needs prices.{spec.model} (used by role {role})")
         return self
+
+    def caches_role(self, spec: RoleSpec) -> bool:
+        return self.cache.enabled and (spec.temperature == 0 or self.cache.sampling_roles)
 
     def resolved_store_dir(self) -> Path:
         return self.store_dir if self.store_dir is not None else self.runs_dir / ".store"

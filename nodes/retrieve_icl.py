@@ -16,5 +16,6 @@ def retrieve_icl(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[s
     found = {}
     for query_id in state["queries"][str(state["depth"])]:
         if query_id not in state.get("icl", {}):
-            found[query_id] = services.icl_store.nearest_ids(services.query_text(query_id), k)
+            text = services.query_text(query_id)
+            found[query_id] = services.icl_store.nearest_ids(text, k, services.query_embedding(query_id))
     return {"icl": found}

@@ -25,12 +25,15 @@ def open_checkpointer(kind: str, path: Path | None = None) -> BaseCheckpointSave
         return saver
     if path is None:
         raise ValueError("the sqlite checkpointer needs a file path")
-    from langgraph.checkpoint.sqlite import SqliteSaver
+    from drpo.store.normalized_sqlite import NormalizedSqliteSaver
 
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
-    saver = SqliteSaver(conn)
+    conn.execute(
+        "PRAGMA synchronous=NORMAL"
+    )  # WAL + NORMAL survives a killed process; only power loss can drop the tail
+    saver = NormalizedSqliteSaver(conn)
     saver.setup()
     return saver
 

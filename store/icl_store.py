@@ -122,13 +122,13 @@ class IclStore:
         if self.count() < len(examples):
             self.add(examples)
 
-    def nearest_ids(self, query: str, k: int) -> list[str]:
-        """Ids of the ``k`` examples whose queries are most similar to ``query``, nearest first."""
+    def nearest_ids(self, query: str, k: int, embedding: list[float] | None = None) -> list[str]:
+        """Ids of the ``k`` examples whose queries are most similar to ``query``, nearest first
+        (``embedding``: the query's, when already computed)."""
         if k <= 0 or self.count() == 0:
             return []
-        result = self._collection.query(
-            query_embeddings=self._embedder.embed([query]), n_results=min(k, self.count()), include=[]
-        )
+        vectors = [embedding] if embedding is not None else self._embedder.embed([query])
+        result = self._collection.query(query_embeddings=vectors, n_results=min(k, self.count()), include=[])
         return list(result["ids"][0])
 
     def get(self, ids: list[str]) -> list[IclExample]:

@@ -165,3 +165,11 @@ def test_with_a_terminal_optimize_asks_at_each_depth_inline(server, tmp_path: Pa
     result = json.loads((tmp_path / "runs" / "tty" / "result.json").read_text())
     assert "Typed at the terminal." in [c["prompt"] for c in result["depths"][1]["candidates"]]
     assert [entry["decisions"][0]["action"] for _, entry in sorted(result["reviews"].items())] == ["add", "accept"]
+
+
+def test_a_sequential_run_with_progress_events_finishes(server, tmp_path: Path) -> None:
+    """concurrency 1 (the reference's sequential mode) with the custom stream on: no deadlock."""
+    config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, concurrency=1)
+    done = drpo("optimize", "--config", str(config), "--run-id", "seq", "--runs-dir", "runs", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "depth   2" in done.stdout and (tmp_path / "runs" / "seq" / "result.json").is_file()

@@ -75,3 +75,49 @@ def test_errors_that_cannot_heal_fail_fast_with_one_line(tmp_path: Path) -> None
     # aspect selection and generation start together; whichever fails first is named
     assert re.search(r"role (aspect_selector|base) \(openai_compatible", done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_ten_kills_at_random_moments_then_resume_reach_the_unbroken_result(tmp_path: Path) -> None:
+    """kill -9 at 10 random moments of one run, each followed by ``drpo resume``."""
+    import os
+    import random
+    import signal
+    from collections import Counter
+
+    from support.cli import drpo_background
+
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference_dir.mkdir()
+    killed_dir.mkdir()
+    reference_log, log = reference_dir / "requests.jsonl", killed_dir / "requests.jsonl"
+    with FakeOpenAIServer(log_path=reference_log) as server:
+        config = fake_server_config(reference_dir / "config.yaml", server.base_url, depth=5, max_depth_increase=0)
+        done = drpo("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs", cwd=reference_dir)
+    assert done.returncode == 0, done.stderr
+    reference_hashes = Counter(json.loads(line)["hash"] for line in reference_log.read_text().splitlines())
+    total = sum(reference_hashes.values())
+    rng = random.Random(20261123)
+    moments = sorted(rng.sample(range(4, total - 4, 3), 10))  # request counts at which to kill, spread over the run
+    lines = lambda: len(log.read_text().splitlines()) if log.exists() else 0  # noqa: E731
+    with FakeOpenAIServer(log_path=log, latency=0.03) as server:
+        config = fake_server_config(killed_dir / "config.yaml", server.base_url, depth=5, max_depth_increase=0)
+        command = ("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs")
+        for moment in moments:
+            process = drpo_background(*command, cwd=killed_dir)
+            deadline = time.time() + 120
+            while process.poll() is None and lines() < moment and time.time() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.05))  # anywhere inside a call, not only right after one finished
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            command = ("resume", "r", "--runs-dir", "runs")
+        finished = drpo(*command, cwd=killed_dir)
+    assert finished.returncode == 0, finished.stderr
+    expected = json.loads((reference_dir / "runs" / "r" / "result.json").read_text())
+    got = json.loads((killed_dir / "runs" / "r" / "result.json").read_text())
+    assert got == expected
+    hashes = Counter(json.loads(line)["hash"] for line in log.read_text().splitlines())
+    assert not reference_hashes - hashes  # every call of the unbroken run was made
+    repeated = sum((hashes - reference_hashes).values())
+    assert repeated <= 2 * len(moments)  # at most the calls in flight (concurrency 2) at each kill
+    print(f"10 kills: {sum(hashes.values())} requests for {total} unbroken, {repeated} repeated")

@@ -218,3 +218,20 @@ class FakeOpenAIServer:
                 )
 
         return Handler
+
+
+def serve_forever_main() -> None:
+    """``python -m support.fake_openai LATENCY LOG``: the server in its own process (benchmarks), so its
+    work does not share the measured process's interpreter. Prints the base URL, then serves until killed."""
+    import sys
+    import time
+
+    latency, log = float(sys.argv[1]), Path(sys.argv[2])
+    with FakeOpenAIServer(log_path=log, latency=latency) as server:
+        print(server.base_url, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    serve_forever_main()
