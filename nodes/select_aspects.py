@@ -38,6 +38,8 @@ def select_for_query(
     query = services.query_text(query_id) if query is None else query
     fingerprint = template_hash(ASPECT_SELECTION)
     cached = services.aspect_cache.get(query, caller.model_id, fingerprint)
+    if cached is not None and not isinstance(cached.get("record"), dict):
+        cached = None  # an entry in an older format: select again (and overwrite it)
     if cached is not None:
         # A selection made earlier by this same run (before a crash) still counts toward its usage,
         # so a resumed run reports what an unbroken run would.

@@ -163,3 +163,20 @@ def test_transition_skips_high_scores_and_rewrites_others(runtime: Runtime) -> N
 def test_former_prompts_collapse_repeats_from_skips() -> None:
     text = former_prompts_text(["A", "A", "B", "B", "C"])
     assert text == "---Version 1---\nA\n\n---Version 2---\nB\n\n---Current Version---\nC"
+
+
+def test_aspect_cache_entries_in_an_older_format_are_selected_again(make_settings, embedder) -> None:
+    from drpo.nodes.select_aspects import template_hash
+    from drpo.prompts import ASPECT_SELECTION
+    from drpo.store.aspect_cache import AspectCache
+    from drpo.store.seeds import default_seed_queries
+    from support.runs import roles, run
+
+    settings = make_settings(depth=2)
+    cache = AspectCache(settings.resolved_store_dir() / "aspect_cache.sqlite")
+    for seed in default_seed_queries():  # what an earlier drpo stored: the bare record
+        cache.put(seed.text, "custom:ScriptedChatModel", template_hash(ASPECT_SELECTION), {"aspects": ["Old"]})
+    cache.close()
+    result = run(settings, roles(ScriptedChatModel()), embedder, "stale-cache").result
+    assert result["usage"]["aspect_selector"]["calls"] == 2
+    assert all("Old" not in record["aspects"] for record in result["aspects"].values())
