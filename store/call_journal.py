@@ -27,17 +27,6 @@ class KeyValue(Protocol):
 
     def items(self) -> list[tuple[str, Any]]: ...
 
-    def copy_into(self, other: CallJournal) -> int:
-        """Copy every finished call and answer (a fork starts with its source's history); returns the count."""
-        copied = 0
-        for key, record in self._calls.items():
-            other.put_call(key, record)
-            copied += 1
-        for answer_id, record in self._answers.items():
-            other.put_answer(answer_id, record)
-            copied += 1
-        return copied
-
     def close(self) -> None: ...
 
 
