@@ -28,15 +28,15 @@ def __getattr__(name: str) -> Any:
 
         return getattr(settings, name)
     if name in {"optimize", "optimize_icl", "resume"}:
-        from drpo import runner
+        from drpo.run import driver
 
-        return getattr(runner, name)
+        return getattr(driver, name)
     if name in {"edit_run", "fork_run", "history", "pending_review", "run_status"}:
-        from drpo import supervise
+        from drpo.run import supervise
 
         return getattr(supervise, name)
     if name == "AlignedChatModel":
-        from drpo.aligned import AlignedChatModel
+        from drpo.serve.aligned import AlignedChatModel
 
         return AlignedChatModel
     raise AttributeError(f"module 'drpo' has no attribute {name!r}")

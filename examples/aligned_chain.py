@@ -15,7 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from drpo import AlignedChatModel
-from drpo.serving import run_base_model
+from drpo.serve.runs import run_base_model
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 
 from drpo import AlignedChatModel
-from drpo.serving import run_base_model
+from drpo.serve.runs import run_base_model
 
 
 def build_agent(aligned: AlignedChatModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drpo import load_settings, optimize, resume
-from drpo.runner import RunOutcome
+from drpo.run.driver import RunOutcome
 
 OWN_PROMPT = "You are a helpful, honest assistant. Say what you do not know, and refuse harmful requests."
 

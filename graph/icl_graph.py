@@ -12,11 +12,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
+from drpo.graph.context import DrpoContext
 from drpo.graph.state import IclOptState, IclRefinePayload
 from drpo.nodes.icl_plan import icl_plan
 from drpo.nodes.icl_refine import icl_refine
 from drpo.nodes.icl_write import write_icl_collection
-from drpo.services import DrpoContext
 
 
 def fan_out_examples(state: IclOptState) -> list[Send] | str:

@@ -15,6 +15,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
+from drpo.graph.context import DrpoContext
 from drpo.graph.state import EvaluatePayload, GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.finalize import finalize
@@ -23,10 +24,9 @@ from drpo.nodes.prune_beam import prune_beam
 from drpo.nodes.retrieve_icl import retrieve_icl
 from drpo.nodes.review import review
 from drpo.nodes.sample_queries import sample_queries
-from drpo.nodes.scoring import eval_key, path_ids
 from drpo.nodes.select_aspects import select_aspects
 from drpo.nodes.transition import transition
-from drpo.services import DrpoContext
+from drpo.scoring import eval_key, path_ids
 
 
 def fan_out_generation(state: PromptOptState) -> list[Send | str]:

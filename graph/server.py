@@ -11,9 +11,10 @@ import os
 import threading
 from pathlib import Path
 
+from drpo.graph.context import Services, set_services_factory
 from drpo.graph.prompt_graph import build_prompt_graph
-from drpo.runner import run_dir_for
-from drpo.services import Services, build_services, preflight, set_services_factory
+from drpo.run.driver import run_dir_for
+from drpo.run.services import build_services, preflight
 from drpo.settings import load_settings
 
 _services: dict[str, Services] = {}

@@ -17,9 +17,12 @@ from typing import (
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from drpo.model_calls import add_usage
+from drpo.llm.usage import add_usage
 
 Origin = Literal["initial", "optimizer", "carried", "human"]
+CarryReason = Literal["skip", "transition-failed"]
+ROOT_ID = "d1-0-0"  # the initial prompt's candidate id
+PREVIEW_CHARS = 240  # characters of an answer kept in state; the full text is in the run journal
 
 
 class CandidateRecord(TypedDict):
@@ -31,6 +34,7 @@ class CandidateRecord(TypedDict):
     depth: int
     origin: Origin
     note: str  # why it was carried forward, or the optimizer's short thought
+    carried_because: NotRequired[CarryReason]  # set on carried candidates: what the depth-increase rule keys on
 
 
 class AspectRecord(TypedDict):

@@ -11,11 +11,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, Services, services_of
+from drpo.graph.progress import emit
 from drpo.graph.state import PromptOptState
-from drpo.nodes.progress import emit
-from drpo.nodes.scoring import eval_key
-from drpo.pricing import cost_of
-from drpo.services import DrpoContext, Services, services_of
+from drpo.llm.pricing import cost_of
+from drpo.scoring import eval_key
 from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
 

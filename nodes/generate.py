@@ -6,13 +6,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.formatter import clean_completion, format_base_input
+from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.progress import emit
 from drpo.graph.state import GeneratePayload, usage_update
-from drpo.nodes.progress import emit
-from drpo.nodes.scoring import eval_key
-from drpo.services import DrpoContext, services_of
-
-PREVIEW_CHARS = 240
+from drpo.scoring import eval_key
+from drpo.serve.formatter import clean_completion, format_base_input
 
 
 def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:

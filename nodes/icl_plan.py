@@ -6,8 +6,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import IclExampleRecord, IclOptState
-from drpo.services import DrpoContext, services_of
 
 
 def icl_plan(state: IclOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:

@@ -7,15 +7,16 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, Services, services_of
+from drpo.graph.progress import emit
 from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
-from drpo.model_calls import add_usage, call_structured_samples
-from drpo.nodes.evaluate import Verdict, evaluation_failure, judge_answer
-from drpo.nodes.progress import emit
-from drpo.nodes.select_aspects import select_for_query
-from drpo.nodes.transition import evaluation_text
+from drpo.judge.aspects import select_aspects_for
+from drpo.judge.verdict import Verdict, evaluation_failure, judge_answer
+from drpo.llm.caller import call_structured_samples
+from drpo.llm.structured import ResponseRewriteReply, parse_response_rewrite, reply_schema
+from drpo.llm.usage import add_usage
 from drpo.prompts import ICL_TRANSITION, render
-from drpo.services import DrpoContext, Services, services_of
-from drpo.structured import parse_response_rewrite, response_rewrite_schema
+from drpo.prompts.texts import evaluation_text
 
 MAX_REWARD = 5.0
 
@@ -52,16 +53,28 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
     round_number = payload["round"]
     usage: dict[str, dict[str, int]] = {}
     failures: list[FailureRecord] = []
+    judge = services.callers["evaluator"]
+    retries = services.settings.search.structured_retries
 
     def spend(role: str, amount: dict[str, int]) -> None:
         usage[role] = add_usage(usage.get(role, {}), amount)
 
     if round_number == 0:
-        aspects, spent, failed = select_for_query(services, example["id"], round_number, query=example["query"])
+        aspects, spent, failed = select_aspects_for(
+            services.callers["aspect_selector"],
+            services.aspect_cache,
+            query=example["query"],
+            query_id=example["id"],
+            depth=round_number,
+            retries=retries,
+            run_id=services.run_dir.run_id,
+        )
         spend("aspect_selector", spent)
         failures.extend(failed)
         answer_id = f"icl|{example['id']}|source"
-        verdict = judge_answer(services, example["query"], answer_text(services, example["id"], answer_id), aspects)
+        verdict = judge_answer(
+            judge, example["query"], answer_text(services, example["id"], answer_id), aspects, retries=retries
+        )
         spend("evaluator", verdict.usage)
         if verdict.reward is None:
             failures.append(evaluation_failure(round_number, answer_id, verdict))
@@ -84,8 +97,8 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                 prompt,
                 parse_response_rewrite,
                 search.num_actions,
-                retries=services.settings.search.structured_retries,
-                json_schema=response_rewrite_schema(),
+                retries=retries,
+                json_schema=reply_schema(ResponseRewriteReply),
             )
             for sample, outcome in enumerate(outcomes):
                 spend("optimizer", outcome.usage)
@@ -99,7 +112,7 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                     continue
                 text = outcome.value["new_response"]
                 services.journal.put_answer(target, {"answer_id": target, "example": example["id"], "answer": text})
-                verdict = judge_answer(services, example["query"], text, example["aspects"])
+                verdict = judge_answer(judge, example["query"], text, example["aspects"], retries=retries)
                 spend("evaluator", verdict.usage)
                 if verdict.reward is None:
                     failures.append(evaluation_failure(round_number, target, verdict))

@@ -7,9 +7,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.state import IclOptState
 from drpo.nodes.icl_refine import answer_text
-from drpo.services import DrpoContext, Services, services_of
 from drpo.store.icl_store import IclExample, IclStore, icl_collection_name
 from drpo.store.run_dir import atomic_write_json
 

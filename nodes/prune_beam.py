@@ -6,10 +6,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.progress import emit
 from drpo.graph.state import PromptOptState
-from drpo.nodes.progress import emit, total_tokens
-from drpo.nodes.scoring import candidate_reward, path_ids, path_value, rank_frontier
-from drpo.services import DrpoContext, services_of
+from drpo.llm.usage import total_tokens
+from drpo.scoring import candidate_reward, path_ids, path_value, rank_frontier
 
 
 def reward_of(state: PromptOptState, candidate_id: str) -> float | None:

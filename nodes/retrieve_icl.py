@@ -6,8 +6,8 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import PromptOptState
-from drpo.services import DrpoContext, services_of
 
 
 def retrieve_icl(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:

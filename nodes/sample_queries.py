@@ -7,10 +7,8 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from drpo.graph.state import CandidateRecord, PromptOptState
-from drpo.services import DrpoContext, services_of
-
-ROOT_ID = "d1-0-0"
+from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
@@ -23,6 +21,14 @@ def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
 
     unique = {record["id"]: record for record in state.get("proposals", [])}
     return sorted(unique.values(), key=key)
+
+
+def _carried_by_skip(record: CandidateRecord) -> bool:
+    """Whether the skip rule carried this candidate (checkpoints written before ``carried_because``
+    existed only say so in their note)."""
+    if "carried_because" in record:
+        return record["carried_because"] == "skip"
+    return record["origin"] == "carried" and record["note"].startswith("skip")
 
 
 def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
@@ -45,7 +51,7 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
     else:
         order = state["query_order"]
         new = _next_frontier(state)
-        skipped = any(record["origin"] == "carried" and record["note"].startswith("skip") for record in new)
+        skipped = any(_carried_by_skip(record) for record in new)
         if skipped and state.get("depth_increases", 0) < search.max_depth_increase:
             update["max_depth"] = state["max_depth"] + 1
             update["depth_increases"] = state.get("depth_increases", 0) + 1

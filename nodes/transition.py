@@ -3,41 +3,31 @@ or carries the prompt forward unchanged under the skip rule."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from drpo.graph.state import CandidateRecord, FailureRecord, TransitionPayload, unusable_output, usage_update
-from drpo.model_calls import add_usage, call_structured_samples
-from drpo.nodes.progress import emit
-from drpo.nodes.scoring import should_skip
+from drpo.graph.context import DrpoContext, Services, services_of
+from drpo.graph.progress import emit
+from drpo.graph.state import (
+    CandidateRecord,
+    CarryReason,
+    FailureRecord,
+    TransitionPayload,
+    unusable_output,
+    usage_update,
+)
+from drpo.llm.caller import call_structured_samples
+from drpo.llm.structured import TransitionReply, parse_transition, reply_schema
+from drpo.llm.usage import add_usage
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
-from drpo.services import DrpoContext, Services, services_of
-from drpo.structured import parse_transition, transition_schema
+from drpo.prompts.texts import evaluation_text, former_prompts_text
+from drpo.scoring import should_skip
 
 
 def child_id(depth: int, rank: int, sample: int) -> str:
     """Ids encode (depth, parent rank, sample) so the next frontier's order is deterministic."""
     return f"d{depth}-{rank}-{sample}"
-
-
-def former_prompts_text(history: list[str]) -> str:
-    """Path prompts, consecutive duplicates (from skipped levels) collapsed."""
-    unique: list[str] = []
-    for prompt in history:
-        if not unique or unique[-1] != prompt:
-            unique.append(prompt)
-    blocks = [f"---Version {index}---\n{prompt}" for index, prompt in enumerate(unique[:-1], start=1)]
-    blocks.append(f"---Current Version---\n{unique[-1]}")
-    return "\n\n".join(blocks)
-
-
-def evaluation_text(scores: dict[str, int], rationales: dict[str, str]) -> str:
-    return json.dumps(
-        {aspect: {"rationale": rationales.get(aspect, ""), "score": score} for aspect, score in scores.items()},
-        indent=2,
-    )
 
 
 def feedback_text(services: Services, payload: TransitionPayload) -> str:
@@ -56,7 +46,8 @@ def feedback_text(services: Services, payload: TransitionPayload) -> str:
     return "\n".join(parts)
 
 
-def carried(payload: TransitionPayload, note: str) -> CandidateRecord:
+def carried(payload: TransitionPayload, because: CarryReason, note: str) -> CandidateRecord:
+    """The parent's prompt, carried unchanged to the next depth."""
     parent = payload["candidate"]
     return CandidateRecord(
         id=child_id(payload["depth"] + 1, payload["rank"], 0),
@@ -65,6 +56,7 @@ def carried(payload: TransitionPayload, note: str) -> CandidateRecord:
         depth=payload["depth"] + 1,
         origin="carried",
         note=note,
+        carried_because=because,
     )
 
 
@@ -73,7 +65,7 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     search = services.settings.search
     skip = should_skip(payload["evaluations"], search.skip_threshold)
     if skip is not None:
-        return {"proposals": [carried(payload, f"skip: {skip}")]}
+        return {"proposals": [carried(payload, "skip", f"skip: {skip}")]}
     prompt = render(
         PROMPT_TRANSITION,
         current_prompt=payload["candidate"]["prompt"],
@@ -89,7 +81,7 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         parse_transition,
         search.num_actions,
         retries=search.structured_retries,
-        json_schema=transition_schema(),
+        json_schema=reply_schema(TransitionReply),
     )
     for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)
@@ -116,6 +108,6 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
             )
         )
     if not proposals:
-        proposals.append(carried(payload, "transition failed: every proposal was unusable"))
+        proposals.append(carried(payload, "transition-failed", "transition failed: every proposal was unusable"))
     emit("proposals", depth=payload["depth"], candidate=payload["candidate"]["id"], count=len(proposals))
     return {"proposals": proposals, "failures": failures, **usage_update(payload["depth"], {"optimizer": usage})}

@@ -9,8 +9,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from drpo.aligned import AlignedChatModel
 from drpo.errors import DrpoInputError
+from drpo.serve.aligned import AlignedChatModel
 from drpo.store.embeddings import Embedder
 from support.responder import task_of
 from support.runs import roles, run
@@ -47,7 +47,7 @@ def test_chat_request_equals_what_the_generate_node_sent(finished, embedder: Emb
 
 
 def test_completion_request_equals_the_optimization_format(finished, embedder: Embedder) -> None:
-    from drpo.formatter import completion_text
+    from drpo.serve.formatter import completion_text
 
     outcome, _, runs_dir = finished
     completion = ScriptedCompletionModel()

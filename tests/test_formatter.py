@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from drpo.formatter import clean_completion, format_base_input
+from drpo.serve.formatter import clean_completion, format_base_input
 from drpo.store.icl_store import IclExample
 
 EXAMPLES = [IclExample("i1", "Q1 {{query}}", "A1"), IclExample("i2", "Q2", "A2")]

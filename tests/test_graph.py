@@ -194,7 +194,7 @@ def test_unusable_optimizer_output_carries_the_prompt_and_is_counted(make_settin
 def test_in_memory_checkpointer_for_library_use(make_settings, embedder: Embedder) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from drpo.runner import optimize
+    from drpo.run.driver import optimize
 
     settings = make_settings(depth=2).model_copy(update={"run_id": "mem", "checkpointer": "memory"})
     outcome = optimize(settings, models=roles(ScriptedChatModel()), embedder=embedder)

@@ -10,7 +10,7 @@ import pytest
 
 import drpo.graph.icl_graph as icl_graph
 from drpo.nodes.icl_refine import rank_answers
-from drpo.runner import optimize_icl, resume
+from drpo.run.driver import optimize_icl, resume
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, icl_collection_name, open_chroma_client
 from support.responder import respond, task_of
@@ -94,7 +94,7 @@ def test_resume_after_a_crash_mid_round(make_settings, embedder: Embedder, monke
 
 def test_prompt_optimization_retrieves_from_the_optimized_collection(make_settings, embedder: Embedder) -> None:
     from drpo.errors import DrpoInputError
-    from drpo.runner import optimize
+    from drpo.run.driver import optimize
 
     settings = icl_settings(make_settings, depth=1, num_actions=1).model_copy(update={"run_id": "icl-src"})
     optimize_icl(settings, models=roles(ScriptedChatModel()), embedder=embedder)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
-from drpo.aligned import AlignedChatModel
 from drpo.errors import DrpoInputError
-from drpo.import_reference import import_reference
+from drpo.serve.aligned import AlignedChatModel
+from drpo.serve.import_reference import import_reference
 from drpo.store.embeddings import Embedder
 from support.scripted import ScriptedChatModel
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drpo.errors import DrpoInputError
-from drpo.local_models import PACKAGED_MODELS, assemble_chunks, resolve_local_model, sha256_of
+from drpo.llm.local_models import PACKAGED_MODELS, assemble_chunks, resolve_local_model, sha256_of
 from drpo.store.embeddings import Embedder, resolve_embedding_source
 
 

@@ -8,15 +8,17 @@ import pytest
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from drpo.graph.state import CandidateRecord, EvalRecord
+from drpo.graph.context import DrpoContext
+from drpo.graph.state import ROOT_ID, CandidateRecord, EvalRecord
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.generate import generate
 from drpo.nodes.prune_beam import prune_beam
 from drpo.nodes.retrieve_icl import retrieve_icl
-from drpo.nodes.sample_queries import ROOT_ID, sample_queries
+from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.select_aspects import select_aspects
-from drpo.nodes.transition import former_prompts_text, transition
-from drpo.services import DrpoContext, build_services
+from drpo.nodes.transition import transition
+from drpo.prompts.texts import former_prompts_text
+from drpo.run.services import build_services
 from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import RunDir
 from support.runs import roles
@@ -166,8 +168,7 @@ def test_former_prompts_collapse_repeats_from_skips() -> None:
 
 
 def test_aspect_cache_entries_in_an_older_format_are_selected_again(make_settings, embedder) -> None:
-    from drpo.nodes.select_aspects import template_hash
-    from drpo.prompts import ASPECT_SELECTION
+    from drpo.prompts import ASPECT_SELECTION, template_hash
     from drpo.store.aspect_cache import AspectCache
     from drpo.store.seeds import default_seed_queries
     from support.runs import roles, run

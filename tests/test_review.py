@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from drpo.errors import DrpoInputError
-from drpo.runner import optimize, resume
+from drpo.run.driver import optimize, resume
+from drpo.run.supervise import edit_run, fork_run, history, pending_review, run_status
 from drpo.store.embeddings import Embedder
 from drpo.store.run_lock import run_lock_for
-from drpo.supervise import edit_run, fork_run, history, pending_review, run_status
 from support.runs import roles, run
 from support.scripted import ScriptedChatModel
 

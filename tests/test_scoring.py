@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from drpo.graph.state import EvalRecord
-from drpo.nodes.scoring import path_value, rank_frontier, reward_from_scores, should_skip
+from drpo.scoring import path_value, rank_frontier, reward_from_scores, should_skip
 
 
 def record(scores: dict[str, int] | None) -> EvalRecord:

@@ -1,21 +1,27 @@
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
 import pytest
 
-from drpo.model_calls import CallStats, RoleCaller, call_structured
-from drpo.settings import RoleSpec
-from drpo.store.call_journal import CallJournal
-from drpo.structured import (
+from drpo.llm.caller import CallerDeps, CallStats, RoleCaller, call_structured
+from drpo.llm.structured import (
+    AspectSelectionReply,
     OutputParseError,
+    TransitionReply,
+    evaluation_schema,
     extract_json_object,
     parse_aspect_selection,
     parse_evaluation,
+    parse_first_valid,
     parse_score,
     parse_transition,
+    reply_schema,
 )
+from drpo.settings import RoleSpec
+from drpo.store.call_journal import CallJournal
 from support.scripted import ScriptedChatModel
 
 
@@ -102,10 +108,12 @@ def _caller(tmp_path: Path, model: ScriptedChatModel) -> RoleCaller:
         RoleSpec(),
         model,
         "custom:test",
-        CallJournal.sqlite(tmp_path / "journal.sqlite"),
-        threading.BoundedSemaphore(2),
-        CallStats(),
-        seed=1,
+        CallerDeps(
+            journal=CallJournal.sqlite(tmp_path / "journal.sqlite"),
+            limiter=threading.BoundedSemaphore(2),
+            stats=CallStats(),
+            seed=1,
+        ),
         openai_style=False,
     )
 
@@ -142,3 +150,46 @@ def test_journal_answers_a_finished_call_without_calling_again(tmp_path: Path) -
     assert again.text == first.text and again.from_journal and not first.from_journal
     assert not other_sample.from_journal
     assert len(model.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"Clarity": {"rationale": "ok", "score": 4},}',  # trailing comma
+        "{'Clarity': {'rationale': 'ok', 'score': 4}}",  # Python-style quotes
+        "{\u201cClarity\u201d: {\u201crationale\u201d: \u201cok\u201d, \u201cscore\u201d: 4}}",  # smart quotes
+        '{\n  // the verdict\n  "Clarity": {"rationale": "ok", "score": 4}\n}',  # a // comment
+    ],
+)
+def test_common_json_slips_are_repaired(reply: str) -> None:
+    assert parse_first_valid(reply, lambda data: parse_evaluation(data, ["Clarity"])) == {
+        "Clarity": {"score": 4, "rationale": "ok"}
+    }
+
+
+def test_a_format_example_before_the_answer_does_not_win() -> None:
+    reply = (
+        'Format: {"Clarity": {"rationale": "...", "score": "<1-5>"}}\n'
+        'My verdict: {"Clarity": {"rationale": "clear steps", "score": 3}}'
+    )
+    assert parse_first_valid(reply, lambda data: parse_evaluation(data, ["Clarity"]))["Clarity"]["score"] == 3
+
+
+def test_repair_never_guesses_what_is_missing() -> None:
+    with pytest.raises(OutputParseError, match="missing scores"):
+        parse_first_valid(
+            '{"Clarity": {"rationale": "ok", "score": 4},}', lambda d: parse_evaluation(d, ["Clarity", "Depth"])
+        )
+    with pytest.raises(OutputParseError, match="1 to 5"):
+        parse_first_valid("{'Clarity': {'rationale': 'ok', 'score': 9}}", lambda d: parse_evaluation(d, ["Clarity"]))
+
+
+def test_reply_schemas_are_generated_from_the_reply_models() -> None:
+    schema = reply_schema(TransitionReply)
+    assert schema["required"] == ["analysis", "thought", "new_system_prompt"]
+    assert schema["properties"]["new_system_prompt"] == {"maxLength": 1500, "minLength": 10, "type": "string"}
+    selection = reply_schema(AspectSelectionReply)
+    assert selection["properties"]["aspects_selection"]["properties"]["selected_aspects"]["maxItems"] == 5
+    assert "$defs" not in json.dumps(selection) and "$ref" not in json.dumps(selection)
+    entry = evaluation_schema(["Depth"])["properties"]["Depth"]
+    assert entry["properties"]["score"] == {"maximum": 5, "minimum": 1, "type": "integer"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import drpo.graph.prompt_graph as prompt_graph
-from drpo.runner import optimize, resume
+from drpo.run.driver import optimize, resume
 from drpo.settings import Settings, settings_from_dict
 from support.runs import roles
 from support.scripted import ScriptedChatModel

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from drpo.aligned import AlignedChatModel
+from drpo.serve.aligned import AlignedChatModel
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclExample, IclStore, open_chroma_client
 from drpo.store.seeds import load_seed_file

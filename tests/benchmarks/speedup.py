@@ -30,7 +30,7 @@ from pathlib import Path
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from drpo.runner import optimize
+from drpo.run.driver import optimize
 from drpo.settings import load_settings
 from drpo.store.embeddings import Embedder
 from support.cli import fake_server_config

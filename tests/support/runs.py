@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drpo.runner import RunOutcome, optimize, resume
+from drpo.run.driver import RunOutcome, optimize, resume
 from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.embeddings import Embedder
 

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from drpo.errors import DrpoInputError
-from drpo.nodes.scoring import reward_from_scores
+from drpo.llm.structured import OutputParseError, parse_score
+from drpo.scoring import reward_from_scores
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, icl_collection_name, open_chroma_client
 from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, atomic_write_json
 from drpo.store.seeds import load_icl_file
-from drpo.structured import OutputParseError, parse_score
 
 
 def _levels(path: Path) -> list[tuple[int, str, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo.cli_common import (
+from drpo.cli.common import (
     ProgressPrinter,
     RunsDirOption,
     _fmt,
@@ -148,8 +148,8 @@ def review(
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Show the pending review, or answer it and continue the run."""
-    from drpo.runner import resume
-    from drpo.supervise import pending_review
+    from drpo.run.driver import resume
+    from drpo.run.supervise import pending_review
 
     overrides = {"checkpointer": checkpointer} if checkpointer else None
     decisions = _run_guarded(lambda: decision_from_flags(accept, edit, add, drop, stop, prompt_file), run_id)
@@ -181,7 +181,7 @@ def status(
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Say whether a run is running, waiting for review, interrupted, failed or done."""
-    from drpo.supervise import run_status
+    from drpo.run.supervise import run_status
 
     record = _run_guarded(lambda: run_status(run_id, runs_dir, checkpointer), run_id)
     depth = record.get("depth")
@@ -196,7 +196,7 @@ def history_command(
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """List a run's checkpoints by depth: the beam and best reward at each (fork from any of them)."""
-    from drpo.supervise import history
+    from drpo.run.supervise import history
 
     rows = _run_guarded(lambda: history(run_id, runs_dir, checkpointer), run_id)
     table = Table("depth", "candidates", "best reward", "beam (path value)", "review", "checkpoint")
@@ -224,7 +224,7 @@ def edit_command(
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Edit a paused run's beam through update_state; the pending review then shows the change."""
-    from drpo.supervise import edit_run
+    from drpo.run.supervise import edit_run
 
     def action() -> dict[str, Any]:
         decisions = decision_from_flags(False, candidate, add, drop, False, prompt_file)
@@ -251,7 +251,7 @@ def fork(
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Start a new run from an earlier depth of RUN, optionally with an edit, and drive it."""
-    from drpo.supervise import fork_run
+    from drpo.run.supervise import fork_run
 
     def action() -> Any:
         decisions = decision_from_flags(False, edit, add, drop, False, prompt_file) or None

@@ -14,7 +14,3 @@ def emit(event: str, **fields: Any) -> None:
     except RuntimeError:  # called outside a graph run (a node unit-tested on its own)
         return
     writer({"event": event, **fields})
-
-
-def total_tokens(usage: dict[str, dict[str, int]]) -> int:
-    return sum(int(role.get("input_tokens", 0)) + int(role.get("output_tokens", 0)) for role in usage.values())

@@ -15,8 +15,8 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo.errors import DrpoInputError
-from drpo.nodes.review import apply_decisions, beam_summary, parse_decisions
-from drpo.runner import (
+from drpo.graph.review import apply_decisions, beam_summary, parse_decisions
+from drpo.run.driver import (
     ProgressCallback,
     ReviewCallback,
     RunOutcome,
@@ -28,7 +28,7 @@ from drpo.runner import (
     pending_review_of,
     run_dir_for,
 )
-from drpo.services import load_seeds, open_journal
+from drpo.run.services import load_seeds, open_journal
 from drpo.settings import Settings
 from drpo.store.postgres import load_status
 from drpo.store.run_dir import RunDir

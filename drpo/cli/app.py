@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo import cli_supervise
-from drpo.cli_common import (
+from drpo.cli import supervise as cli_supervise
+from drpo.cli.common import (
     EXIT_FAILED,
     ProgressPrinter,
     RunsDirOption,
@@ -76,7 +76,7 @@ def optimize(
     ] = None,
 ) -> None:
     """Start a new optimization run."""
-    from drpo.runner import optimize as run_optimize
+    from drpo.run.driver import optimize as run_optimize
 
     def action() -> Any:
         data = read_settings_file(config) if config is not None else {}
@@ -118,7 +118,7 @@ def optimize(
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
         console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
         holder["run_id"] = settings.run_id
-        from drpo.cli_supervise import interactive_review, is_interactive
+        from drpo.cli.supervise import interactive_review, is_interactive
 
         on_review = interactive_review if is_interactive() else None
         return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
@@ -131,7 +131,7 @@ def optimize(
 
 
 def _print_plan(settings: Any) -> None:
-    from drpo.plan import plan_run
+    from drpo.run.plan import plan_run
 
     plan = plan_run(settings)
     low, high = plan["depths"]
@@ -170,9 +170,9 @@ def resume(
     overrides: dict[str, Any] = {"budget": budget} if budget else {}
     if checkpointer:
         overrides["checkpointer"] = checkpointer
-    from drpo.cli_supervise import interactive_review, is_interactive
-    from drpo.runner import load_run_settings
-    from drpo.runner import resume as run_resume
+    from drpo.cli.supervise import interactive_review, is_interactive
+    from drpo.run.driver import load_run_settings
+    from drpo.run.driver import resume as run_resume
 
     kind = _run_guarded(lambda: load_run_settings(runs_dir, run_id, overrides)[1].kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
@@ -215,7 +215,7 @@ def list_runs_command(runs_dir: RunsDirOption = Path("drpo_runs")) -> None:
 
 
 def _open_run(run_id: str, runs_dir: Path) -> Any:
-    from drpo.runner import run_dir_for
+    from drpo.run.driver import run_dir_for
 
     run = run_dir_for(runs_dir, run_id)
     if not run.exists():
@@ -229,7 +229,7 @@ def show(
     runs_dir: RunsDirOption = Path("drpo_runs"),
 ) -> None:
     """Show a run's best prompt and its per-depth table."""
-    from drpo.inspect_run import checkpoint_values, depth_rows
+    from drpo.run.opening import checkpoint_values, depth_rows
 
     def action() -> None:
         run = _open_run(run_id, runs_dir)
@@ -335,7 +335,7 @@ def icl_optimize(
     ] = None,
 ) -> None:
     """Optimize the ICL examples' answers into a new Chroma collection."""
-    from drpo.runner import optimize_icl
+    from drpo.run.driver import optimize_icl
     from drpo.store.run_dir import new_run_id
 
     holder: dict[str, Any] = {"run_id": None}
@@ -426,7 +426,7 @@ def import_reference_command(
     icl_file: Annotated[Path | None, typer.Option("--icl-file", help="The reference's ICL_examples.json")] = None,
 ) -> None:
     """Import the DRPO paper's optimized prompt and ICL examples as a servable run."""
-    from drpo.import_reference import import_reference
+    from drpo.serve.import_reference import import_reference
 
     def action() -> Any:
         return import_reference(directory, run_id or f"ref-{directory.name}", runs_dir, icl_file=icl_file)
@@ -447,8 +447,8 @@ def chat(
     """Chat in the terminal with the aligned model (streams tokens; /exit or EOF ends)."""
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-    from drpo.aligned import AlignedChatModel
-    from drpo.serving import find_run, run_base_model
+    from drpo.serve.aligned import AlignedChatModel
+    from drpo.serve.runs import find_run, run_base_model
 
     def setup() -> AlignedChatModel:
         run = find_run(Path(run_id), runs_dir)

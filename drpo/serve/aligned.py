@@ -2,7 +2,7 @@
 
 For every request it retrieves the K in-context examples nearest to the user's query from the
 run's Chroma collection, puts the optimized system prompt first, and calls the wrapped model
-(chat or completion) with input built by :mod:`drpo.formatter`, the same code that built the
+(chat or completion) with input built by :mod:`drpo.serve.formatter`, the same code that built the
 base model's input during optimization, so what was optimized is exactly what runs.
 
 The caller's own system messages are kept: their text is appended after the optimized prompt,
@@ -23,8 +23,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from drpo.formatter import clean_completion, format_base_input
 from drpo.prompts import COMPLETION_STOP_SEQUENCES
+from drpo.serve.formatter import clean_completion, format_base_input
 from drpo.store.icl_store import IclExample
 
 
@@ -71,7 +71,7 @@ class AlignedChatModel(BaseChatModel):
         embedder: Any = None,
     ) -> AlignedChatModel:
         """Load a finished run by id (under ``runs_dir``) or by its directory."""
-        from drpo.serving import open_run_for_serving
+        from drpo.serve.runs import open_run_for_serving
 
         served = open_run_for_serving(Path(run), Path(runs_dir), embedder=embedder)
         return cls(

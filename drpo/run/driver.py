@@ -14,10 +14,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 
 from drpo.errors import BudgetExhausted, DrpoInputError
+from drpo.graph.context import DrpoContext, Services
 from drpo.graph.icl_graph import compile_icl_graph
 from drpo.graph.prompt_graph import compile_prompt_graph
-from drpo.nodes.review import parse_decisions
-from drpo.services import DrpoContext, Services, build_services, preflight
+from drpo.graph.review import parse_decisions
+from drpo.run.services import build_services, preflight
 from drpo.settings import POSTGRES_SCHEMES, Settings, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.embeddings import Embedder

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from drpo.prompts import aspect_definitions
+
+T = TypeVar("T")
 
 
 class OutputParseError(ValueError):
@@ -21,26 +24,97 @@ class OutputParseError(ValueError):
 
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
+def _strict_objects(text: str) -> list[dict[str, Any]]:
+    """Every top-level JSON object that parses as written, in order."""
+    decoder = json.JSONDecoder(strict=False)
+    found: list[dict[str, Any]] = []
+    index = 0
+    while (start := text.find("{", index)) >= 0:
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        index = end
+    return found
+
+
+def _repaired_objects(text: str) -> list[dict[str, Any]]:
+    """Objects that need repair (trailing commas, single quotes, smart quotes, // comments), via json-repair."""
+    import json_repair
+
+    value = json_repair.loads(text.translate(SMART_QUOTES))
+    values = value if isinstance(value, list) else [value]
+    return [item for item in values if isinstance(item, dict) and item]
+
+
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """Candidate JSON objects in a model reply, most likely first: fenced blocks, then the bare text,
+    each as written, then repaired. Callers validate each and keep the first that fits, so a format
+    example printed before the real answer does not win, and repair runs only when nothing fits."""
+    if not text or not text.strip():
+        raise OutputParseError("the reply was empty")
+    sources = [match.group(1) for match in FENCE.finditer(text)] + [text]
+    seen: list[dict[str, Any]] = []
+    for reader in (_strict_objects, _repaired_objects):
+        for source in sources:
+            for value in reader(source):
+                if value not in seen:
+                    seen.append(value)
+                    yield value
+    if not seen:
+        raise OutputParseError("no JSON object found in the reply")
 
 
 def extract_json_object(text: str) -> dict[str, Any]:
-    """The first JSON object in ``text``, tolerating fences and prose around it."""
-    if not text or not text.strip():
-        raise OutputParseError("the reply was empty")
-    candidates = [match.group(1) for match in FENCE.finditer(text)] + [text]
-    decoder = json.JSONDecoder(strict=False)
-    for candidate in candidates:
-        stripped = candidate.strip()
-        for start, char in enumerate(stripped):
-            if char != "{":
-                continue
-            try:
-                value, _ = decoder.raw_decode(stripped, start)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                return value
-    raise OutputParseError("no JSON object found in the reply")
+    """The first JSON object in ``text``, tolerating fences, prose around it and common JSON slips."""
+    return next(json_objects(text))
+
+
+def parse_first_valid(text: str, parse: Callable[[dict[str, Any]], T]) -> T:
+    """``parse`` applied to each candidate object in turn; the first that validates wins.
+    When none does, the error of the first candidate is raised (it is what the model meant most likely)."""
+    first_error: OutputParseError | None = None
+    for candidate in json_objects(text):
+        try:
+            return parse(candidate)
+        except OutputParseError as error:
+            first_error = first_error or error
+    assert first_error is not None
+    raise first_error
+
+
+QUERY_ANALYSIS_FIELDS = ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
+
+
+def _plain(schema: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """A pydantic JSON schema without $refs, titles or defaults: the small shape servers accept."""
+    if isinstance(schema, list):
+        return [_plain(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        return _plain(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    return {
+        key: _plain(value, defs) if key != "properties" else {name: _plain(v, defs) for name, v in value.items()}
+        for key, value in schema.items()
+        if key not in ("title", "default", "$defs", "description")
+    }
+
+
+def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema()
+    return _plain(raw, raw.get("$defs", {}))
+
+
+def reply_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema sent as ``response_format`` for a reply model, generated from the model itself."""
+    return _schema_of(model)
 
 
 SCORE_PATTERN = re.compile(r"^\s*([1-5])(?:\.0+)?\s*(?:/\s*5)?\s*$")
@@ -70,15 +144,37 @@ def canonical_aspect(name: str) -> str:
     return _canonical_aspect_names().get(_fold(name), name.strip())
 
 
+def bounded(max_length: int, **extra: Any) -> Any:
+    """A length bound sent in the schema (constrained decoding keeps small models short) but not
+    enforced on replies, so an over-long rationale from an unconstrained provider is not an error."""
+    return {"maxLength": max_length, **extra}
+
+
+class QueryAnalysis(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"required": list(QUERY_ANALYSIS_FIELDS)})
+
+    main_topic: str = Field("", json_schema_extra=bounded(200))
+    user_intent: str = Field("", json_schema_extra=bounded(200))
+    ambiguities: str = Field("", json_schema_extra=bounded(200))
+    response_format: str = Field("", json_schema_extra=bounded(200))
+    challenges: str = Field("", json_schema_extra=bounded(200))
+
+
 class AspectsSelection(BaseModel):
-    reasoning: str = ""
-    selected_aspects: list[str]
+    model_config = ConfigDict(json_schema_extra={"required": ["reasoning", "selected_aspects"]})
+
+    reasoning: str = Field("", json_schema_extra=bounded(400))
+    selected_aspects: list[str] = Field(
+        json_schema_extra={"minItems": 2, "maxItems": 5, "items": {"type": "string", "maxLength": 40}}
+    )
 
 
 class AspectSelectionReply(BaseModel):
     """The selector's reply, with aspect names normalized and de-duplicated."""
 
-    query_analysis: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(json_schema_extra={"required": ["query_analysis", "aspects_selection"]})
+
+    query_analysis: dict[str, Any] = Field(default_factory=dict, json_schema_extra=_schema_of(QueryAnalysis))
     aspects_selection: AspectsSelection
     new_aspect_definitions: dict[str, str] = Field(default_factory=dict)
 
@@ -158,8 +254,8 @@ def parse_evaluation(data: dict[str, Any], aspects: list[str]) -> dict[str, dict
 class RewriteReply(BaseModel):
     """Shared shape of the optimizer's replies: free-text analysis and thought, plus one rewritten text."""
 
-    analysis: str = ""
-    thought: str = ""
+    analysis: str = Field("", json_schema_extra=bounded(300))
+    thought: str = Field("", json_schema_extra=bounded(200))
 
     @field_validator("analysis", "thought", mode="before")
     @classmethod
@@ -168,11 +264,24 @@ class RewriteReply(BaseModel):
 
 
 class TransitionReply(RewriteReply):
-    new_system_prompt: str
+    model_config = ConfigDict(json_schema_extra={"required": ["analysis", "thought", "new_system_prompt"]})
+
+    new_system_prompt: str = Field(json_schema_extra=bounded(1500, minLength=10))
 
 
 class ResponseRewriteReply(RewriteReply):
-    new_response: str
+    model_config = ConfigDict(json_schema_extra={"required": ["analysis", "thought", "new_response"]})
+
+    new_response: str = Field(json_schema_extra=bounded(2500, minLength=10))
+
+
+class AspectVerdict(BaseModel):
+    """One aspect of the judge's reply (the schema of each entry; parsing is tolerant, see parse_evaluation)."""
+
+    model_config = ConfigDict(json_schema_extra={"required": ["rationale", "score"]})
+
+    rationale: str = Field(json_schema_extra=bounded(300))
+    score: int = Field(ge=1, le=5)
 
 
 def _rewritten_text(model: type[RewriteReply], data: dict[str, Any], field: str) -> tuple[RewriteReply, str]:
@@ -198,60 +307,10 @@ def _short_validation(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def aspect_selection_schema() -> dict[str, Any]:
-    """JSON schema sent as response_format where the server supports it (bounded strings)."""
-    text = {"type": "string", "maxLength": 200}
-    return {
-        "type": "object",
-        "properties": {
-            "query_analysis": {
-                "type": "object",
-                "properties": {
-                    key: text for key in ("main_topic", "user_intent", "ambiguities", "response_format", "challenges")
-                },
-                "required": ["main_topic", "user_intent", "ambiguities", "response_format", "challenges"],
-            },
-            "aspects_selection": {
-                "type": "object",
-                "properties": {
-                    "reasoning": {"type": "string", "maxLength": 400},
-                    "selected_aspects": {
-                        "type": "array",
-                        "items": {"type": "string", "maxLength": 40},
-                        "minItems": 2,
-                        "maxItems": 5,
-                    },
-                },
-                "required": ["reasoning", "selected_aspects"],
-            },
-            "new_aspect_definitions": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-        "required": ["query_analysis", "aspects_selection"],
-    }
-
-
 def evaluation_schema(aspects: list[str]) -> dict[str, Any]:
-    entry = {
-        "type": "object",
-        "properties": {
-            "rationale": {"type": "string", "maxLength": 300},
-            "score": {"type": "integer", "minimum": 1, "maximum": 5},
-        },
-        "required": ["rationale", "score"],
-    }
+    """The judge's reply schema: one AspectVerdict per selected aspect, all required."""
+    entry = reply_schema(AspectVerdict)
     return {"type": "object", "properties": {aspect: entry for aspect in aspects}, "required": list(aspects)}
-
-
-def transition_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "analysis": {"type": "string", "maxLength": 300},
-            "thought": {"type": "string", "maxLength": 200},
-            "new_system_prompt": {"type": "string", "minLength": 10, "maxLength": 1500},
-        },
-        "required": ["analysis", "thought", "new_system_prompt"],
-    }
 
 
 def parse_response_rewrite(data: dict[str, Any]) -> dict[str, str]:
@@ -261,15 +320,3 @@ def parse_response_rewrite(data: dict[str, Any]) -> dict[str, str]:
     if len(answer) < 10:
         raise OutputParseError("new_response is empty or too short")
     return {"new_response": answer, "analysis": reply.analysis, "thought": reply.thought}
-
-
-def response_rewrite_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "analysis": {"type": "string", "maxLength": 300},
-            "thought": {"type": "string", "maxLength": 200},
-            "new_response": {"type": "string", "minLength": 10, "maxLength": 2500},
-        },
-        "required": ["analysis", "thought", "new_response"],
-    }

@@ -12,9 +12,10 @@ from typing import Any
 from langchain_core.language_models import BaseLanguageModel
 
 from drpo.errors import DrpoInputError
-from drpo.local_models import resolve_local_model
-from drpo.local_server import LocalServerPool
-from drpo.settings import RoleSpec
+from drpo.llm.local_models import resolve_local_model
+from drpo.llm.local_server import LocalServerPool
+from drpo.llm.retry import RateLimiter
+from drpo.settings import ROLE_NAMES, RoleSpec, Settings
 
 
 def model_identity(spec: RoleSpec) -> str:
@@ -53,10 +54,26 @@ def build_role_model(role: str, spec: RoleSpec, pool: LocalServerPool) -> BaseLa
         "temperature": spec.temperature,
         "max_tokens": spec.max_tokens,
         "timeout": spec.timeout,
-        "max_retries": 0,  # drpo retries transient errors itself (drpo.retry), counting them
+        "max_retries": 0,  # drpo retries transient errors itself (drpo.llm.retry), counting them
     }
     if base_url:
         common["base_url"] = base_url
     if spec.mode == "completion":
         return OpenAI(**common)
     return ChatOpenAI(**common)
+
+
+def server_key(spec: RoleSpec) -> tuple[str, str]:
+    """Roles on the same server share its rate limit."""
+    return spec.provider, spec.base_url or spec.provider
+
+
+def shared_rate_limiters(settings: Settings) -> dict[tuple[str, str], RateLimiter]:
+    """One limiter per server, at the strictest requests-per-minute any role on it asks for."""
+    limits: dict[tuple[str, str], float] = {}
+    for role in ROLE_NAMES:
+        spec = settings.roles.get(role)
+        if spec.requests_per_minute is not None:
+            key = server_key(spec)
+            limits[key] = min(limits.get(key, spec.requests_per_minute), spec.requests_per_minute)
+    return {key: RateLimiter(per_minute) for key, per_minute in limits.items()}

@@ -15,24 +15,17 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from drpo.pricing import BudgetGuard
+from drpo.llm.pricing import BudgetGuard
+from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries
+from drpo.llm.structured import OutputParseError, parse_first_valid
+from drpo.llm.usage import add_usage, empty_usage, estimate_tokens
 from drpo.prompts import RETRY_FEEDBACK, render
-from drpo.retry import RateLimiter, RetryPolicy, call_with_retries
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.store.response_cache import ResponseCache
-from drpo.structured import OutputParseError, extract_json_object
 
 log = logging.getLogger("drpo.calls")
 T = TypeVar("T")
-
-
-def empty_usage() -> dict[str, int]:
-    return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "estimated_calls": 0}
-
-
-def add_usage(left: dict[str, int], right: dict[str, int]) -> dict[str, int]:
-    return {key: left.get(key, 0) + right.get(key, 0) for key in set(left) | set(right)}
 
 
 @dataclass
@@ -71,12 +64,25 @@ def _serialize(request: list[BaseMessage] | str) -> Any:
     return [[message.type, message.content] for message in request]
 
 
-def _estimate_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
+@dataclass
+class CallerDeps:
+    """What every role's caller shares within one run: the journal, the caps and the accounting."""
+
+    journal: CallJournal
+    limiter: threading.BoundedSemaphore
+    stats: CallStats
+    seed: int
+    rate_limiter: RateLimiter | None = None
+    budget: BudgetGuard | None = None
+    response_cache: ResponseCache | None = None
 
 
 class RoleCaller:
-    """Calls one role's model. Thread-safe; shared by all Send branches."""
+    """Calls one role's model. Thread-safe; shared by all Send branches.
+
+    Every request follows one path: the run journal (a finished call is never repeated), the shared
+    response cache, then the provider under budget, rate limit, concurrency cap and retries, and the
+    reply is journaled (and cached) before it is used."""
 
     def __init__(
         self,
@@ -84,31 +90,27 @@ class RoleCaller:
         spec: RoleSpec,
         model: BaseLanguageModel,
         model_id: str,
-        journal: CallJournal,
-        limiter: threading.BoundedSemaphore,
-        stats: CallStats,
-        seed: int,
+        deps: CallerDeps,
+        *,
         openai_style: bool,
-        rate_limiter: RateLimiter | None = None,
-        budget: BudgetGuard | None = None,
-        response_cache: ResponseCache | None = None,
+        cache_responses: bool = False,
     ) -> None:
         self.role = role
         self.spec = spec
         self.model = model
         self.model_id = model_id
-        self._journal = journal
-        self._limiter = limiter
-        self._stats = stats
-        self._seed = seed
+        self._deps = deps
         self._openai_style = openai_style
-        self._rate_limiter = rate_limiter
-        self._budget = budget
-        self._cache = response_cache
+        self._cache = deps.response_cache if cache_responses else None
 
     @property
     def is_chat(self) -> bool:
         return isinstance(self.model, BaseChatModel)
+
+    @property
+    def samples_with_n(self) -> bool:
+        """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""
+        return self._openai_style and self.is_chat and self.spec.uses_n()
 
     def complete(
         self,
@@ -124,39 +126,18 @@ class RoleCaller:
         ``seed_basis`` (the first attempt's key) keeps one sampling seed across re-asks of one sample."""
         schema = self._schema(json_schema)
         key = self._key(request, stop, schema, sample=sample)
-        done = self._journal.get_call(key)
-        if done is not None:
-            with self._stats.lock:
-                self._stats.journal_hits += 1
-            return CallOutcome(
-                text=done["text"], usage=done["usage"], from_journal=True, truncated=done.get("truncated", False)
-            )
-        hit = self._cached(key)
-        if hit is not None:
-            return CallOutcome(text=hit["text"], usage=hit["usage"], from_journal=False, truncated=hit["truncated"])
-        kwargs = self._kwargs(seed_basis or key, stop, schema)
-        started = time.monotonic()
-        text, usage, truncated = self._send(lambda: self._invoke(request, kwargs))
-        log.info(
-            "call role=%s model=%s sample=%d in=%d out=%d %.2fs",
-            self.role,
-            self.model_id,
-            sample,
-            usage["input_tokens"],
-            usage["output_tokens"],
-            time.monotonic() - started,
-        )
-        self._record(key, {"role": self.role, "text": text, "usage": usage, "truncated": truncated})
-        if self._budget is not None:
-            self._budget.add(self.role, usage)
-        with self._stats.lock:
-            self._stats.fresh_calls += 1
-        return CallOutcome(text=text, usage=usage, from_journal=False, truncated=truncated)
 
-    @property
-    def samples_with_n(self) -> bool:
-        """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""
-        return self._openai_style and self.is_chat and self.spec.uses_n()
+        def send(kwargs: dict[str, Any]) -> dict[str, Any]:
+            text, usage, truncated = self._invoke(request, kwargs)
+            return {"role": self.role, "text": text, "usage": usage, "truncated": truncated}
+
+        record, from_journal = self._journaled(key, seed_basis or key, stop, schema, send, f"sample={sample}")
+        return CallOutcome(
+            text=record["text"],
+            usage=record["usage"],
+            from_journal=from_journal,
+            truncated=record.get("truncated", False),
+        )
 
     def complete_samples(
         self, request: list[BaseMessage], count: int, *, json_schema: dict[str, Any] | None = None
@@ -168,22 +149,18 @@ class RoleCaller:
             return [self.complete(request, sample=index, json_schema=json_schema) for index in range(count)]
         schema = self._schema(json_schema)
         key = self._key(request, (), schema, sample=0, n=count)
-        done = self._journal.get_call(key)
-        cached = done is not None
-        if done is None:
-            done = self._cached(key)
-        if done is None:
-            kwargs = self._kwargs(key, (), schema)
-            kwargs["n"] = count
-            started = time.monotonic()
-            result = self._send(lambda: self.model.generate([request], **kwargs))
+
+        def send(kwargs: dict[str, Any]) -> dict[str, Any]:
+            result = self.model.generate([request], **{**kwargs, "n": count})
             generations = result.generations[0]
             token_usage = (result.llm_output or {}).get("token_usage") or {}
-            usage = empty_usage()
-            usage["calls"] = 1
-            usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
-            usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
-            done = {
+            usage = {
+                **empty_usage(),
+                "calls": 1,
+                "input_tokens": int(token_usage.get("prompt_tokens", 0)),
+                "output_tokens": int(token_usage.get("completion_tokens", 0)),
+            }
+            return {
                 "role": self.role,
                 "texts": [generation.text for generation in generations],
                 "truncated": [
@@ -191,27 +168,58 @@ class RoleCaller:
                 ],
                 "usage": usage,
             }
-            log.info(
-                "call role=%s model=%s n=%d in=%d out=%d %.2fs",
-                self.role,
-                self.model_id,
-                count,
-                usage["input_tokens"],
-                usage["output_tokens"],
-                time.monotonic() - started,
+
+        record, from_journal = self._journaled(key, key, (), schema, send, f"n={count}")
+        return [
+            CallOutcome(
+                text=text,
+                usage=record["usage"] if index == 0 else empty_usage(),
+                from_journal=from_journal,
+                truncated=record["truncated"][index],
             )
-            self._record(key, done)
-            if self._budget is not None:
-                self._budget.add(self.role, usage)
-            with self._stats.lock:
-                self._stats.fresh_calls += 1
-        outcomes = []
-        for index, text in enumerate(done["texts"][:count]):
-            usage = done["usage"] if index == 0 else empty_usage()
-            outcomes.append(
-                CallOutcome(text=text, usage=usage, from_journal=cached, truncated=done["truncated"][index])
-            )
-        return outcomes
+            for index, text in enumerate(record["texts"][:count])
+        ]
+
+    def _journaled(
+        self,
+        key: str,
+        seed_basis: str,
+        stop: tuple[str, ...],
+        schema: dict[str, Any] | None,
+        send: Callable[[dict[str, Any]], dict[str, Any]],
+        label: str,
+    ) -> tuple[dict[str, Any], bool]:
+        """The one call sequence: journal, then cache, then the provider; returns (record, from_journal)."""
+        deps = self._deps
+        done = deps.journal.get_call(key)
+        if done is not None:
+            with deps.stats.lock:
+                deps.stats.journal_hits += 1
+            return done, True
+        hit = self._cached(key)
+        if hit is not None:
+            return hit, False
+        kwargs = self._kwargs(seed_basis, stop, schema)
+        started = time.monotonic()
+        record = self._send(lambda: send(kwargs))
+        usage = record["usage"]
+        log.info(
+            "call role=%s model=%s %s in=%d out=%d %.2fs",
+            self.role,
+            self.model_id,
+            label,
+            usage["input_tokens"],
+            usage["output_tokens"],
+            time.monotonic() - started,
+        )
+        deps.journal.put_call(key, record)
+        if self._cache is not None:
+            self._cache.put(self._cache_key(key), record)
+        if deps.budget is not None:
+            deps.budget.add(self.role, usage)
+        with deps.stats.lock:
+            deps.stats.fresh_calls += 1
+        return record, False
 
     def _cache_key(self, key: str) -> str:
         return call_key({"call": key, "provider": self.spec.provider, "base_url": self.spec.base_url or ""})
@@ -224,15 +232,10 @@ class RoleCaller:
         if found is None:
             return None
         record = {**found, "role": self.role, "usage": {**empty_usage(), "cached_calls": 1}}
-        self._journal.put_call(key, record)
-        with self._stats.lock:
-            self._stats.cache_hits += 1
+        self._deps.journal.put_call(key, record)
+        with self._deps.stats.lock:
+            self._deps.stats.cache_hits += 1
         return record
-
-    def _record(self, key: str, record: dict[str, Any]) -> None:
-        self._journal.put_call(key, record)
-        if self._cache is not None:
-            self._cache.put(self._cache_key(key), record)
 
     def key_for(self, request: list[BaseMessage] | str, json_schema: dict[str, Any] | None, sample: int) -> str:
         return self._key(request, (), self._schema(json_schema), sample=sample)
@@ -252,7 +255,7 @@ class RoleCaller:
                 "max_tokens": self.spec.max_tokens,
                 "stop": list(stop),
                 "schema": schema,
-                "seed": self._seed,
+                "seed": self._deps.seed,
                 **extra,
             }
         )
@@ -274,20 +277,21 @@ class RoleCaller:
 
     def _send(self, action: Callable[[], T]) -> T:
         """Run one provider request under the budget, concurrency cap, rate limit and retry policy."""
-        if self._budget is not None:
-            self._budget.check()
+        deps = self._deps
+        if deps.budget is not None:
+            deps.budget.check()
         spec = self.spec
         policy = RetryPolicy(spec.max_retries, spec.retry_base_delay, spec.retry_max_delay)
 
         def limited() -> T:
-            if self._rate_limiter is not None:
-                self._rate_limiter.acquire()
-            with self._limiter:
+            if deps.rate_limiter is not None:
+                deps.rate_limiter.acquire()
+            with deps.limiter:
                 return action()
 
         def count_retry() -> None:
-            with self._stats.lock:
-                self._stats.retries[self.role] = self._stats.retries.get(self.role, 0) + 1
+            with deps.stats.lock:
+                deps.stats.retries[self.role] = deps.stats.retries.get(self.role, 0) + 1
 
         if not self._openai_style:
             return limited()
@@ -319,8 +323,8 @@ class RoleCaller:
                 usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
                 usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
                 return text, usage, truncated
-        usage["input_tokens"] = _estimate_tokens(prompt_text)
-        usage["output_tokens"] = _estimate_tokens(text)
+        usage["input_tokens"] = estimate_tokens(prompt_text)
+        usage["output_tokens"] = estimate_tokens(text)
         usage["estimated_calls"] = 1
         return text, usage, truncated
 
@@ -350,7 +354,7 @@ def call_structured(
         outcome.usage = add_usage(outcome.usage, call.usage)
         outcome.raw = call.text
         try:
-            outcome.value = parse(extract_json_object(call.text))
+            outcome.value = parse_first_valid(call.text, parse)
             return outcome
         except OutputParseError as error:
             if call.truncated:

@@ -12,12 +12,12 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
-from drpo.nodes.evaluate import eval_skeleton
-from drpo.nodes.select_aspects import FALLBACK_ASPECTS, aspect_list_text
-from drpo.pricing import call_cost
+from drpo.judge.aspects import FALLBACK_ASPECTS
+from drpo.llm.pricing import call_cost
+from drpo.llm.providers import model_identity
 from drpo.prompts import ASPECT_SELECTION, EVALUATION, PROMPT_TRANSITION, aspect_definitions, render, template_hash
-from drpo.roles import model_identity
-from drpo.services import load_icl, load_seeds
+from drpo.prompts.texts import aspect_list_text, eval_skeleton
+from drpo.run.services import load_icl, load_seeds
 from drpo.settings import Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.seeds import query_order

@@ -67,8 +67,8 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
 def run_base_model(run: Path, runs_dir: Path, local_model: str | None = None) -> tuple[Any, Any]:
     """The run's configured base model (or a local GGUF/packaged model instead), plus the server pool
     that must stay alive while it is used."""
-    from drpo.local_server import LocalServerPool
-    from drpo.roles import build_role_model
+    from drpo.llm.local_server import LocalServerPool
+    from drpo.llm.providers import build_role_model
 
     run_dir = find_run(run, runs_dir)
     settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})

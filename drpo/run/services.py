@@ -1,23 +1,20 @@
-"""Runtime services handed to graph nodes through LangGraph's run context (never checkpointed)."""
+"""Build one run's services (models, stores, data) and check user inputs before a run is created."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
-from langgraph.config import get_config
-from langgraph.runtime import Runtime
 
 from drpo.errors import DrpoInputError
-from drpo.local_server import LocalServerPool
-from drpo.model_calls import CallStats, RoleCaller
-from drpo.pricing import BudgetGuard
-from drpo.retry import RateLimiter
-from drpo.roles import build_role_model, model_identity
-from drpo.settings import ROLE_NAMES, RoleSpec, Settings
+from drpo.graph.context import Services
+from drpo.llm.caller import CallerDeps, CallStats, RoleCaller
+from drpo.llm.local_server import LocalServerPool
+from drpo.llm.pricing import BudgetGuard
+from drpo.llm.providers import build_role_model, model_identity, server_key, shared_rate_limiters
+from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embeddings import Embedder
@@ -40,79 +37,6 @@ from drpo.store.seeds import (
 )
 
 
-@dataclass
-class Services:
-    """Models, stores and data one run uses."""
-
-    settings: Settings
-    run_dir: RunDir
-    callers: dict[str, RoleCaller]
-    icl_store: IclStore
-    aspect_cache: AspectCache
-    journal: CallJournal
-    seeds: dict[str, SeedQuery]
-    seed_order: list[str]
-    stats: CallStats
-    icl_examples: list[IclExample]
-    embedder: Embedder
-    chroma_client: Any
-    pool: LocalServerPool | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-    _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
-    _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def query_text(self, query_id: str) -> str:
-        return self.seeds[query_id].text
-
-    def query_embedding(self, query_id: str) -> list[float]:
-        """The query's embedding. The first request embeds every query the search can reach in one
-        batch, which keeps per-depth retrieval off the model-free critical path."""
-        with self._embedding_lock:
-            if query_id not in self._query_embeddings:
-                search = self.settings.search
-                reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
-                planned = [qid for qid in self.seed_order[:reach] if qid not in self._query_embeddings]
-                batch = planned if query_id in planned else [query_id]
-                vectors = self.embedder.embed([self.query_text(qid) for qid in batch])
-                self._query_embeddings.update(zip(batch, vectors, strict=True))
-            return self._query_embeddings[query_id]
-
-    def close(self) -> None:
-        self.journal.close()
-        self.aspect_cache.close()
-        if self.pool is not None:
-            self.pool.close()
-
-
-@dataclass
-class DrpoContext:
-    """LangGraph run context: nodes reach services here, so checkpoints stay small and serializable."""
-
-    services: Services | None = None
-
-
-ServicesFactory = Callable[[str], Services]
-_fallback_factory: ServicesFactory | None = None
-
-
-def set_services_factory(factory: ServicesFactory | None) -> None:
-    """Where nodes get services when no context carries them (LangGraph Server, which passes JSON context)."""
-    global _fallback_factory
-    _fallback_factory = factory
-
-
-def services_of(runtime: Runtime[DrpoContext]) -> Services:
-    """The run's services: from the context when the runner passed them, else from the server factory by thread."""
-    context = runtime.context
-    services = getattr(context, "services", None)
-    if isinstance(services, Services):
-        return services
-    if _fallback_factory is None:
-        raise RuntimeError("no drpo services: invoke the graph with context=DrpoContext(services=...)")
-    thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
-    return _fallback_factory(thread_id)
-
-
 def load_seeds(settings: Settings) -> list[SeedQuery]:
     if settings.seed_file is None:
         return default_seed_queries()
@@ -132,21 +56,6 @@ def open_named_collection(client: Any, name: str, embedder: Embedder) -> IclStor
     raise DrpoInputError(f"ICL collection {name!r} not found (give a collection name or an ICL run id)")
 
 
-def server_key(spec: RoleSpec) -> tuple[str, str]:
-    return spec.provider, spec.base_url or spec.provider
-
-
-def shared_rate_limiters(settings: Settings) -> dict[tuple[str, str], RateLimiter]:
-    """One limiter per server, at the strictest requests-per-minute any role on it asks for."""
-    limits: dict[tuple[str, str], float] = {}
-    for role in ROLE_NAMES:
-        spec = settings.roles.get(role)
-        if spec.requests_per_minute is not None:
-            key = server_key(spec)
-            limits[key] = min(limits.get(key, spec.requests_per_minute), spec.requests_per_minute)
-    return {key: RateLimiter(per_minute) for key, per_minute in limits.items()}
-
-
 def load_icl(settings: Settings) -> list[IclExample]:
     return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
 
@@ -154,7 +63,7 @@ def load_icl(settings: Settings) -> list[IclExample]:
 def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = None) -> None:
     """Check user inputs that would otherwise fail mid-start (seed and ICL files, local model names),
     so bad input never leaves a half-created run behind."""
-    from drpo.local_models import resolve_local_model
+    from drpo.llm.local_models import resolve_local_model
 
     seeds = load_seeds(settings)
     needed = settings.search.queries_per_depth
@@ -199,16 +108,22 @@ def build_services(
         icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
         icl_store.ensure(examples)
     journal = open_journal(settings, run_dir)
-    limiter = threading.BoundedSemaphore(settings.search.concurrency)
     stats = CallStats()
     needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)
     pool = LocalServerPool(settings.local) if needs_local else None
-    rate_limiters = shared_rate_limiters(settings)
-    budget = BudgetGuard(settings, journal.spent_by_role())
-    response_cache = ResponseCache(store_dir / "response_cache.sqlite") if settings.cache.enabled else None
+    limiters = shared_rate_limiters(settings)
+    deps = CallerDeps(
+        journal=journal,
+        limiter=threading.BoundedSemaphore(settings.search.concurrency),
+        stats=stats,
+        seed=settings.search.seed,
+        budget=BudgetGuard(settings, journal.spent_by_role()),
+        response_cache=ResponseCache(store_dir / "response_cache.sqlite") if settings.cache.enabled else None,
+    )
     callers: dict[str, RoleCaller] = {}
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
+        role_deps = replace(deps, rate_limiter=limiters.get(server_key(spec)))
         if role in models:
             model, identity, openai_style = models[role], f"custom:{type(models[role]).__name__}", False
         else:
@@ -220,14 +135,9 @@ def build_services(
             spec,
             model,
             identity,
-            journal,
-            limiter,
-            stats,
-            settings.search.seed,
-            openai_style,
-            rate_limiter=rate_limiters.get(server_key(spec)),
-            budget=budget,
-            response_cache=response_cache if settings.caches_role(spec) else None,
+            role_deps,
+            openai_style=openai_style,
+            cache_responses=settings.caches_role(spec),
         )
     return Services(
         settings=settings,

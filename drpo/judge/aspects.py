@@ -1,0 +1,58 @@
+"""The dynamic reward: 2-5 aspects per query, cached by (query, selector model, template)."""
+
+from __future__ import annotations
+
+from drpo.graph.state import AspectRecord, FailureRecord, unusable_output
+from drpo.llm.caller import RoleCaller, call_structured
+from drpo.llm.structured import AspectSelectionReply, parse_aspect_selection, reply_schema
+from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
+from drpo.prompts.texts import aspect_list_text
+from drpo.store.aspect_cache import AspectCache
+
+FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement")
+
+
+def fallback_record() -> AspectRecord:
+    """The general-purpose aspects, used (and reported) when selection stays unusable."""
+    known = aspect_definitions()
+    return AspectRecord(
+        aspects=list(FALLBACK_ASPECTS),
+        definitions={name: known[name] for name in FALLBACK_ASPECTS},
+        reasoning="Aspect selection failed; the general-purpose aspects were used instead.",
+        new_aspects=[],
+        fallback=True,
+    )
+
+
+def select_aspects_for(
+    caller: RoleCaller, cache: AspectCache, *, query: str, query_id: str, depth: int, retries: int, run_id: str
+) -> tuple[AspectRecord, dict[str, int], list[FailureRecord]]:
+    """One query's selection: cache, else the selector model, else the counted fallback."""
+    fingerprint = template_hash(ASPECT_SELECTION)
+    cached = cache.get(query, caller.model_id, fingerprint)
+    if cached is not None and not isinstance(cached.get("record"), dict):
+        cached = None  # an entry in an older format: select again (and overwrite it)
+    if cached is not None:
+        # A selection made earlier by this same run (before a crash) still counts toward its usage,
+        # so a resumed run reports what an unbroken run would.
+        own = cached.get("run_id") == run_id
+        return AspectRecord(**cached["record"]), (cached.get("usage", {}) if own else {}), []
+    prompt = render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
+    outcome = call_structured(
+        caller, prompt, parse_aspect_selection, retries=retries, json_schema=reply_schema(AspectSelectionReply)
+    )
+    if outcome.value is None:
+        failure = unusable_output(
+            depth, "aspect_selector", "unparseable_selection", query_id, outcome.attempts, outcome.errors
+        )
+        return fallback_record(), outcome.usage, [failure]
+    parsed = outcome.value
+    record = AspectRecord(
+        aspects=parsed["aspects"],
+        definitions=parsed["definitions"],
+        reasoning=parsed["reasoning"],
+        new_aspects=parsed["new_aspects"],
+        fallback=False,
+    )
+    cache.put(query, caller.model_id, fingerprint, {"record": dict(record), "usage": outcome.usage, "run_id": run_id})
+    return record, outcome.usage, []

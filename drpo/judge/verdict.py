@@ -1,0 +1,58 @@
+"""The judge's verdict on one answer: a 1-5 score and a rationale per selected aspect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drpo.graph.state import AspectRecord, FailureRecord, unusable_output
+from drpo.llm.caller import RoleCaller, call_structured
+from drpo.llm.structured import evaluation_schema, parse_evaluation
+from drpo.prompts import EVALUATION, render
+from drpo.prompts.texts import aspect_list_text, eval_skeleton
+from drpo.scoring import reward_from_scores
+
+
+@dataclass
+class Verdict:
+    """The judge's scores for one answer; ``reward`` is None when its output could not be used."""
+
+    scores: dict[str, int]
+    rationales: dict[str, str]
+    reward: float | None
+    attempts: int
+    usage: dict[str, int]
+    errors: list[str]
+
+
+def judge_answer(caller: RoleCaller, query: str, answer: str, aspects: AspectRecord, *, retries: int) -> Verdict:
+    """Score ``answer`` on the query's selected aspects, re-asking when the judge's output is unusable."""
+    prompt = render(
+        EVALUATION,
+        query=query,
+        output=answer,
+        aspect_list=aspect_list_text(aspects["definitions"]),
+        aspect_reasoning=aspects["reasoning"] or "(no reasoning given)",
+        eval_skeleton=eval_skeleton(aspects["aspects"]),
+    )
+    outcome = call_structured(
+        caller,
+        prompt,
+        lambda data: parse_evaluation(data, aspects["aspects"]),
+        retries=retries,
+        json_schema=evaluation_schema(aspects["aspects"]),
+    )
+    verdict = outcome.value or {}
+    scores = {aspect: entry["score"] for aspect, entry in verdict.items()}
+    return Verdict(
+        scores=scores,
+        rationales={aspect: entry["rationale"] for aspect, entry in verdict.items()},
+        reward=reward_from_scores(scores) if outcome.value is not None else None,
+        attempts=outcome.attempts,
+        usage=outcome.usage,
+        errors=outcome.errors,
+    )
+
+
+def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureRecord:
+    """The counted failure of a verdict that stayed unusable after every re-ask."""
+    return unusable_output(depth, "evaluator", "unparseable_evaluation", target, verdict.attempts, verdict.errors)

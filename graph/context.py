@@ -1,0 +1,97 @@
+"""The run context handed to every node (LangGraph's ``context_schema``): models, stores and data of one run.
+
+Nothing here is checkpointed: checkpoints keep ids and scores, nodes reach everything else through
+``services_of(runtime)``. Building the services is the run layer's job (``drpo.run.services``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+
+from drpo.llm.caller import CallStats, RoleCaller
+from drpo.llm.local_server import LocalServerPool
+from drpo.settings import Settings
+from drpo.store.aspect_cache import AspectCache
+from drpo.store.call_journal import CallJournal
+from drpo.store.embeddings import Embedder
+from drpo.store.icl_store import IclExample, IclStore
+from drpo.store.run_dir import RunDir
+from drpo.store.seeds import SeedQuery
+
+
+@dataclass
+class Services:
+    """Models, stores and data one run uses."""
+
+    settings: Settings
+    run_dir: RunDir
+    callers: dict[str, RoleCaller]
+    icl_store: IclStore
+    aspect_cache: AspectCache
+    journal: CallJournal
+    seeds: dict[str, SeedQuery]
+    seed_order: list[str]
+    stats: CallStats
+    icl_examples: list[IclExample]
+    embedder: Embedder
+    chroma_client: Any
+    pool: LocalServerPool | None = None
+    _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def query_text(self, query_id: str) -> str:
+        return self.seeds[query_id].text
+
+    def query_embedding(self, query_id: str) -> list[float]:
+        """The query's embedding. The first request embeds every query the search can reach in one
+        batch, which keeps per-depth retrieval off the model-free critical path."""
+        with self._embedding_lock:
+            if query_id not in self._query_embeddings:
+                search = self.settings.search
+                reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
+                planned = [qid for qid in self.seed_order[:reach] if qid not in self._query_embeddings]
+                batch = planned if query_id in planned else [query_id]
+                vectors = self.embedder.embed([self.query_text(qid) for qid in batch])
+                self._query_embeddings.update(zip(batch, vectors, strict=True))
+            return self._query_embeddings[query_id]
+
+    def close(self) -> None:
+        self.journal.close()
+        self.aspect_cache.close()
+        if self.pool is not None:
+            self.pool.close()
+
+
+@dataclass
+class DrpoContext:
+    """LangGraph run context: nodes reach services here, so checkpoints stay small and serializable."""
+
+    services: Services | None = None
+
+
+ServicesFactory = Callable[[str], Services]
+_fallback_factory: ServicesFactory | None = None
+
+
+def set_services_factory(factory: ServicesFactory | None) -> None:
+    """Where nodes get services when no context carries them (LangGraph Server, which passes JSON context)."""
+    global _fallback_factory
+    _fallback_factory = factory
+
+
+def services_of(runtime: Runtime[DrpoContext]) -> Services:
+    """The run's services: from the context when the runner passed them, else from the server factory by thread."""
+    context = runtime.context
+    services = getattr(context, "services", None)
+    if isinstance(services, Services):
+        return services
+    if _fallback_factory is None:
+        raise RuntimeError("no drpo services: invoke the graph with context=DrpoContext(services=...)")
+    thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
+    return _fallback_factory(thread_id)
