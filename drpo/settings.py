@@ -13,20 +13,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drpo.errors import DrpoInputError
+from drpo.store.postgres import is_postgres_dsn
+from drpo.store.run_dir import default_store_dir
 
 Provider = Literal["local", "openai", "openai_compatible"]
 ROLE_NAMES: tuple[str, ...] = ("base", "optimizer", "evaluator", "aspect_selector")
 DEFAULT_LOCAL_MODEL = "qwen2.5-0.5b"
 
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
 def check_checkpointer(value: str) -> None:
     """sqlite, memory or a Postgres DSN; a DSN must not carry a password, since settings are saved with the run."""
     if value in ("sqlite", "memory"):
         return
-    if not value.startswith(POSTGRES_SCHEMES):
+    if not is_postgres_dsn(value):
         raise ValueError("checkpointer must be sqlite, memory or a postgresql:// DSN")
     parsed = urlsplit(value)
     if parsed.password or "password=" in (parsed.query or ""):
@@ -253,7 +252,7 @@ class Settings(BaseModel):
         return self
 
     def uses_postgres(self) -> bool:
-        return self.checkpointer.startswith(POSTGRES_SCHEMES)
+        return is_postgres_dsn(self.checkpointer)
 
     @model_validator(mode="after")
     def _prices_for_cost_budget(self) -> Settings:
@@ -268,18 +267,18 @@ class Settings(BaseModel):
         return self.cache.enabled and (spec.temperature == 0 or self.cache.sampling_roles)
 
     def resolved_store_dir(self) -> Path:
-        return self.store_dir if self.store_dir is not None else self.runs_dir / ".store"
+        return self.store_dir if self.store_dir is not None else default_store_dir(self.runs_dir)
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-safe dump for the run directory. Holds env-var names only, never secret values."""
         return self.model_dump(mode="json")
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -293,7 +292,7 @@ def _first_error(error: ValidationError) -> str:
 
 def settings_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
     """Validate a settings mapping plus overrides, turning validation errors into one clear line."""
-    merged = _deep_merge(data, overrides or {})
+    merged = deep_merge(data, overrides or {})
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:
@@ -331,3 +330,19 @@ def apply_local_model(data: dict[str, Any], local_model: str) -> dict[str, Any]:
         if spec.get("provider", "local") == "local":
             spec["model"] = local_model
     return data
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        cleaned = {key: _without_none(item) for key, item in value.items() if item is not None}
+        return {key: item for key, item in cleaned.items() if item != {}}
+    return value
+
+
+def settings_from_flags(config: Path | None, flags: dict[str, Any], local_model: str | None = None) -> Settings:
+    """Settings from an optional YAML file with command-line flags on top (flags left unset are ignored)."""
+    data = read_settings_file(config) if config is not None else {}
+    data = deep_merge(data, _without_none(flags))
+    if local_model:
+        data = apply_local_model(data, local_model)
+    return settings_from_dict(data)

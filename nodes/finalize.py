@@ -16,7 +16,8 @@ from drpo.graph.progress import emit
 from drpo.graph.state import PromptOptState
 from drpo.llm.pricing import cost_of
 from drpo.scoring import eval_key
-from drpo.store.run_dir import atomic_write_json, atomic_write_text
+from drpo.store.records import RunResult
+from drpo.store.run_dir import atomic_write_text
 
 
 def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:
@@ -72,12 +73,12 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
     return depths
 
 
-def build_result(state: PromptOptState, services: Services) -> dict[str, Any]:
+def build_result(state: PromptOptState, services: Services) -> RunResult:
     best_id = state["beam"][0]
     last_depth = str(state["depth"])
     best_entry = next(entry for entry in state["beams"][last_depth] if entry["id"] == best_id)
     settings = services.settings
-    return {
+    return {  # type: ignore[typeddict-item]
         "run_id": services.run_dir.run_id,
         "status": "done",
         "best_prompt": state["candidates"][best_id]["prompt"],
@@ -122,6 +123,6 @@ def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, 
     services = services_of(runtime)
     result = build_result(state, services)
     write_answers(services)
-    atomic_write_json(services.run_dir.result, result)
+    services.run_dir.write_result(result)
     emit("finished", best_candidate=result["best"]["candidate_id"], path_value=result["best"]["path_value"])
     return {"best": {"candidate_id": result["best"]["candidate_id"], "prompt": result["best_prompt"]}}

@@ -11,10 +11,10 @@ from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.state import IclOptState
 from drpo.nodes.icl_refine import answer_text
 from drpo.store.icl_store import IclExample, IclStore, icl_collection_name
-from drpo.store.run_dir import atomic_write_json
+from drpo.store.records import IclRunResult
 
 
-def build_icl_result(state: IclOptState, services: Services, collection: str) -> dict[str, Any]:
+def build_icl_result(state: IclOptState, services: Services, collection: str) -> IclRunResult:
     examples = []
     for example_id, record in state["examples"].items():
         best_id = record["beam"][0]
@@ -33,7 +33,7 @@ def build_icl_result(state: IclOptState, services: Services, collection: str) ->
                 "history": record["answers"],
             }
         )
-    return {
+    return {  # type: ignore[typeddict-item]
         "run_id": services.run_dir.run_id,
         "kind": "icl",
         "status": "done",
@@ -62,5 +62,5 @@ def write_icl_collection(state: IclOptState, runtime: Runtime[DrpoContext]) -> d
             for item in result["examples"]
         ],
     )
-    atomic_write_json(services.run_dir.result, result)
+    services.run_dir.write_result(result)
     return {"collection": collection}

@@ -8,13 +8,15 @@ from pathlib import Path
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from drpo.store.postgres import is_postgres_dsn
+
 
 def open_checkpointer(kind: str, path: Path | None = None) -> BaseCheckpointSaver:
     """A ready checkpointer: ``sqlite``, ``memory`` or a Postgres DSN (tables set up once).
     The connection is shared across LangGraph's worker threads (the savers lock around it)."""
     if kind == "memory":
         return InMemorySaver()
-    if kind.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(kind):
         from drpo.store.postgres import connect
 
         connection = connect(kind, dict_rows=True)  # a clear error first when drivers or server are missing

@@ -15,6 +15,14 @@ from urllib.parse import urlsplit
 
 from drpo.errors import DrpoInputError
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_dsn(value: str | None) -> bool:
+    """Whether a checkpointer setting names a Postgres database."""
+    return bool(value) and str(value).startswith(POSTGRES_SCHEMES)
+
+
 JOURNAL_DDL = """
 CREATE TABLE IF NOT EXISTS drpo_journal (
     run_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,

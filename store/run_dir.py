@@ -18,7 +18,15 @@ from typing import Any
 
 import yaml
 
+from drpo.errors import DrpoInputError
+from drpo.store.records import AnyRunResult, RunStatus
+
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def default_store_dir(runs_dir: Path) -> Path:
+    """Where the Chroma store and the caches live when no store_dir is set."""
+    return runs_dir / ".store"
 
 
 def new_run_id() -> str:
@@ -101,9 +109,6 @@ class RunDir:
             return "prompt"
         return str(json.loads(self.meta.read_text(encoding="utf-8")).get("kind", "prompt"))
 
-    def read_meta(self) -> dict[str, Any]:
-        return dict(json.loads(self.meta.read_text(encoding="utf-8"))) if self.meta.is_file() else {}
-
     def read_config(self) -> dict[str, Any]:
         data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
@@ -114,15 +119,40 @@ class RunDir:
         if self.status_mirror is not None:
             self.status_mirror(record)
 
-    def read_status(self) -> dict[str, Any]:
+    def read_status(self) -> RunStatus:
         if not self.status.is_file():
-            return {"run_id": self.run_id, "status": "unknown"}
-        return dict(json.loads(self.status.read_text(encoding="utf-8")))
+            return RunStatus(run_id=self.run_id, status="unknown")
+        return RunStatus(**json.loads(self.status.read_text(encoding="utf-8")))  # type: ignore[typeddict-item]
 
-    def read_result(self) -> dict[str, Any] | None:
+    def read_result(self) -> AnyRunResult | None:
         if not self.result.is_file():
             return None
-        return dict(json.loads(self.result.read_text(encoding="utf-8")))
+        return json.loads(self.result.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+    def write_result(self, result: AnyRunResult) -> None:
+        """The one writer of ``result.json`` (finalize, the ICL writer, import-reference)."""
+        atomic_write_json(self.result, result)
+
+
+def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
+    """Where run ``run_id`` lives (or will live) under ``runs_dir``; the id is validated first."""
+    if not RUN_ID_PATTERN.match(run_id):
+        raise DrpoInputError(f"invalid run id {run_id!r}")
+    return RunDir(runs_dir / run_id)
+
+
+def find_run(run: str | Path, runs_dir: Path) -> RunDir:
+    """An existing run, by id under ``runs_dir`` or by the path of its directory: the one lookup
+    every command, supervision and serving use."""
+    path = Path(run)
+    if (path / "config.yaml").is_file():
+        return RunDir(path)
+    if not RUN_ID_PATTERN.match(str(run)):
+        raise DrpoInputError(f"no run at {run}")
+    found = RunDir(runs_dir / str(run))
+    if not found.exists():
+        raise DrpoInputError(f"unknown run {str(run)!r} in {runs_dir}")
+    return found
 
 
 def list_runs(runs_dir: Path) -> list[RunDir]:

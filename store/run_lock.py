@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drpo.errors import DrpoInputError
+from drpo.store.postgres import is_postgres_dsn
 
 
 class RunLock(Protocol):
@@ -45,7 +46,7 @@ class FileRunLock:
 
 def run_lock_for(checkpointer: str, lock_file: Path, run_id: str) -> RunLock:
     """Postgres runs lock in the database (machines share it); local runs lock a file."""
-    if checkpointer.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(checkpointer):
         from drpo.store.postgres import PostgresRunLock
 
         return PostgresRunLock(checkpointer, run_id)

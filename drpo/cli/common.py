@@ -1,11 +1,14 @@
-"""Pieces every CLI command shares: consoles, exit codes, error mapping, progress and result printing."""
+"""Pieces every CLI command shares: consoles, exit codes, the one error guard, progress and result printing.
+
+Exit codes: 0 done, 1 failed (resumable), 2 bad input, 3 budget exhausted (resumable with a larger
+budget), 130 interrupted (resumable).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,8 +23,6 @@ EXIT_BAD_INPUT = 2
 EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
 
-RunsDirOption = Annotated[Path, typer.Option("--runs-dir", help="Directory holding run directories")]
-
 
 class ProgressPrinter:
     """Prints one line per finished depth (beam, rewards, calls, tokens) from the graph's custom stream."""
@@ -30,8 +31,8 @@ class ProgressPrinter:
         if event.get("type") != "progress":
             return
         if event["event"] == "depth_done":
-            beam = ", ".join(f"{entry['id']}={_fmt(entry['path_value'])}" for entry in event["beam"])
-            rewards = " ".join(_fmt(reward) for reward in event["rewards"])
+            beam = ", ".join(f"{entry['id']}={fmt(entry['path_value'])}" for entry in event["beam"])
+            rewards = " ".join(fmt(reward) for reward in event["rewards"])
             console.print(
                 f"depth {event['depth']:>3}  rewards [{rewards}]  beam [{beam}]  "
                 f"calls {event['fresh_calls']}  tokens {event['tokens']}",
@@ -42,11 +43,11 @@ class ProgressPrinter:
             console.print("[green]search finished[/green]")
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
+def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
     """Run an action, mapping failures to one clear line and the documented exit codes.
 
     ``run_id`` may be a dict filled in by the action once the id is known."""
@@ -77,12 +78,12 @@ def _run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
         raise typer.Exit(EXIT_FAILED) from None
 
 
-def _print_result(result: dict[str, Any]) -> None:
+def print_result(result: dict[str, Any]) -> None:
     console.rule("best prompt")
     console.print(result["best_prompt"], highlight=False, markup=False)
     console.rule()
     best = result["best"]
     console.print(
-        f"candidate {best['candidate_id']}  path value {_fmt(best['path_value'])}  "
-        f"reward {_fmt(best['reward'])}  ({result['stop_reason']})"
+        f"candidate {best['candidate_id']}  path value {fmt(best['path_value'])}  "
+        f"reward {fmt(best['reward'])}  ({result['stop_reason']})"
     )

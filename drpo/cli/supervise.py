@@ -9,20 +9,24 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo.cli.common import (
-    ProgressPrinter,
+from drpo.cli.common import ProgressPrinter, console, err_console, fmt, print_result, run_guarded
+from drpo.cli.options import (
+    AcceptOption,
+    AddOption,
+    CheckpointerOption,
+    DropOption,
+    EditOption,
+    ForkFromOption,
+    FullOption,
+    PromptFileOption,
+    ReviewOption,
+    RunIdOption,
     RunsDirOption,
-    _fmt,
-    _print_result,
-    _run_guarded,
-    console,
-    err_console,
+    StopOption,
 )
 from drpo.errors import DrpoInputError
 
-CheckpointerOption = Annotated[
-    str | None, typer.Option("--checkpointer", help="Postgres DSN of a run kept in a database (other machines)")
-]
+RUNS_DIR = Path("drpo_runs")
 
 
 def is_interactive() -> bool:
@@ -54,8 +58,8 @@ def show_review(review: dict[str, Any], full: bool = False) -> None:
             str(entry["index"]),
             entry["id"],
             entry["origin"],
-            _fmt(entry["reward"]),
-            _fmt(entry["path_value"]),
+            fmt(entry["reward"]),
+            fmt(entry["path_value"]),
             scores,
             prompt,
         )
@@ -110,7 +114,7 @@ def report_outcome(outcome: Any) -> None:
             highlight=False,
         )
         return
-    _print_result(outcome.result)
+    print_result(outcome.result)
     console.print(f"saved to {outcome.run_dir / 'result.json'}")
 
 
@@ -137,14 +141,14 @@ def decision_from_flags(
 
 def review(
     run_id: Annotated[str, typer.Argument(help="Run waiting for review")],
-    accept: Annotated[bool, typer.Option("--accept", help="Keep the beam as it is")] = False,
-    edit: Annotated[int | None, typer.Option("--edit", help="Replace beam candidate I (needs --prompt-file)")] = None,
-    add: Annotated[bool, typer.Option("--add", help="Add a prompt (needs --prompt-file)")] = False,
-    drop: Annotated[int | None, typer.Option("--drop", help="Drop beam candidate I")] = None,
-    stop: Annotated[bool, typer.Option("--stop", help="End the search with the current best")] = False,
-    prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="File with the new prompt")] = None,
-    full: Annotated[bool, typer.Option("--full", help="Show full prompts, answers and rationales")] = False,
-    runs_dir: RunsDirOption = Path("drpo_runs"),
+    accept: AcceptOption = False,
+    edit: EditOption = None,
+    add: AddOption = False,
+    drop: DropOption = None,
+    stop: StopOption = False,
+    prompt_file: PromptFileOption = None,
+    full: FullOption = False,
+    runs_dir: RunsDirOption = RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Show the pending review, or answer it and continue the run."""
@@ -152,8 +156,8 @@ def review(
     from drpo.run.supervise import pending_review
 
     overrides = {"checkpointer": checkpointer} if checkpointer else None
-    decisions = _run_guarded(lambda: decision_from_flags(accept, edit, add, drop, stop, prompt_file), run_id)
-    pending = _run_guarded(lambda: pending_review(run_id, runs_dir, checkpointer), run_id)
+    decisions = run_guarded(lambda: decision_from_flags(accept, edit, add, drop, stop, prompt_file), run_id)
+    pending = run_guarded(lambda: pending_review(run_id, runs_dir, checkpointer), run_id)
     if not decisions:
         show_review(pending, full=full)
         if not is_interactive():
@@ -161,7 +165,7 @@ def review(
             return
         decisions = [interactive_review(pending)]
     on_review = interactive_review if is_interactive() else None
-    outcome = _run_guarded(
+    outcome = run_guarded(
         lambda: resume(
             run_id,
             runs_dir,
@@ -177,13 +181,13 @@ def review(
 
 def status(
     run_id: Annotated[str, typer.Argument(help="Run to check")],
-    runs_dir: RunsDirOption = Path("drpo_runs"),
+    runs_dir: RunsDirOption = RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Say whether a run is running, waiting for review, interrupted, failed or done."""
     from drpo.run.supervise import run_status
 
-    record = _run_guarded(lambda: run_status(run_id, runs_dir, checkpointer), run_id)
+    record = run_guarded(lambda: run_status(run_id, runs_dir, checkpointer), run_id)
     depth = record.get("depth")
     extra = f"  depth {depth}" if depth is not None else ""
     error = f"  ({record['error']})" if record.get("error") else ""
@@ -192,21 +196,21 @@ def status(
 
 def history_command(
     run_id: Annotated[str, typer.Argument(help="Run whose checkpoints to list")],
-    runs_dir: RunsDirOption = Path("drpo_runs"),
+    runs_dir: RunsDirOption = RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """List a run's checkpoints by depth: the beam and best reward at each (fork from any of them)."""
     from drpo.run.supervise import history
 
-    rows = _run_guarded(lambda: history(run_id, runs_dir, checkpointer), run_id)
+    rows = run_guarded(lambda: history(run_id, runs_dir, checkpointer), run_id)
     table = Table("depth", "candidates", "best reward", "beam (path value)", "review", "checkpoint")
     for row in rows:
-        beam = " ".join(f"{entry['id']}={_fmt(entry['path_value'])}" for entry in row["beam"])
+        beam = " ".join(f"{entry['id']}={fmt(entry['path_value'])}" for entry in row["beam"])
         decisions = row["review"]["decisions"] if row["review"] else []
         table.add_row(
             str(row["depth"]),
             str(row["candidates"]),
-            _fmt(row["best_reward"]),
+            fmt(row["best_reward"]),
             beam,
             ",".join(decision["action"] for decision in decisions) or "-",
             row["checkpoint_id"],
@@ -216,38 +220,36 @@ def history_command(
 
 def edit_command(
     run_id: Annotated[str, typer.Argument(help="Run paused at a review point")],
-    candidate: Annotated[int | None, typer.Option("--candidate", help="Beam candidate I to replace")] = None,
-    add: Annotated[bool, typer.Option("--add", help="Add a prompt instead")] = False,
-    drop: Annotated[int | None, typer.Option("--drop", help="Drop beam candidate I")] = None,
-    prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="File with the new prompt")] = None,
-    runs_dir: RunsDirOption = Path("drpo_runs"),
+    edit: EditOption = None,
+    add: AddOption = False,
+    drop: DropOption = None,
+    prompt_file: PromptFileOption = None,
+    runs_dir: RunsDirOption = RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Edit a paused run's beam through update_state; the pending review then shows the change."""
     from drpo.run.supervise import edit_run
 
     def action() -> dict[str, Any]:
-        decisions = decision_from_flags(False, candidate, add, drop, False, prompt_file)
+        decisions = decision_from_flags(False, edit, add, drop, False, prompt_file)
         if not decisions:
-            raise DrpoInputError("give --candidate I, --add or --drop I")
+            raise DrpoInputError("give --edit I, --add or --drop I (with --prompt-file for --edit and --add)")
         return edit_run(run_id, runs_dir, decisions, checkpointer)
 
-    changed = _run_guarded(action, run_id)
+    changed = run_guarded(action, run_id)
     console.print(f"beam now {' '.join(changed['beam'])}; added {' '.join(changed['added']) or 'nothing'}")
 
 
 def fork(
     run_id: Annotated[str, typer.Argument(help="Run to branch from (left untouched)")],
-    depth: Annotated[int, typer.Option("--depth", help="Branch from the checkpoint after this depth's pruning")],
-    new_run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run")] = None,
-    edit: Annotated[int | None, typer.Option("--edit", help="Replace beam candidate I (needs --prompt-file)")] = None,
-    add: Annotated[bool, typer.Option("--add", help="Add a prompt (needs --prompt-file)")] = False,
-    drop: Annotated[int | None, typer.Option("--drop", help="Drop beam candidate I")] = None,
-    prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="File with the new prompt")] = None,
-    review_flag: Annotated[
-        bool | None, typer.Option("--review/--no-review", help="Review the fork after each depth")
-    ] = None,
-    runs_dir: RunsDirOption = Path("drpo_runs"),
+    from_depth: ForkFromOption,
+    new_run_id: RunIdOption = None,
+    edit: EditOption = None,
+    add: AddOption = False,
+    drop: DropOption = None,
+    prompt_file: PromptFileOption = None,
+    review_flag: ReviewOption = None,
+    runs_dir: RunsDirOption = RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Start a new run from an earlier depth of RUN, optionally with an edit, and drive it."""
@@ -258,7 +260,7 @@ def fork(
         return fork_run(
             run_id,
             runs_dir,
-            depth,
+            from_depth,
             decisions=decisions,
             new_run_id=new_run_id,
             checkpointer=checkpointer,
@@ -267,8 +269,8 @@ def fork(
             review=review_flag,
         )
 
-    outcome = _run_guarded(action, run_id)
-    console.print(f"forked run [bold]{outcome.run_id}[/bold] from {run_id} at depth {depth}")
+    outcome = run_guarded(action, run_id)
+    console.print(f"forked run [bold]{outcome.run_id}[/bold] from {run_id} at depth {from_depth}")
     report_outcome(outcome)
 
 

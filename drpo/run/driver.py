@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,34 +15,18 @@ from langgraph.types import Command
 
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
-from drpo.graph.icl_graph import compile_icl_graph
-from drpo.graph.prompt_graph import compile_prompt_graph
 from drpo.graph.review import parse_decisions
+from drpo.run.opening import RUN_KINDS, at_review_point, load_run_settings, open_graph, pending_review_of, record_run
 from drpo.run.services import build_services, preflight
-from drpo.settings import POSTGRES_SCHEMES, Settings, settings_from_dict
-from drpo.store.checkpointer import close_checkpointer, open_checkpointer
+from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
-from drpo.store.postgres import describe_dsn, load_run, save_run, save_status
-from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, new_run_id
+from drpo.store.postgres import save_status
+from drpo.store.records import RunResult, result_summary
+from drpo.store.run_dir import RunDir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 ReviewCallback = Callable[[dict[str, Any]], Any]
-RUN_KINDS = ("prompt", "icl")
-
-
-def _compile(kind: str, saver: BaseCheckpointSaver) -> Any:
-    return compile_prompt_graph(saver) if kind == "prompt" else compile_icl_graph(saver)
-
-
-def _initial_input(kind: str, settings: Settings) -> dict[str, Any]:
-    return {"initial_prompt": settings.search.initial_prompt} if kind == "prompt" else {}
-
-
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    if result.get("kind") == "icl":
-        return {"kind": "icl", "collection": result["collection"]}
-    return {"kind": "prompt", "best_reward": result["best"]["path_value"]}
 
 
 @dataclass
@@ -51,15 +35,24 @@ class RunOutcome:
 
     run_id: str
     run_dir: Path
-    result: dict[str, Any] | None
+    result: RunResult | None
     status: str = "done"
     review: dict[str, Any] | None = None
 
 
-def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
-    if not RUN_ID_PATTERN.match(run_id):
-        raise DrpoInputError(f"invalid run id {run_id!r}")
-    return RunDir(runs_dir / run_id)
+@dataclass(frozen=True)
+class DriveRequest:
+    """One drive of a run: what to run, with which collaborators, and how to answer reviews."""
+
+    kind: str
+    settings: Settings
+    run_dir: RunDir
+    models: dict[str, BaseLanguageModel] | None = None
+    on_progress: ProgressCallback | None = None
+    checkpointer: BaseCheckpointSaver | None = None
+    embedder: Embedder | None = None
+    decision: Any = None
+    on_review: ReviewCallback | None = None
 
 
 @contextmanager
@@ -77,41 +70,6 @@ def _run_logging(run_dir: RunDir) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(previous)
         handler.close()
-
-
-def _recursion_limit(settings: Settings) -> int:
-    depths = settings.search.depth + settings.search.max_depth_increase + 2
-    return depths * 9 + 50
-
-
-def graph_config(settings: Settings, run_id: str) -> dict[str, Any]:
-    return {
-        "configurable": {"thread_id": run_id},
-        "recursion_limit": _recursion_limit(settings),
-        # Our own semaphore caps model calls in flight. LangGraph's pool needs one more worker: with the
-        # custom stream mode it parks a stream waiter on that pool, and a pool of one then deadlocks.
-        "max_concurrency": settings.search.concurrency + 1,
-    }
-
-
-@contextmanager
-def open_graph(
-    kind: str, settings: Settings, run_dir: RunDir, checkpointer: BaseCheckpointSaver | None = None
-) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """The compiled graph on the run's checkpointer, and the run's config (thread id = run id)."""
-    saver = checkpointer or open_checkpointer(settings.checkpointer, run_dir.checkpoints)
-    try:
-        yield _compile(kind, saver), graph_config(settings, run_dir.run_id)
-    finally:
-        if checkpointer is None:
-            close_checkpointer(saver)
-
-
-def pending_review_of(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The review a run waits for (the interrupt's value), or None."""
-    for item in graph.get_state(config).interrupts:
-        return dict(item.value)
-    return None
 
 
 def _update_progress(services: Services, node: str, update: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +113,10 @@ def _stream(
                 on_progress(_update_progress(services, node, update))
 
 
+def _initial_input(kind: str, settings: Settings) -> dict[str, Any]:
+    return {"initial_prompt": settings.search.initial_prompt} if kind == "prompt" else {}
+
+
 def _checked_decision(review: dict[str, Any], decision: Any) -> Any:
     parse_decisions(decision, len(review["beam"]))
     return decision
@@ -170,47 +132,30 @@ def _ask(on_review: ReviewCallback, review: dict[str, Any]) -> Any:
             review = {**review, "error": str(error)}
 
 
-def _drive(
-    kind: str,
-    settings: Settings,
-    run_dir: RunDir,
-    models: dict[str, BaseLanguageModel] | None,
-    on_progress: ProgressCallback | None,
-    checkpointer: BaseCheckpointSaver | None,
-    embedder: Embedder | None,
-    *,
-    decision: Any = None,
-    on_review: ReviewCallback | None = None,
-) -> RunOutcome:
-    lock = hold(run_lock_for(settings.checkpointer, run_dir.lock, run_dir.run_id), run_dir.run_id)
-    if settings.uses_postgres():
-        dsn = settings.checkpointer
-        run_dir = RunDir(run_dir.root, status_mirror=lambda record: save_status(dsn, run_dir.run_id, record))
+def drive(request: DriveRequest) -> RunOutcome:
+    """Drive a recorded run under its lock until it finishes or waits for a review."""
+    run_dir = request.run_dir
+    lock = hold(run_lock_for(request.settings.checkpointer, run_dir.lock, run_dir.run_id), run_dir.run_id)
+    if request.settings.uses_postgres():
+        dsn = request.settings.checkpointer
+        mirrored = RunDir(run_dir.root, status_mirror=lambda record: save_status(dsn, run_dir.run_id, record))
+        request = replace(request, run_dir=mirrored)
     try:
-        return _drive_locked(kind, settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review)
+        return _drive_locked(request)
     finally:
         lock.release()
 
 
-def _drive_locked(
-    kind: str,
-    settings: Settings,
-    run_dir: RunDir,
-    models: dict[str, BaseLanguageModel] | None,
-    on_progress: ProgressCallback | None,
-    checkpointer: BaseCheckpointSaver | None,
-    embedder: Embedder | None,
-    decision: Any,
-    on_review: ReviewCallback | None,
-) -> RunOutcome:
+def _drive_locked(request: DriveRequest) -> RunOutcome:
+    settings, run_dir, decision, on_review = request.settings, request.run_dir, request.decision, request.on_review
     services: Services | None = None
     started = False
     log = logging.getLogger("drpo.run")
-    with _run_logging(run_dir), open_graph(kind, settings, run_dir, checkpointer) as (graph, config):
+    with _run_logging(run_dir), open_graph(request.kind, settings, run_dir, request.checkpointer) as (graph, config):
         try:
             review = pending_review_of(graph, config)
             snapshot = graph.get_state(config)
-            edited = review is None and settings.search.review and tuple(snapshot.next) == ("review",)
+            edited = review is None and at_review_point(settings, snapshot)
             if decision is not None:
                 if review is None and not edited:
                     raise DrpoInputError(f"run {run_dir.run_id} is not waiting for a review")
@@ -219,17 +164,17 @@ def _drive_locked(
                 return _waiting(run_dir, review)
             run_dir.write_status("running")
             started = True
-            services = build_services(settings, run_dir, models, embedder)
+            services = build_services(settings, run_dir, request.models, request.embedder)
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam
-                _stream(graph, None, config, services, on_progress)
+                _stream(graph, None, config, services, request.on_progress)
                 review = pending_review_of(graph, config)
             if review is not None:
                 graph_input = Command(resume=decision if decision is not None else _ask(on_review, review))
             elif not snapshot.values:
-                graph_input = _initial_input(kind, settings)
+                graph_input = _initial_input(request.kind, settings)
             while True:
-                _stream(graph, graph_input, config, services, on_progress)
+                _stream(graph, graph_input, config, services, request.on_progress)
                 review = pending_review_of(graph, config)
                 if review is None:
                     break
@@ -242,7 +187,7 @@ def _drive_locked(
             result = run_dir.read_result()
             if result is None:
                 raise RuntimeError("run finished without writing result.json")
-            run_dir.write_status("done", **_summary(result), transport_retries=services.stats.retries)
+            run_dir.write_status("done", **result_summary(result), transport_retries=services.stats.retries)
             log.info("run %s done", run_dir.run_id)
             return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
         except KeyboardInterrupt:
@@ -274,13 +219,6 @@ def _waiting(run_dir: RunDir, review: dict[str, Any]) -> RunOutcome:
     )
 
 
-def _record_run(settings: Settings, run_dir: RunDir, kind: str, **meta: Any) -> None:
-    """Write the run's settings locally and, for Postgres runs, in the database (for other machines)."""
-    run_dir.create(settings.snapshot(), kind=kind, **meta)
-    if settings.uses_postgres():
-        save_run(settings.checkpointer, run_dir.run_id, kind, settings.snapshot())
-
-
 def optimize(
     settings: Settings,
     *,
@@ -303,36 +241,10 @@ def optimize(
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
     settings = settings.model_copy(update={"run_id": run_id})
     preflight(settings, models)
-    _record_run(settings, run_dir, kind)
-    return _drive(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
-
-
-def _fetch_remote_run(run_dir: RunDir, dsn: str) -> None:
-    """Recreate a Postgres run's local directory from the settings saved in the database
-    (a run started on another machine). Local paths of that machine are not reused."""
-    found = load_run(dsn, run_dir.run_id)
-    if found is None:
-        raise DrpoInputError(f"unknown run {run_dir.run_id!r} in {describe_dsn(dsn)}")
-    kind, config = found
-    config.update(runs_dir=str(run_dir.root.parent), store_dir=None, checkpointer=dsn)
-    run_dir.create(config, kind=kind, fetched_from=describe_dsn(dsn))
-
-
-def load_run_settings(runs_dir: Path, run_id: str, overrides: dict[str, Any] | None = None) -> tuple[Settings, RunDir]:
-    """A run's saved settings; ``overrides`` (a larger budget, say) are validated and saved with them.
-    With a Postgres ``checkpointer`` override, a run unknown here is fetched from the database."""
-    run_dir = run_dir_for(runs_dir, run_id)
-    dsn = str((overrides or {}).get("checkpointer", ""))
-    if not run_dir.exists():
-        if not dsn.startswith(POSTGRES_SCHEMES):
-            raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
-        _fetch_remote_run(run_dir, dsn)
-    data = run_dir.read_config()
-    data["runs_dir"] = str(runs_dir)
-    settings = settings_from_dict(data, overrides)
-    if overrides:
-        _record_run(settings, run_dir, run_dir.kind())
-    return settings, run_dir
+    record_run(settings, run_dir, kind)
+    return drive(
+        DriveRequest(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
+    )
 
 
 def resume(
@@ -349,22 +261,15 @@ def resume(
 ) -> RunOutcome:
     """Continue a run from its last checkpoint; finished branches and calls are not repeated.
 
-    ``decision`` answers the review the run waits for (see ``drpo.nodes.review.ReviewDecision``);
+    ``decision`` answers the review the run waits for (see ``drpo.graph.review.ReviewDecision``);
     ``overrides`` change saved settings first, e.g. ``{"budget": {"max_tokens": 200000}}``."""
     settings, run_dir = load_run_settings(runs_dir, run_id, overrides)
     if settings.checkpointer == "memory" and checkpointer is None:
         raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
-    return _drive(
-        run_dir.kind(),
-        settings,
-        run_dir,
-        models,
-        on_progress,
-        checkpointer,
-        embedder,
-        decision=decision,
-        on_review=on_review,
+    request = DriveRequest(
+        run_dir.kind(), settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review
     )
+    return drive(request)
 
 
 def optimize_icl(settings: Settings, **kwargs: Any) -> RunOutcome:

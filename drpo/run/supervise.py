@@ -7,8 +7,6 @@ so the original run's history is never rewritten.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,61 +14,38 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo.errors import DrpoInputError
 from drpo.graph.review import apply_decisions, beam_summary, parse_decisions
-from drpo.run.driver import (
-    ProgressCallback,
-    ReviewCallback,
-    RunOutcome,
-    _drive,
-    _record_run,
-    graph_config,
-    load_run_settings,
-    open_graph,
-    pending_review_of,
-    run_dir_for,
-)
+from drpo.run.driver import DriveRequest, ProgressCallback, ReviewCallback, RunOutcome, drive
+from drpo.run.opening import at_review_point, graph_config, open_graph, open_run, record_run
 from drpo.run.services import load_seeds, open_journal
 from drpo.settings import Settings
 from drpo.store.postgres import load_status
-from drpo.store.run_dir import RunDir
+from drpo.store.records import RunStatus
+from drpo.store.run_dir import RunDir, run_dir_for
 from drpo.store.run_lock import hold, is_driven, run_lock_for
-
-
-def _overrides(checkpointer: str | None) -> dict[str, Any] | None:
-    return {"checkpointer": checkpointer} if checkpointer else None
-
-
-@contextmanager
-def _prompt_run(
-    run_id: str, runs_dir: Path, checkpointer: str | None, saver: BaseCheckpointSaver | None = None
-) -> Iterator[tuple[Settings, RunDir, Any, dict[str, Any]]]:
-    settings, run_dir = load_run_settings(runs_dir, run_id, _overrides(checkpointer))
-    if run_dir.kind() != "prompt":
-        raise DrpoInputError(f"run {run_id} is an ICL run; reviews, history, edits and forks are for prompt runs")
-    with open_graph("prompt", settings, run_dir, saver) as (graph, config):
-        yield settings, run_dir, graph, config
 
 
 def run_status(
     run_id: str, runs_dir: Path, checkpointer: str | None = None, saver: BaseCheckpointSaver | None = None
-) -> dict[str, Any]:
+) -> RunStatus:
     """running, waiting-for-review, interrupted, failed, budget-exhausted or done, with the depth reached.
     A run whose status says running but whose lock nobody holds was killed: it reads as interrupted."""
-    settings, run_dir = load_run_settings(runs_dir, run_id, _overrides(checkpointer))
-    status = run_dir.read_status()
-    if settings.uses_postgres():  # the database holds the latest status of whichever machine drove it
-        shared = load_status(settings.checkpointer, run_id)
-        if shared is not None and shared.get("updated_at", 0) >= status.get("updated_at", 0):
-            status = shared
-    driven = is_driven(run_lock_for(settings.checkpointer, run_dir.lock, run_id))
-    if status.get("status") == "running" and not driven:
-        status = {**status, "status": "interrupted", "note": "the process driving it is gone; drpo resume continues it"}
-    if not driven and settings.checkpointer != "memory":
-        with open_graph(run_dir.kind(), settings, run_dir, saver) as (graph, config):
-            snapshot = graph.get_state(config)
+    with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver) as run:
+        settings, run_dir = run.settings, run.run_dir
+        status = run_dir.read_status()
+        if settings.uses_postgres():  # the database holds the latest status of whichever machine drove it
+            shared = load_status(settings.checkpointer, run_id)
+            if shared is not None and shared.get("updated_at", 0) >= status.get("updated_at", 0):
+                status = RunStatus(**shared)  # type: ignore[typeddict-item]
+        driven = is_driven(run_lock_for(settings.checkpointer, run_dir.lock, run_id))
+        if status.get("status") == "running" and not driven:
+            status = RunStatus(**status)
+            status["status"] = "interrupted"
+            status["note"] = "the process driving it is gone; drpo resume continues it"
+        if not driven and settings.checkpointer != "memory":
+            snapshot = run.snapshot()
             status["depth"] = snapshot.values.get("depth") if snapshot.values else None
             status["next"] = list(snapshot.next)
-            at_review = settings.search.review and tuple(snapshot.next) == ("review",)
-            if at_review or pending_review_of(graph, config) is not None:
+            if at_review_point(settings, snapshot) or run.pending_review() is not None:
                 status["status"] = "waiting-for-review"
     return status
 
@@ -79,10 +54,11 @@ def pending_review(
     run_id: str, runs_dir: Path, checkpointer: str | None = None, saver: BaseCheckpointSaver | None = None
 ) -> dict[str, Any]:
     """The beam summary a run waits on; a clear error when it is not waiting for a review."""
-    with _prompt_run(run_id, runs_dir, checkpointer, saver) as (settings, run_dir, graph, config):
-        review = pending_review_of(graph, config)
-        snapshot = graph.get_state(config)
-    if review is None and settings.search.review and tuple(snapshot.next) == ("review",):
+    with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver, kind="prompt") as run:
+        review = run.pending_review()
+        snapshot = run.snapshot()
+        settings = run.settings
+    if review is None and at_review_point(settings, snapshot):
         seeds = {seed.id: seed.text for seed in load_seeds(settings)}  # edited, the review node has not re-run yet
         review = beam_summary(snapshot.values, run_id, seeds.__getitem__)
     if review is None:
@@ -106,7 +82,8 @@ def history(
 ) -> list[dict[str, Any]]:
     """One row per finished depth: its checkpoint id, the beam kept and the best reward."""
     rows = []
-    with _prompt_run(run_id, runs_dir, checkpointer, saver) as (settings, _run_dir, graph, config):
+    with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver, kind="prompt") as run:
+        settings, graph, config = run.settings, run.graph, run.config
         reviews = (graph.get_state(config).values or {}).get("reviews", {})  # decided after each snapshot
         for depth, snapshot in sorted(_after_prune_snapshots(graph, config).items()):
             values = snapshot.values
@@ -138,7 +115,8 @@ def edit_run(
 ) -> dict[str, Any]:
     """Apply edits (edit/add/drop decisions) to a run paused at a review point, through ``update_state``.
     The review then shows the edited beam; the original checkpoints stay in the history."""
-    with _prompt_run(run_id, runs_dir, checkpointer, saver) as (settings, run_dir, graph, config):
+    with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver, kind="prompt") as run:
+        settings, run_dir, graph, config = run.settings, run.run_dir, run.graph, run.config
         lock = hold(run_lock_for(settings.checkpointer, run_dir.lock, run_id), run_id)
         try:
             snapshot = graph.get_state(config)
@@ -172,8 +150,9 @@ def fork_run(
 ) -> RunOutcome:
     """Start a new run from ``depth``'s post-pruning checkpoint, optionally edited, and drive it.
     The source run is read, never written."""
-    with _prompt_run(run_id, runs_dir, checkpointer) as (settings, source_dir, graph, config):
-        snapshots = _after_prune_snapshots(graph, config)
+    with open_run(run_id, runs_dir, checkpointer=checkpointer, kind="prompt") as run:
+        settings, source_dir = run.settings, run.run_dir
+        snapshots = _after_prune_snapshots(run.graph, run.config)
         if depth not in snapshots:
             finished = sorted(snapshots)
             raise DrpoInputError(f"run {run_id} has no finished depth {depth} (finished depths: {finished})")
@@ -185,7 +164,7 @@ def fork_run(
     parsed = parse_decisions(decisions, len(values["beam"])) if decisions is not None else None
     search = settings.search if review is None else settings.search.model_copy(update={"review": review})
     fork_settings = settings.model_copy(update={"run_id": fork_id, "search": search})
-    _record_run(fork_settings, fork_dir, "prompt", forked_from={"run_id": run_id, "depth": depth})
+    record_run(fork_settings, fork_dir, "prompt", forked_from={"run_id": run_id, "depth": depth})
     _copy_journal(settings, source_dir, fork_settings, fork_dir)
     values["review_enabled"] = search.review and not decisions
     with open_graph("prompt", fork_settings, fork_dir) as (fork_graph, _config):
@@ -194,7 +173,9 @@ def fork_run(
         if parsed is not None:
             update = apply_decisions(values, parsed)
             fork_graph.update_state(fork_config, update, as_node="review")
-    return _drive("prompt", fork_settings, fork_dir, models, on_progress, None, embedder, on_review=on_review)
+    return drive(
+        DriveRequest("prompt", fork_settings, fork_dir, models, on_progress, embedder=embedder, on_review=on_review)
+    )
 
 
 def _copy_journal(source_settings: Settings, source: RunDir, fork_settings: Settings, fork: RunDir) -> None:

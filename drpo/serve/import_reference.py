@@ -18,7 +18,7 @@ from drpo.scoring import reward_from_scores
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, icl_collection_name, open_chroma_client
-from drpo.store.run_dir import RUN_ID_PATTERN, RunDir, atomic_write_json
+from drpo.store.run_dir import RunDir, run_dir_for
 from drpo.store.seeds import load_icl_file
 
 
@@ -72,8 +72,6 @@ def import_reference(
     embedder: Embedder | None = None,
 ) -> RunDir:
     """Create a finished run from the reference's artifacts, with its ICL examples in Chroma."""
-    if not RUN_ID_PATTERN.match(run_id):
-        raise DrpoInputError(f"invalid run id {run_id!r}")
     if not model_dir.is_dir():
         raise DrpoInputError(f"reference directory not found: {model_dir}")
     output_json, output_txt = model_dir / "output.json", model_dir / "output.txt"
@@ -84,7 +82,7 @@ def import_reference(
     if not final:
         raise DrpoInputError(f"{output_txt} is empty")
     examples = load_icl_file(find_icl_file(model_dir, icl_file))
-    run_dir = RunDir(runs_dir / run_id)
+    run_dir = run_dir_for(runs_dir, run_id)
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {runs_dir}")
     settings = Settings(runs_dir=runs_dir, run_id=run_id)
@@ -147,6 +145,6 @@ def import_reference(
         embedder or Embedder(settings.embedding_model),
     )
     store.add(examples, metadata=[{"source_run": run_id, "imported": True} for _ in examples])
-    atomic_write_json(run_dir.result, result)
+    run_dir.write_result(result)  # type: ignore[arg-type]
     run_dir.write_status("done", kind="prompt", imported=True)
     return run_dir

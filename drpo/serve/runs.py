@@ -10,7 +10,7 @@ from drpo.errors import DrpoInputError
 from drpo.settings import settings_from_dict
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, chroma_client_for
-from drpo.store.run_dir import RUN_ID_PATTERN, RunDir
+from drpo.store.run_dir import find_run
 
 
 @dataclass
@@ -20,18 +20,6 @@ class ServedRun:
     store: IclStore
     k: int
     base_mode: str
-
-
-def find_run(run: Path, runs_dir: Path) -> RunDir:
-    """A run by directory path, or by id under ``runs_dir``."""
-    if (run / "config.yaml").is_file():
-        return RunDir(run)
-    if not RUN_ID_PATTERN.match(str(run)):
-        raise DrpoInputError(f"no run at {run}")
-    found = RunDir(runs_dir / str(run))
-    if not found.exists():
-        raise DrpoInputError(f"unknown run {str(run)!r} in {runs_dir}")
-    return found
 
 
 def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = None) -> ServedRun:
@@ -44,7 +32,7 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
     if not name:
         raise DrpoInputError(f"{run_dir.result} names no ICL collection")
     settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
-    store_dir = settings.store_dir if settings.store_dir is not None else run_dir.root.parent / ".store"
+    store_dir = settings.resolved_store_dir()
     embedder = embedder or Embedder(serving.get("embedding_model", settings.embedding_model))
     try:
         store = IclStore.open_existing(chroma_client_for(settings.chroma_url, store_dir), name, embedder)

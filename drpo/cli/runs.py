@@ -1,0 +1,280 @@
+"""Commands that start, continue and read optimization runs: optimize, resume, runs, show, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from drpo.cli.common import ProgressPrinter, console, fmt, print_result, run_guarded
+from drpo.cli.icl import IclProgressPrinter, print_icl_result
+from drpo.cli.options import (
+    BeamWidthOption,
+    CacheOption,
+    CheckpointerOption,
+    ChromaUrlOption,
+    ConcurrencyOption,
+    ConfigOption,
+    DepthOption,
+    DryRunOption,
+    IclCollectionOption,
+    IclKOption,
+    LocalModelOption,
+    MaxCostOption,
+    MaxDepthIncreaseOption,
+    MaxTokensOption,
+    NewRunsDirOption,
+    NumActionsOption,
+    PathAggregatorOption,
+    QueriesPerDepthOption,
+    ReviewOption,
+    RunIdOption,
+    RunsDirOption,
+    SeedFileOption,
+    SeedFormatOption,
+    SeedOption,
+)
+from drpo.cli.supervise import interactive_review, is_interactive, report_outcome
+from drpo.errors import DrpoInputError
+from drpo.settings import Settings, settings_from_flags
+from drpo.store.records import RunResult
+
+RUNS_DIR = Path("drpo_runs")
+
+
+def optimize(
+    config: ConfigOption = None,
+    run_id: RunIdOption = None,
+    runs_dir: NewRunsDirOption = None,
+    beam_width: BeamWidthOption = None,
+    num_actions: NumActionsOption = None,
+    depth: DepthOption = None,
+    max_depth_increase: MaxDepthIncreaseOption = None,
+    icl_k: IclKOption = None,
+    queries_per_depth: QueriesPerDepthOption = None,
+    seed: SeedOption = None,
+    concurrency: ConcurrencyOption = None,
+    path_aggregator: PathAggregatorOption = None,
+    seed_file: SeedFileOption = None,
+    seed_format: SeedFormatOption = None,
+    local_model: LocalModelOption = None,
+    checkpointer: CheckpointerOption = None,
+    chroma_url: ChromaUrlOption = None,
+    review: ReviewOption = None,
+    icl_collection: IclCollectionOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    dry_run: DryRunOption = False,
+    cache: CacheOption = None,
+) -> None:
+    """Start a new optimization run."""
+    from drpo.run.driver import optimize as run_optimize
+    from drpo.store.run_dir import new_run_id
+
+    holder: dict[str, Any] = {"run_id": None}
+
+    def action() -> Any:
+        flags = {
+            "run_id": run_id,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+            "seed_file": str(seed_file) if seed_file else None,
+            "seed_format": seed_format,
+            "checkpointer": checkpointer,
+            "chroma_url": chroma_url,
+            "icl_collection": icl_collection,
+            "search": {
+                "beam_width": beam_width,
+                "num_actions": num_actions,
+                "depth": depth,
+                "max_depth_increase": max_depth_increase,
+                "icl_k": icl_k,
+                "queries_per_depth": queries_per_depth,
+                "seed": seed,
+                "concurrency": concurrency,
+                "path_aggregator": path_aggregator,
+                "review": review,
+            },
+            "budget": {"max_tokens": max_tokens, "max_cost": max_cost},
+            "cache": {"enabled": cache},
+        }
+        settings = settings_from_flags(config, flags, local_model)
+        if dry_run:
+            print_plan(settings)
+            return None
+        settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
+        console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+        holder["run_id"] = settings.run_id
+        on_review = interactive_review if is_interactive() else None
+        return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
+
+    outcome = run_guarded(action, holder)
+    if outcome is not None:
+        report_outcome(outcome)
+
+
+def print_plan(settings: Settings) -> None:
+    """The dry run's table: calls per role, tokens and cost."""
+    from drpo.run.plan import plan_run
+
+    plan = plan_run(settings)
+    low, high = plan["depths"]
+    console.print(f"dry run: {low} depths expected, at most {high}; nothing is called")
+    table = Table("role", "calls", "upper bound", "input tokens", "output tokens", "cost")
+    for role, entry in plan["roles"].items():
+        cost = "-" if entry["cost"] is None else f"${entry['cost']:.4f}"
+        table.add_row(
+            role,
+            str(entry["calls"]),
+            str(entry["calls_upper_bound"]),
+            f"{entry['input_tokens']:,}",
+            f"{entry['output_tokens']:,}",
+            cost,
+        )
+    console.print(table)
+    cost = "unknown (no prices configured)" if plan["cost"] is None else f"${plan['cost']:.4f}"
+    console.print(
+        f"estimated tokens {plan['tokens']:,}, estimated cost {cost}; "
+        f"{plan['cached_aspect_selections']} aspect selections already cached"
+    )
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="Run to continue")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    checkpointer: CheckpointerOption = None,
+) -> None:
+    """Continue an interrupted, failed or budget-exhausted run from its last checkpoint."""
+    from drpo.run.driver import resume as run_resume
+    from drpo.run.opening import load_run_settings
+
+    budget = {key: value for key, value in {"max_tokens": max_tokens, "max_cost": max_cost}.items() if value}
+    overrides: dict[str, Any] = {"budget": budget} if budget else {}
+    if checkpointer:
+        overrides["checkpointer"] = checkpointer
+    kind = run_guarded(lambda: load_run_settings(runs_dir, run_id, overrides)[1].kind(), run_id)
+    console.print(f"resuming run [bold]{run_id}[/bold]")
+    printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()
+    on_review = interactive_review if is_interactive() else None
+    outcome = run_guarded(
+        lambda: run_resume(run_id, runs_dir, on_progress=printer, overrides=overrides or None, on_review=on_review),
+        run_id,
+    )
+    if kind == "icl":
+        print_icl_result(outcome.result)
+        console.print(f"saved to {outcome.run_dir / 'result.json'}")
+    else:
+        report_outcome(outcome)
+
+
+def list_runs(runs_dir: RunsDirOption = RUNS_DIR) -> None:
+    """List runs and their status."""
+    from drpo.store.run_dir import list_runs as runs_in
+
+    table = Table("run id", "kind", "status", "best path value", "depths")
+    for run in runs_in(runs_dir):
+        status = run.read_status()
+        result = run.read_result()
+        prompt_result: RunResult | None = result if result and "best" in result else None  # type: ignore[assignment]
+        table.add_row(
+            run.run_id,
+            run.kind(),
+            status.get("status", "unknown"),
+            fmt(prompt_result["best"]["path_value"]) if prompt_result else "-",
+            str(prompt_result["depths_run"]) if prompt_result else "-",
+        )
+    console.print(table)
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run to show")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """Show a run's best prompt and its per-depth table."""
+    from drpo.run.opening import checkpoint_values, depth_rows
+    from drpo.store.run_dir import find_run
+
+    def action() -> None:
+        run = find_run(run_id, runs_dir)
+        if run.kind() == "icl":
+            raise DrpoInputError(f"run {run_id} is an ICL run; use: drpo icl show {run_id}")
+        status = run.read_status().get("status", "unknown")
+        result: RunResult | None = run.read_result()  # type: ignore[assignment]
+        console.print(f"run [bold]{run_id}[/bold]: {status}")
+        table = Table("depth", "queries", "candidates", "best reward", "best path value", "beam")
+        if result is not None:
+            for depth_record in result["depths"]:
+                kept = [c for c in depth_record["candidates"] if c["kept"]]
+                table.add_row(
+                    str(depth_record["depth"]),
+                    str(len(depth_record["queries"])),
+                    str(len(depth_record["candidates"])),
+                    fmt(max((c["reward"] for c in kept if c["reward"] is not None), default=None)),
+                    fmt(kept[0]["path_value"] if kept else None),
+                    " ".join(depth_record["beam"]),
+                )
+            console.print(table)
+            print_result(result)
+            return
+        for row in depth_rows(checkpoint_values(run)):
+            ranked = row["ranked"]
+            rewards = [entry["reward"] for entry in ranked if entry["reward"] is not None]
+            table.add_row(
+                str(row["depth"]),
+                str(len(row["queries"])),
+                str(row["candidates"]),
+                fmt(max(rewards, default=None)),
+                fmt(ranked[0]["path_value"] if ranked else None),
+                "",
+            )
+        console.print(table)
+        console.print("no result yet; continue with: drpo resume " + run_id)
+
+    run_guarded(action, None)
+
+
+def export(
+    run_id: Annotated[str, typer.Argument(help="Run to export")],
+    fmt_name: Annotated[str, typer.Option("--format", "-f", help="json or txt")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """Export a finished run's result (json) or its best prompt (txt)."""
+    from drpo.store.run_dir import find_run
+
+    def action() -> None:
+        if fmt_name not in {"json", "txt"}:
+            raise DrpoInputError(f"unknown export format {fmt_name!r}: use json or txt")
+        run = find_run(run_id, runs_dir)
+        result = run.read_result()
+        if result is None:
+            raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
+        if fmt_name == "txt" and "best_prompt" not in result:
+            raise DrpoInputError(f"run {run_id} is an ICL run; export it as json")
+        text = (
+            json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+            if fmt_name == "json"
+            else result["best_prompt"] + "\n"  # type: ignore[typeddict-item]
+        )
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as error:
+                raise DrpoInputError(f"cannot write {output}: {error.strerror}") from None
+
+    run_guarded(action, None)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(optimize)
+    app.command()(resume)
+    app.command("runs")(list_runs)
+    app.command()(show)
+    app.command()(export)
