@@ -13,9 +13,9 @@ from pathlib import Path
 
 from drpo.graph.context import Services, set_services_factory
 from drpo.graph.prompt_graph import build_prompt_graph
-from drpo.store.run_dir import run_dir_for
 from drpo.run.services import build_services, preflight
 from drpo.settings import load_settings
+from drpo.store.run_dir import run_dir_for
 
 _services: dict[str, Services] = {}
 _lock = threading.Lock()

@@ -24,11 +24,11 @@ def value_of(state: PromptOptState, candidate_id: str, aggregator: str) -> float
     return path_value([reward_of(state, node) for node in path], aggregator)
 
 
-def stop_reason(state: PromptOptState, services_width: int) -> str | None:
+def stop_reason(state: PromptOptState, queries_per_depth: int) -> str | None:
     depth = state["depth"]
     if depth >= state["max_depth"]:
         return "reached max depth"
-    if (depth + 1) * services_width > len(state["query_order"]):
+    if (depth + 1) * queries_per_depth > len(state["query_order"]):
         return "seed queries exhausted"
     return None
 

@@ -8,8 +8,9 @@ plain saver (channel values inline) still load.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata, CheckpointTuple
@@ -97,3 +98,50 @@ class NormalizedSqliteSaver(SqliteSaver):
         super().delete_thread(thread_id)
         with self.cursor() as cur:
             cur.execute("DELETE FROM checkpoint_blobs WHERE thread_id = ?", (str(thread_id),))
+
+    def get_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> NoReturn:
+        """Refused: the parent's fast path reads channel values from the checkpoint rows, which this saver
+        keeps empty (values live in ``checkpoint_blobs``), so it would silently return nothing."""
+        raise NotImplementedError(
+            "NormalizedSqliteSaver does not support get_delta_channel_history (DeltaChannel); "
+            "use LangGraph's SqliteSaver or the Postgres saver for graphs with delta channels"
+        )
+
+    async def aget_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, Any]:
+        return self.get_delta_channel_history(config=config, channels=channels)
+
+    # Async methods: the same statements on a worker thread (the saver serializes access to its connection),
+    # so async graphs and LangGraph's conformance suite can use this saver too.
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        page = await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for saved in page:
+            yield saved
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+

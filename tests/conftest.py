@@ -81,3 +81,28 @@ def make_settings(tmp_path: Path):
         return settings_from_dict(data)
 
     return factory
+
+
+# Tests that start real server processes (PostgreSQL, Chroma, langgraph dev, the fake provider over HTTP,
+# CLI subprocesses against it) or run the embedded model: ``make test-fast`` deselects both marks.
+SERVER_MODULES = {
+    "test_cli",
+    "test_cli_review",
+    "test_faults",
+    "test_langgraph_server",
+    "test_shared_stores",
+    "test_response_cache",
+    "test_packaging",
+}
+EMBEDDED_MODULES = {"test_embedded"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in EMBEDDED_MODULES:
+            item.add_marker(pytest.mark.embedded)
+        uses_postgres = {"postgres_dsn", "postgres_server"} & set(getattr(item, "fixturenames", ()))
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("checkpointer")
+        if module in SERVER_MODULES or uses_postgres or param == "postgres":
+            item.add_marker(pytest.mark.server)

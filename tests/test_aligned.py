@@ -175,3 +175,45 @@ def test_an_empty_collection_is_a_clear_error(tmp_path: Path, finished, embedder
     client.delete_collection(name)
     with pytest.raises(DrpoInputError, match="not found"):
         AlignedChatModel.from_run("served", ScriptedChatModel(), runs_dir=copy, embedder=embedder)
+
+
+def test_a_completion_run_keeps_its_format_on_a_chat_model(tmp_path: Path, embedder: Embedder) -> None:
+    """The recorded base mode wins: a chat model wrapped around a completion-optimized run gets the exact
+    completion text it was optimized with (as one user message), not a chat transcript."""
+    from drpo.settings import settings_from_dict
+
+    settings = settings_from_dict(
+        {"runs_dir": str(tmp_path / "runs"), "search": {"depth": 1}, "roles": {"base": {"mode": "completion"}}}
+    )
+    base = ScriptedCompletionModel()
+    outcome = run(settings, {**roles(ScriptedChatModel()), "base": base}, embedder, "completion-mode")
+    query = outcome.result["depths"][-1]["queries"][0]["text"]
+    chat = ScriptedChatModel()
+    aligned = AlignedChatModel.from_run(outcome.run_dir, chat, embedder=embedder)
+    assert aligned.mode == "completion"
+    request = aligned.build_request([HumanMessage(content=query)])
+    assert isinstance(request, str) and request in base.prompts
+    forced = AlignedChatModel.from_run(outcome.run_dir, chat, embedder=embedder, mode="chat")
+    assert isinstance(forced.build_request([HumanMessage(content=query)]), list)
+
+
+def test_tools_are_bound_through_the_wrapped_model(finished, embedder: Embedder) -> None:
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def lookup(city: str) -> str:
+        """Weather for a city."""
+        return city
+
+    outcome, _model, _runs = finished
+    wrapped = ChatOpenAI(model="gpt-4o-mini", api_key="sk-not-used")
+    aligned = AlignedChatModel.from_run(outcome.run_dir, wrapped, embedder=embedder)
+    bound = aligned.bind_tools([lookup], tool_choice="lookup")
+    assert bound.kwargs["tools"][0]["function"]["name"] == "lookup"  # formatted by the wrapped model
+    assert bound.kwargs["tool_choice"]["function"]["name"] == "lookup"
+    assert aligned._get_ls_params()["ls_model_name"] == "gpt-4o-mini"
+    with pytest.warns(UserWarning, match="optimized for a chat model"):
+        on_completion = AlignedChatModel.from_run(outcome.run_dir, ScriptedCompletionModel(), embedder=embedder)
+    with pytest.raises(NotImplementedError, match="completion model"):
+        on_completion.bind_tools([lookup])

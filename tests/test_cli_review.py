@@ -102,7 +102,12 @@ def test_review_cycle_from_the_cli(server, tmp_path: Path) -> None:
 
 
 def test_unknown_runs_and_bad_fork_depths_exit_2(server, tmp_path: Path) -> None:
-    for command in (("status", "ghost"), ("history", "ghost"), ("review", "ghost"), ("fork", "ghost", "--from-depth", "1")):
+    for command in (
+        ("status", "ghost"),
+        ("history", "ghost"),
+        ("review", "ghost"),
+        ("fork", "ghost", "--from-depth", "1"),
+    ):
         done = drpo(*command, "--runs-dir", "runs", cwd=tmp_path)
         assert done.returncode == 2 and "unknown run 'ghost'" in done.stderr
 

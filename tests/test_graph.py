@@ -30,7 +30,8 @@ def test_search_shape_and_call_counts_match_the_paper(make_settings, embedder: E
     assert result["usage"]["evaluator"]["calls"] == tasks["evaluate"]
     assert tasks["aspects"] == 4  # one selection per depth's query
     assert [len(d["beam"]) for d in result["depths"]] == [1, 2, 2, 2]
-    assert skipped + tasks["transition"] // 1 >= 0
+    expanded = sum(len(depth["beam"]) for depth in result["depths"][:-1])  # the last depth is not expanded
+    assert tasks["transition"] == 3 * (expanded - skipped)  # M proposals per expanded node, none for a skip
     best = result["best"]
     assert result["best_prompt"] == next(
         c["prompt"] for c in result["depths"][-1]["candidates"] if c["id"] == best["candidate_id"]

@@ -15,6 +15,7 @@ from typing import Any
 from drpo.judge.aspects import FALLBACK_ASPECTS
 from drpo.llm.pricing import call_cost
 from drpo.llm.providers import model_identity
+from drpo.llm.usage import estimate_tokens
 from drpo.prompts import ASPECT_SELECTION, EVALUATION, PROMPT_TRANSITION, aspect_definitions, render, template_hash
 from drpo.prompts.texts import aspect_list_text, eval_skeleton
 from drpo.run.services import load_icl, load_seeds
@@ -29,10 +30,6 @@ def frontier_sizes(depths: int, width: int, actions: int) -> list[int]:
     for _ in range(depths - 1):
         sizes.append(min(width, sizes[-1]) * actions)
     return sizes
-
-
-def _tokens(text: str) -> int:
-    return max(1, len(text) // 4)
 
 
 def plan_run(settings: Settings) -> dict[str, Any]:
@@ -67,11 +64,11 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     definitions = {name: aspect_definitions()[name] for name in aspects}
     prompt_chars = 1200
     inputs = {
-        "aspect_selector": _tokens(
+        "aspect_selector": estimate_tokens(
             render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
         ),
-        "base": _tokens("p" * prompt_chars + query) + search.icl_k * _tokens("e" * example_chars),
-        "evaluator": _tokens(
+        "base": estimate_tokens("p" * prompt_chars + query) + search.icl_k * estimate_tokens("e" * example_chars),
+        "evaluator": estimate_tokens(
             render(
                 EVALUATION,
                 query=query,
@@ -81,7 +78,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
                 eval_skeleton=eval_skeleton(aspects),
             )
         ),
-        "optimizer": _tokens(
+        "optimizer": estimate_tokens(
             render(
                 PROMPT_TRANSITION,
                 current_prompt="p" * prompt_chars,

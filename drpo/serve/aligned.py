@@ -13,15 +13,18 @@ user message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from langchain_core.runnables import Runnable
+from pydantic import ConfigDict, Field, model_validator
 
 from drpo.prompts import COMPLETION_STOP_SEQUENCES
 from drpo.serve.formatter import clean_completion, format_base_input
@@ -51,6 +54,19 @@ class AlignedChatModel(BaseChatModel):
     retriever: Any = Field(default=None, exclude=True, description="IclStore used for retrieval")
     k: int = Field(2, ge=0, description="Examples retrieved per request")
     run_id: str = ""
+    base_mode: Literal["chat", "completion"] | None = Field(
+        None, description="Input format the run was optimized with (default: the wrapped model's kind)"
+    )
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> AlignedChatModel:
+        if self.base_mode == "chat" and not self.is_chat:
+            warnings.warn(
+                f"run {self.run_id or '?'} was optimized for a chat model but wraps a completion model: "
+                "its input is sent in the completion format instead",
+                stacklevel=2,
+            )
+        return self
 
     @property
     def _llm_type(self) -> str:
@@ -59,6 +75,44 @@ class AlignedChatModel(BaseChatModel):
     @property
     def is_chat(self) -> bool:
         return isinstance(self.llm, BaseChatModel)
+
+    @property
+    def mode(self) -> Literal["chat", "completion"]:
+        """The input format sent: the run's recorded mode, unless the wrapped model cannot take it.
+        A chat model takes the completion format as one user message, so a completion-optimized run
+        keeps its exact input on a chat model too."""
+        if self.base_mode == "completion" or not self.is_chat:
+            return "completion"
+        return "chat"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Traces name the wrapped model, so LangSmith shows what actually answered."""
+        params = LangSmithParams(ls_provider="drpo", ls_model_type="chat")
+        name = kwargs.get("model") or getattr(self.llm, "model_name", None) or getattr(self.llm, "model", None)
+        params["ls_model_name"] = str(name) if name else "drpo-aligned"
+        for key in ("temperature", "max_tokens"):
+            value = getattr(self.llm, key, None)
+            if isinstance(value, int | float):
+                params[f"ls_{key}"] = value  # type: ignore[literal-required]
+        if stop:
+            params["ls_stop"] = stop
+        return params
+
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Tools go to the wrapped chat model; the optimized prompt and examples still go first."""
+        if not self.is_chat:
+            raise NotImplementedError("the wrapped completion model cannot call tools")
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        wrapped = self.llm.bind_tools(tools, **kwargs)  # type: ignore[attr-defined]
+        # The wrapped model formats the tools its own way; the aligned model forwards those call kwargs.
+        return self.bind(**getattr(wrapped, "kwargs", {}))
+
+    @property
+    def _target(self) -> Any:
+        return self.llm
 
     @classmethod
     def from_run(
@@ -69,8 +123,10 @@ class AlignedChatModel(BaseChatModel):
         runs_dir: str | Path = "drpo_runs",
         k: int | None = None,
         embedder: Any = None,
+        mode: Literal["chat", "completion"] | None = None,
     ) -> AlignedChatModel:
-        """Load a finished run by id (under ``runs_dir``) or by its directory."""
+        """Load a finished run by id (under ``runs_dir``) or by its directory. The input format is the
+        one the run was optimized with (``mode`` overrides it)."""
         from drpo.serve.runs import open_run_for_serving
 
         served = open_run_for_serving(Path(run), Path(runs_dir), embedder=embedder)
@@ -80,6 +136,7 @@ class AlignedChatModel(BaseChatModel):
             retriever=served.store,
             k=served.k if k is None else k,
             run_id=served.run_id,
+            base_mode=mode or served.base_mode,  # type: ignore[arg-type]
         )
 
     def examples_for(self, query: str) -> list[IclExample]:
@@ -91,7 +148,7 @@ class AlignedChatModel(BaseChatModel):
         """Exactly what the wrapped model receives for this conversation."""
         systems, history, query = split_conversation(messages)
         system = "\n\n".join([self.system_prompt, *systems])
-        mode = "chat" if self.is_chat else "completion"
+        mode = self.mode
         built = format_base_input(system, self.examples_for(query), query, mode)
         if mode == "completion":
             return built.text
@@ -99,19 +156,20 @@ class AlignedChatModel(BaseChatModel):
         return [*chat[:-1], *history, chat[-1]]
 
     def _stops(self, stop: list[str] | None) -> list[str] | None:
-        if self.is_chat:
+        if self.mode == "chat":
             return stop
         return [*COMPLETION_STOP_SEQUENCES, *(stop or [])]
 
     def _to_result(self, output: Any) -> ChatResult:
-        if isinstance(output, BaseMessage):
-            message = AIMessage(
-                content=output.content,
-                response_metadata=getattr(output, "response_metadata", {}),
-                usage_metadata=getattr(output, "usage_metadata", None),
-            )
+        if isinstance(output, AIMessage) and self.mode == "chat":
+            message = output  # content, tool calls, usage and metadata as the wrapped model gave them
         else:
-            message = AIMessage(content=clean_completion(str(output)))
+            text = output.content if isinstance(output, BaseMessage) else output
+            message = AIMessage(
+                content=clean_completion(str(text)),
+                usage_metadata=getattr(output, "usage_metadata", None),
+                response_metadata=getattr(output, "response_metadata", {}) or {},
+            )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
@@ -122,7 +180,7 @@ class AlignedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self.build_request(messages)
-        output = self.llm.invoke(request, stop=self._stops(stop), **kwargs)
+        output = self._target.invoke(request, stop=self._stops(stop), **kwargs)
         return self._to_result(output)
 
     async def _agenerate(
@@ -133,7 +191,7 @@ class AlignedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = await asyncio.to_thread(self.build_request, messages)
-        output = await self.llm.ainvoke(request, stop=self._stops(stop), **kwargs)
+        output = await self._target.ainvoke(request, stop=self._stops(stop), **kwargs)
         return self._to_result(output)
 
     def _stream(
@@ -144,13 +202,12 @@ class AlignedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self.build_request(messages)
-        cutter = _EndMarkerCutter(active=not self.is_chat)
-        for piece in self.llm.stream(request, stop=self._stops(stop), **kwargs):
-            text = cutter.feed(_piece_text(piece))
-            if text:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        cutter = _EndMarkerCutter(active=self.mode == "completion")
+        for piece in self._target.stream(request, stop=self._stops(stop), **kwargs):
+            chunk = self._chunk(piece, cutter)
+            if chunk is not None:
                 if run_manager:
-                    run_manager.on_llm_new_token(text, chunk=chunk)
+                    run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
                 yield chunk
             if cutter.done:
                 break
@@ -165,18 +222,28 @@ class AlignedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = await asyncio.to_thread(self.build_request, messages)
-        cutter = _EndMarkerCutter(active=not self.is_chat)
-        async for piece in self.llm.astream(request, stop=self._stops(stop), **kwargs):
-            text = cutter.feed(_piece_text(piece))
-            if text:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
+        cutter = _EndMarkerCutter(active=self.mode == "completion")
+        async for piece in self._target.astream(request, stop=self._stops(stop), **kwargs):
+            chunk = self._chunk(piece, cutter)
+            if chunk is not None:
                 if run_manager:
-                    await run_manager.on_llm_new_token(text, chunk=chunk)
+                    await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
                 yield chunk
             if cutter.done:
                 break
         if tail := cutter.flush():
             yield ChatGenerationChunk(message=AIMessageChunk(content=tail))
+
+    def _chunk(self, piece: Any, cutter: _EndMarkerCutter) -> ChatGenerationChunk | None:
+        """One streamed piece: chat chunks pass through whole (tool-call chunks and usage included);
+        completion text is cut at the end marker."""
+        if isinstance(piece, AIMessageChunk) and not cutter.active:
+            return ChatGenerationChunk(message=piece)
+        text = cutter.feed(_piece_text(piece))
+        usage = getattr(piece, "usage_metadata", None)
+        if not text and not usage:
+            return None
+        return ChatGenerationChunk(message=AIMessageChunk(content=text, usage_metadata=usage))
 
 
 def _piece_text(piece: Any) -> str:
