@@ -4,13 +4,56 @@ and how a decision changes the search state (used by the review node, supervisio
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drpo.errors import DrpoInputError
 from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState
 from drpo.scoring import eval_key
+
+
+class ReviewQuery(TypedDict):
+    id: str
+    text: str
+    aspects: list[str]
+
+
+class ReviewVerdict(TypedDict):
+    query_id: str
+    scores: dict[str, int]
+    rationales: dict[str, str]
+    reward: float | None
+    answer_preview: str
+
+
+class ReviewBeamEntry(TypedDict):
+    index: int
+    id: str
+    origin: str
+    prompt: str
+    reward: float | None
+    path_value: float | None
+    evaluations: list[ReviewVerdict]
+
+
+class PendingPrompt(TypedDict):
+    id: str
+    prompt: str
+
+
+class ReviewSummary(TypedDict):
+    """What a reviewer sees at a review interrupt (the interrupt's value)."""
+
+    run_id: str
+    depth: int
+    max_depth: int
+    queries: list[ReviewQuery]
+    beam: list[ReviewBeamEntry]
+    pending_human_prompts: list[PendingPrompt]
+    actions: list[str]
+    error: NotRequired[str]
+
 
 ReviewAction = Literal["accept", "edit", "add", "drop", "stop"]
 MAX_INVALID_DECISIONS = 20
@@ -57,7 +100,7 @@ def parse_decisions(value: Any, beam_size: int) -> list[ReviewDecision]:
     return decisions
 
 
-def beam_summary(state: PromptOptState, run_id: str, query_text: Callable[[str], str]) -> dict[str, Any]:
+def beam_summary(state: PromptOptState, run_id: str, query_text: Callable[[str], str]) -> ReviewSummary:
     """What the reviewer sees: the beam with scores, rationales, the queries and answer previews."""
     depth = state["depth"]
     ranked = {entry["id"]: entry for entry in state["beams"][str(depth)]}
@@ -70,38 +113,38 @@ def beam_summary(state: PromptOptState, run_id: str, query_text: Callable[[str],
             verdict = state["evaluations"].get(eval_key(candidate_id, query_id))
             if verdict is not None:
                 evaluations.append(
-                    {
-                        "query_id": query_id,
-                        "scores": verdict["scores"],
-                        "rationales": verdict["rationales"],
-                        "reward": verdict["reward"],
-                        "answer_preview": verdict["answer_preview"],
-                    }
+                    ReviewVerdict(
+                        query_id=query_id,
+                        scores=verdict["scores"],
+                        rationales=verdict["rationales"],
+                        reward=verdict["reward"],
+                        answer_preview=verdict["answer_preview"],
+                    )
                 )
         beam.append(
-            {
-                "index": index,
-                "id": candidate_id,
-                "origin": record["origin"],
-                "prompt": record["prompt"],
-                "reward": ranked[candidate_id]["reward"],
-                "path_value": ranked[candidate_id]["path_value"],
-                "evaluations": evaluations,
-            }
+            ReviewBeamEntry(
+                index=index,
+                id=candidate_id,
+                origin=record["origin"],
+                prompt=record["prompt"],
+                reward=ranked[candidate_id]["reward"],
+                path_value=ranked[candidate_id]["path_value"],
+                evaluations=evaluations,
+            )
         )
     pending = [record for record in state.get("proposals", []) if record["origin"] == "human"]
-    return {
-        "run_id": run_id,
-        "depth": depth,
-        "max_depth": state["max_depth"],
-        "queries": [
-            {"id": query_id, "text": query_text(query_id), "aspects": state["aspects"][query_id]["aspects"]}
+    return ReviewSummary(
+        run_id=run_id,
+        depth=depth,
+        max_depth=state["max_depth"],
+        queries=[
+            ReviewQuery(id=query_id, text=query_text(query_id), aspects=state["aspects"][query_id]["aspects"])
             for query_id in query_ids
         ],
-        "beam": beam,
-        "pending_human_prompts": [{"id": record["id"], "prompt": record["prompt"]} for record in pending],
-        "actions": ["accept", "edit", "add", "drop", "stop"],
-    }
+        beam=beam,
+        pending_human_prompts=[PendingPrompt(id=record["id"], prompt=record["prompt"]) for record in pending],
+        actions=["accept", "edit", "add", "drop", "stop"],
+    )
 
 
 def human_candidate(depth: int, number: int, prompt: str, parent: str, note: str) -> CandidateRecord:

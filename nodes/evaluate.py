@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import EvaluationEvent, emit
 from drpo.graph.state import PREVIEW_CHARS, EvalRecord, EvaluatePayload, usage_update
 from drpo.judge.verdict import evaluation_failure, judge_answer
 
@@ -39,5 +39,9 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
     }
     if verdict.reward is None:
         update["failures"] = [evaluation_failure(payload["depth"], payload["answer_id"], verdict)]
-    emit("evaluation", depth=payload["depth"], candidate=payload["candidate"], reward=verdict.reward)
+    emit(
+        EvaluationEvent(
+            event="evaluation", depth=payload["depth"], candidate=payload["candidate"], reward=verdict.reward
+        )
+    )
     return update

@@ -12,7 +12,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, Services, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import FinishedEvent, emit
 from drpo.graph.state import PromptOptState
 from drpo.llm.pricing import cost_of
 from drpo.scoring import eval_key
@@ -124,5 +124,11 @@ def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, 
     result = build_result(state, services)
     write_answers(services)
     services.run_dir.write_result(result)
-    emit("finished", best_candidate=result["best"]["candidate_id"], path_value=result["best"]["path_value"])
+    emit(
+        FinishedEvent(
+            event="finished",
+            best_candidate=result["best"]["candidate_id"],
+            path_value=result["best"]["path_value"],
+        )
+    )
     return {"best": {"candidate_id": result["best"]["candidate_id"], "prompt": result["best_prompt"]}}

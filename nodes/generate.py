@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import AnswerEvent, emit
 from drpo.graph.state import GeneratePayload, usage_update
 from drpo.scoring import eval_key
 from drpo.serve.formatter import clean_completion, format_base_input
@@ -33,5 +33,5 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[st
             "answer": answer,
         },
     )
-    emit("answer", depth=payload["depth"], candidate=payload["candidate"], query=payload["query"])
+    emit(AnswerEvent(event="answer", depth=payload["depth"], candidate=payload["candidate"], query=payload["query"]))
     return usage_update(payload["depth"], {"base": call.usage})

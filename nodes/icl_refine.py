@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, Services, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import IclRoundEvent, emit
 from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
 from drpo.judge.aspects import select_aspects_for
 from drpo.judge.verdict import Verdict, evaluation_failure, judge_answer
@@ -130,12 +130,14 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
         example.update(done=True, stop_reason="reached max rounds")
     update: dict[str, Any] = {"examples": {example["id"]: example}, "failures": failures}
     emit(
-        "icl_round",
-        example=example["id"],
-        round=round_number,
-        rewards=[answer["reward"] for answer in example["answers"]],
-        done=example["done"],
-        stop_reason=example["stop_reason"],
+        IclRoundEvent(
+            event="icl_round",
+            example=example["id"],
+            round=round_number,
+            rewards=[answer["reward"] for answer in example["answers"]],
+            done=example["done"],
+            stop_reason=example["stop_reason"],
+        )
     )
     if usage:
         update["usage"] = usage

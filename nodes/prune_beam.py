@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import BeamValue, DepthDoneEvent, emit
 from drpo.graph.state import PromptOptState
 from drpo.llm.usage import total_tokens
 from drpo.scoring import candidate_reward, path_ids, path_value, rank_frontier
@@ -47,13 +47,15 @@ def prune_beam(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str
     if reason is not None:
         update["stop_reason"] = reason
     emit(
-        "depth_done",
-        depth=state["depth"],
-        max_depth=state["max_depth"],
-        candidates=len(frontier),
-        rewards=[entry["reward"] for entry in ranked],
-        beam=[{"id": entry["id"], "path_value": entry["path_value"]} for entry in ranked[: search.beam_width]],
-        tokens=total_tokens(state.get("usage", {})),
-        stop_reason=reason,
+        DepthDoneEvent(
+            event="depth_done",
+            depth=state["depth"],
+            max_depth=state["max_depth"],
+            candidates=len(frontier),
+            rewards=[entry["reward"] for entry in ranked],
+            beam=[BeamValue(id=entry["id"], path_value=entry["path_value"]) for entry in ranked[: search.beam_width]],
+            tokens=total_tokens(state.get("usage", {})),
+            stop_reason=reason,
+        )
     )
     return update

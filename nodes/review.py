@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 
 from drpo.errors import DrpoInputError
 from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import ReviewWaitingEvent, emit
 from drpo.graph.review import MAX_INVALID_DECISIONS, apply_decisions, beam_summary, parse_decisions
 from drpo.graph.state import PromptOptState
 
@@ -24,7 +24,11 @@ def review(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, An
     if state.get("stop_reason"):
         return {}
     summary = beam_summary(state, services.run_dir.run_id, services.query_text)
-    emit("review_waiting", depth=state["depth"], beam=[entry["id"] for entry in summary["beam"]])
+    emit(
+        ReviewWaitingEvent(
+            event="review_waiting", depth=state["depth"], beam=[entry["id"] for entry in summary["beam"]]
+        )
+    )
     error: str | None = None
     for _ in range(MAX_INVALID_DECISIONS):
         value = interrupt({**summary, "error": error} if error else summary)

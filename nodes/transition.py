@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, Services, services_of
-from drpo.graph.progress import emit
+from drpo.graph.progress import ProposalsEvent, emit
 from drpo.graph.state import (
     CandidateRecord,
     CarryReason,
@@ -109,5 +109,9 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         )
     if not proposals:
         proposals.append(carried(payload, "transition-failed", "transition failed: every proposal was unusable"))
-    emit("proposals", depth=payload["depth"], candidate=payload["candidate"]["id"], count=len(proposals))
+    emit(
+        ProposalsEvent(
+            event="proposals", depth=payload["depth"], candidate=payload["candidate"]["id"], count=len(proposals)
+        )
+    )
     return {"proposals": proposals, "failures": failures, **usage_update(payload["depth"], {"optimizer": usage})}

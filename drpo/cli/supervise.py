@@ -25,6 +25,7 @@ from drpo.cli.options import (
     StopOption,
 )
 from drpo.errors import DrpoInputError
+from drpo.graph.review import ReviewSummary
 
 RUNS_DIR = Path("drpo_runs")
 
@@ -42,7 +43,7 @@ def read_prompt_file(path: Path) -> str:
     return text
 
 
-def show_review(review: dict[str, Any], full: bool = False) -> None:
+def show_review(review: ReviewSummary, full: bool = False) -> None:
     console.rule(f"run {review['run_id']}: review after depth {review['depth']} of {review['max_depth']}")
     for query in review["queries"]:
         console.print(f"query {query['id']}: {query['text'][:200]}", markup=False, highlight=False)
@@ -85,7 +86,7 @@ def _read_prompt_lines() -> str:
     return "\n".join(lines)
 
 
-def interactive_review(review: dict[str, Any]) -> dict[str, Any]:
+def interactive_review(review: ReviewSummary) -> dict[str, Any]:
     """Ask the reviewer at the terminal; the runner re-asks when the decision is invalid."""
     show_review(review)
     while True:

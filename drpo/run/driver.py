@@ -15,7 +15,7 @@ from langgraph.types import Command
 
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
-from drpo.graph.review import parse_decisions
+from drpo.graph.review import ReviewSummary, parse_decisions
 from drpo.run.opening import RUN_KINDS, at_review_point, load_run_settings, open_graph, pending_review_of, record_run
 from drpo.run.services import build_services, preflight
 from drpo.settings import Settings
@@ -26,7 +26,7 @@ from drpo.store.run_dir import RunDir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-ReviewCallback = Callable[[dict[str, Any]], Any]
+ReviewCallback = Callable[[ReviewSummary], Any]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class RunOutcome:
     run_dir: Path
     result: RunResult | None
     status: str = "done"
-    review: dict[str, Any] | None = None
+    review: ReviewSummary | None = None
 
 
 @dataclass(frozen=True)
@@ -122,14 +122,14 @@ def _checked_decision(review: dict[str, Any], decision: Any) -> Any:
     return decision
 
 
-def _ask(on_review: ReviewCallback, review: dict[str, Any]) -> Any:
+def _ask(on_review: ReviewCallback, review: ReviewSummary) -> Any:
     """Ask the reviewer until the decision is valid (an invalid one is shown back with its error)."""
     while True:
         decision = on_review(review)
         try:
             return _checked_decision(review, decision)
         except DrpoInputError as error:
-            review = {**review, "error": str(error)}
+            review = ReviewSummary(**{**review, "error": str(error)})
 
 
 def drive(request: DriveRequest) -> RunOutcome:
@@ -211,7 +211,7 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 services.close()
 
 
-def _waiting(run_dir: RunDir, review: dict[str, Any]) -> RunOutcome:
+def _waiting(run_dir: RunDir, review: ReviewSummary) -> RunOutcome:
     run_dir.write_status("waiting-for-review", depth=review["depth"])
     logging.getLogger("drpo.run").info("run %s waits for review at depth %s", run_dir.run_id, review["depth"])
     return RunOutcome(

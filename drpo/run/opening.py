@@ -17,6 +17,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from drpo.errors import DrpoInputError
 from drpo.graph.icl_graph import compile_icl_graph
 from drpo.graph.prompt_graph import compile_prompt_graph
+from drpo.graph.review import ReviewSummary
 from drpo.settings import Settings, is_postgres_dsn, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.postgres import describe_dsn, load_run, save_run
@@ -107,7 +108,7 @@ class OpenRun:
     def snapshot(self) -> Any:
         return self.graph.get_state(self.config)
 
-    def pending_review(self) -> dict[str, Any] | None:
+    def pending_review(self) -> ReviewSummary | None:
         """The review the run waits for (the interrupt's value), or None."""
         return pending_review_of(self.graph, self.config)
 
@@ -129,10 +130,10 @@ def open_run(
         yield OpenRun(settings, run_dir, graph, config)
 
 
-def pending_review_of(graph: Any, config: dict[str, Any]) -> dict[str, Any] | None:
+def pending_review_of(graph: Any, config: dict[str, Any]) -> ReviewSummary | None:
     """The review a run waits for (the interrupt's value), or None."""
     for item in graph.get_state(config).interrupts:
-        return dict(item.value)
+        return ReviewSummary(**item.value)
     return None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from drpo.errors import DrpoInputError
-from drpo.graph.review import apply_decisions, beam_summary, parse_decisions
+from drpo.graph.review import ReviewSummary, apply_decisions, beam_summary, parse_decisions
 from drpo.run.driver import DriveRequest, ProgressCallback, ReviewCallback, RunOutcome, drive
 from drpo.run.opening import at_review_point, graph_config, open_graph, open_run, record_run
 from drpo.run.services import load_seeds, open_journal
@@ -52,7 +52,7 @@ def run_status(
 
 def pending_review(
     run_id: str, runs_dir: Path, checkpointer: str | None = None, saver: BaseCheckpointSaver | None = None
-) -> dict[str, Any]:
+) -> ReviewSummary:
     """The beam summary a run waits on; a clear error when it is not waiting for a review."""
     with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver, kind="prompt") as run:
         review = run.pending_review()
