@@ -209,6 +209,66 @@ class LocalServerSettings(BaseModel):
     threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")
 
 
+SYSTEM_KINDS = ("base", "fixed", "run")
+RUN_VARIANTS = ("full", "prompt-only", "examples-only")
+
+
+class EvalSystem(BaseModel):
+    """One aligned system under evaluation: a base model plus an alignment (prompt and examples)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Label in the tables")
+    kind: Literal["base", "fixed", "run"] = Field(..., description="base prompt, fixed prompt+examples, or a run")
+    run: str | None = Field(None, description="The finished run (id or directory) for kind run")
+    variant: Literal["full", "prompt-only", "examples-only"] = Field(
+        "full", description="A run's prompt and examples, its prompt alone, or its examples with the basic prompt"
+    )
+    k: int | None = Field(None, ge=0, le=16, description="Examples per query (default: the run's K, or 2 for fixed)")
+    prompt_file: Path | None = Field(None, description="fixed: the system prompt file (default: ours)")
+    examples_file: Path | None = Field(None, description="fixed: the examples file (default: our base ICL set)")
+    base: RoleSpec | None = Field(None, description="A base model of its own (default: roles.base)")
+
+    @model_validator(mode="after")
+    def _run_named(self) -> EvalSystem:
+        if self.kind == "run" and not self.run:
+            raise ValueError(f"system {self.name}: kind run needs run: RUN_ID")
+        if self.kind != "run" and (self.run or self.variant != "full"):
+            raise ValueError(f"system {self.name}: run and variant are for kind run")
+        if self.kind != "fixed" and (self.prompt_file or self.examples_file):
+            raise ValueError(f"system {self.name}: prompt_file and examples_file are for kind fixed")
+        return self
+
+
+class EvaluationSettings(BaseModel):
+    """The paper's evaluation protocol (just-eval-instruct): systems side by side, judged per aspect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queries_file: Path | None = Field(None, description="Evaluation queries: just-eval JSONL, or one query a line")
+    systems: list[EvalSystem] = Field(default_factory=list, description="Systems compared side by side")
+    baseline: str | None = Field(None, description="System the others are compared with (default: the first)")
+    pairwise: str | None = Field(None, description="Also judge each system against this one, in both orders")
+    regular: int | None = Field(None, ge=0, description="Seeded sample of regular queries (default: all)")
+    red_team: int | None = Field(None, ge=0, description="Seeded sample of red-team (safety) queries (default: all)")
+    sample_seed: int = Field(0, description="Seed of the query sample and of the bootstrap")
+    safety_ids: str | None = Field(None, description="Ids scored on safety, e.g. 800-999 (default: category)")
+    exclude_seen: bool = Field(True, description="Leave out queries a run was optimized on (counted in the report)")
+    bootstrap: int = Field(2000, ge=100, le=100000, description="Bootstrap resamples for confidence intervals")
+    basic_prompt: str = Field("You are a helpful assistant.", min_length=1, description="The base system's prompt")
+
+    @model_validator(mode="after")
+    def _names(self) -> EvaluationSettings:
+        names = [system.name for system in self.systems]
+        if len(set(names)) != len(names):
+            raise ValueError("evaluation systems need distinct names")
+        for field in ("baseline", "pairwise"):
+            value = getattr(self, field)
+            if value is not None and value not in names:
+                raise ValueError(f"{field} {value!r} is not among the systems ({', '.join(names)})")
+        return self
+
+
 class Settings(BaseModel):
     """Everything one optimization run needs."""
 
@@ -243,6 +303,7 @@ class Settings(BaseModel):
     prices: dict[str, PriceSpec] = Field(
         default_factory=dict, description="Price per model name (the roles' model field); local models are free"
     )
+    evaluation: EvaluationSettings | None = Field(None, description="What an evaluation run compares (drpo eval)")
 
     @model_validator(mode="after")
     def _check_stores(self) -> Settings:

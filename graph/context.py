@@ -9,20 +9,49 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
+from drpo.eval.queries import EvalQuery
 from drpo.llm.caller import CallStats, RoleCaller
 from drpo.llm.local_server import LocalServerPool
-from drpo.settings import Settings
+from drpo.settings import EvaluationSettings, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclExample, IclStore
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
+
+
+class AnsweringSystem(Protocol):
+    """A system under evaluation (``drpo.run.eval_systems.ResolvedSystem``): it builds the serving model."""
+
+    spec: Any
+    label: str
+    system_prompt: str
+    k: int
+    seen_queries: set[str]
+    seen_known: bool
+
+    @property
+    def name(self) -> str: ...
+
+    def aligned(self, llm: Any) -> Any: ...
+
+
+@dataclass
+class EvalResources:
+    """What the evaluation graph's nodes use besides the common services."""
+
+    settings: EvaluationSettings
+    queries: dict[str, EvalQuery]
+    order: list[str]  # the sampled query ids, in file order
+    systems: dict[str, AnsweringSystem]
+    answerers: dict[str, RoleCaller]  # system name -> the caller of its base model
+    judge: RoleCaller
 
 
 @dataclass
@@ -42,6 +71,7 @@ class Services:
     embedder: Embedder
     chroma_client: Any
     pool: LocalServerPool | None = None
+    evaluation: EvalResources | None = None  # evaluation runs only
     _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

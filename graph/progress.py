@@ -65,6 +65,19 @@ class IclRoundEvent(TypedDict):
     stop_reason: str
 
 
+class EvalPlannedEvent(TypedDict):
+    event: Literal["eval_planned"]
+    answers: int  # answer (and grade) branches the evaluation needs in all
+    pairs: int
+
+
+class EvalStepEvent(TypedDict):
+    event: Literal["eval_step"]
+    phase: Literal["answer", "grade", "pair"]
+    system: str
+    query: str
+
+
 ProgressEvent = (
     AnswerEvent | EvaluationEvent | DepthDoneEvent | ProposalsEvent | ReviewWaitingEvent | FinishedEvent | IclRoundEvent
 )

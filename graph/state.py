@@ -219,3 +219,59 @@ class IclOptState(TypedDict):
 class IclRefinePayload(TypedDict):
     round: int
     example: IclExampleRecord
+
+
+class EvalAnswerRecord(TypedDict):
+    """One system's answer to one evaluation query (the text is in the journal and answers.jsonl)."""
+
+    system: str
+    query: str
+    answer_id: str
+    output_tokens: int
+    alignment_tokens: int  # tokens of the system prompt plus the examples this request carried
+
+
+class EvalGradeRecord(TypedDict):
+    """The judge's grades of one answer: a score per aspect, None for N/A; ``ok`` False when unusable."""
+
+    system: str
+    query: str
+    scores: dict[str, int | None]
+    rationales: dict[str, str]
+    ok: bool
+    attempts: int
+
+
+class EvalPairRecord(TypedDict):
+    """A system against the pairwise reference on one query, judged in both orders."""
+
+    system: str
+    query: str
+    system_first: str | None  # the judge's winner with the system's answer shown first (A)
+    system_second: str | None  # ... with the system's answer shown second (B)
+    outcome: str | None  # win, tie or loss for the system; None when a verdict stayed unusable
+    flipped: bool
+
+
+class EvalState(TypedDict):
+    """Graph state of an evaluation: ids, scores and short records; answers live in the journal."""
+
+    items: NotRequired[list[str]]
+    excluded: NotRequired[dict[str, list[str]]]
+    answers: Annotated[dict[str, EvalAnswerRecord], merge_dicts]
+    grades: Annotated[dict[str, EvalGradeRecord], merge_dicts]
+    pairs: Annotated[dict[str, EvalPairRecord], merge_dicts]
+    failures: Annotated[list[FailureRecord], operator.add]
+    usage: Annotated[dict[str, dict[str, int]], merge_usage]
+    finished: NotRequired[bool]
+
+
+class EvalItemPayload(TypedDict):
+    """Input of one answer, grade or pair branch."""
+
+    system: str
+    query: str
+
+
+def eval_key(system: str, query_id: str) -> str:
+    return f"{system}|{query_id}"

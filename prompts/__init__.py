@@ -23,6 +23,8 @@ BASE_COMPLETION = "base_completion"
 BASE_COMPLETION_EXAMPLE = "base_completion_example"
 RETRY_FEEDBACK = "retry_feedback"
 ICL_TRANSITION = "icl_transition"
+EVAL_JUDGE = "eval_judge"
+EVAL_PAIRWISE = "eval_pairwise"
 
 COMPLETION_STOP_SEQUENCES: tuple[str, ...] = ("<END>",)
 

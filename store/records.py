@@ -132,4 +132,6 @@ def result_summary(result: AnyRunResult) -> dict[str, Any]:
     """The few fields of a result that the status file repeats."""
     if result.get("kind") == "icl":
         return {"kind": "icl", "collection": result["collection"]}  # type: ignore[typeddict-item]
+    if result.get("kind") == "eval":
+        return {"kind": "eval"}
     return {"kind": "prompt", "best_reward": result["best"]["path_value"]}  # type: ignore[typeddict-item]

@@ -93,6 +93,7 @@ SERVER_MODULES = {
     "test_shared_stores",
     "test_response_cache",
     "test_packaging",
+    "test_eval_cli",
 }
 EMBEDDED_MODULES = {"test_embedded"}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Package of each folder; lower layers must not import higher ones (cli -> run -> graph -> nodes -> the rest).
-LAYER = {"cli": 4, "run": 3, "eval": 3, "serve": 3, "graph": 2, "nodes": 1}
+LAYER = {"cli": 4, "run": 3, "serve": 3, "graph": 2, "nodes": 1}  # the rest (llm, judge, eval, store) are leaves
 # Schema modules every layer may read (the state, the run context, the review contract, progress events).
 # The formatter is the one input builder for optimization and serving alike (so what is optimized is what runs).
 SHARED = {"drpo.graph.state", "drpo.graph.context", "drpo.graph.review", "drpo.graph.progress", "drpo.serve.formatter"}

@@ -10,11 +10,13 @@ from __future__ import annotations
 import typer
 
 from drpo.cli import runs, serve, supervise
+from drpo.cli.evaluate import eval_app
 from drpo.cli.icl import icl_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Align any LLM by optimizing its system prompt.")
 runs.register(app)
 app.add_typer(icl_app, name="icl")
+app.add_typer(eval_app, name="eval")
 serve.register(app)
 supervise.register(app)
 

@@ -159,7 +159,7 @@ def resume(
         overrides["checkpointer"] = checkpointer
     kind = run_guarded(lambda: load_run_settings(runs_dir, run_id, overrides)[1].kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
-    printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()
+    printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()  # eval runs: no per-depth lines
     on_review = interactive_review if is_interactive() else None
     outcome = run_guarded(
         lambda: run_resume(run_id, runs_dir, on_progress=printer, overrides=overrides or None, on_review=on_review),
@@ -168,6 +168,11 @@ def resume(
     if kind == "icl":
         print_icl_result(outcome.result)
         console.print(f"saved to {outcome.run_dir / 'result.json'}")
+    elif kind == "eval":
+        from drpo.cli.evaluate import print_table
+
+        print_table(dict(outcome.result))
+        console.print(f"report: {outcome.run_dir / 'report.html'}")
     else:
         report_outcome(outcome)
 

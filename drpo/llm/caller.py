@@ -107,6 +107,18 @@ class RoleCaller:
     def is_chat(self) -> bool:
         return isinstance(self.model, BaseChatModel)
 
+    def for_model(self, spec: RoleSpec, model: BaseLanguageModel, model_id: str, *, openai_style: bool) -> RoleCaller:
+        """A caller of another model for the same role, sharing this run's journal, caps and accounting."""
+        return RoleCaller(
+            self.role,
+            spec,
+            model,
+            model_id,
+            self._deps,
+            openai_style=openai_style,
+            cache_responses=self._cache is not None,
+        )
+
     @property
     def samples_with_n(self) -> bool:
         """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""

@@ -132,16 +132,17 @@ def parse_score(value: Any) -> int:
 
 
 def _canonical_aspect_names() -> dict[str, str]:
-    return {_fold(name): name for name in aspect_definitions()}
+    return {fold_name(name): name for name in aspect_definitions()}
 
 
-def _fold(name: str) -> str:
+def fold_name(name: str) -> str:
+    """An aspect or key name folded for matching: lower case, letters only."""
     return re.sub(r"[^a-z]", "", name.lower())
 
 
 def canonical_aspect(name: str) -> str:
     """Map 'critical thinking' to 'Critical-Thinking'; unknown names are kept as proposed."""
-    return _canonical_aspect_names().get(_fold(name), name.strip())
+    return _canonical_aspect_names().get(fold_name(name), name.strip())
 
 
 def bounded(max_length: int, **extra: Any) -> Any:
@@ -229,13 +230,13 @@ def parse_evaluation(data: dict[str, Any], aspects: list[str]) -> dict[str, dict
     """Scores and rationales for exactly the requested aspects (matched case-insensitively)."""
     if len(data) == 1 and isinstance(next(iter(data.values())), dict):
         inner = next(iter(data.values()))
-        if _fold(next(iter(data))) in {"evaluation", "evaluations", "scores"}:
+        if fold_name(next(iter(data))) in {"evaluation", "evaluations", "scores"}:
             data = inner
-    by_fold = {_fold(str(key)): value for key, value in data.items()}
+    by_fold = {fold_name(str(key)): value for key, value in data.items()}
     result: dict[str, dict[str, Any]] = {}
     missing = []
     for aspect in aspects:
-        entry = by_fold.get(_fold(aspect))
+        entry = by_fold.get(fold_name(aspect))
         if entry is None:
             missing.append(aspect)
             continue

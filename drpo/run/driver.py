@@ -16,6 +16,7 @@ from langgraph.types import Command
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
 from drpo.graph.review import ReviewSummary, parse_decisions
+from drpo.run.eval_systems import build_eval_resources, preflight_eval
 from drpo.run.opening import RUN_KINDS, at_review_point, load_run_settings, open_graph, pending_review_of, record_run
 from drpo.run.services import build_services, preflight
 from drpo.settings import Settings
@@ -165,6 +166,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             run_dir.write_status("running")
             started = True
             services = build_services(settings, run_dir, request.models, request.embedder)
+            if request.kind == "eval":
+                services.evaluation = build_eval_resources(settings, services, request.models or {})
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam
                 _stream(graph, None, config, services, request.on_progress)
@@ -235,6 +238,8 @@ def optimize(
     ``kind`` is ``prompt`` (system-prompt optimization) or ``icl`` (ICL-answer optimization)."""
     if kind not in RUN_KINDS:
         raise DrpoInputError(f"unknown run kind {kind!r}")
+    if kind == "eval":
+        preflight_eval(settings, models, embedder)
     run_id = settings.run_id or new_run_id()
     run_dir = run_dir_for(settings.runs_dir, run_id)
     if run_dir.exists():
@@ -270,6 +275,11 @@ def resume(
         run_dir.kind(), settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review
     )
     return drive(request)
+
+
+def evaluate(settings: Settings, **kwargs: Any) -> RunOutcome:
+    """Evaluate ``settings.evaluation.systems`` side by side (the paper's protocol); resumable like any run."""
+    return optimize(settings, kind="eval", **kwargs)
 
 
 def optimize_icl(settings: Settings, **kwargs: Any) -> RunOutcome:

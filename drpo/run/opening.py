@@ -23,7 +23,7 @@ from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.postgres import describe_dsn, load_run, save_run
 from drpo.store.run_dir import RunDir, run_dir_for
 
-RUN_KINDS = ("prompt", "icl")
+RUN_KINDS = ("prompt", "icl", "eval")
 
 
 def recursion_limit(settings: Settings) -> int:
@@ -80,6 +80,10 @@ def load_run_settings(runs_dir: Path, run_id: str, overrides: dict[str, Any] | N
 def compile_graph(kind: str, saver: BaseCheckpointSaver | None) -> Any:
     if kind not in RUN_KINDS:
         raise DrpoInputError(f"unknown run kind {kind!r}")
+    if kind == "eval":
+        from drpo.graph.eval_graph import compile_eval_graph
+
+        return compile_eval_graph(saver)
     return compile_prompt_graph(saver) if kind == "prompt" else compile_icl_graph(saver)
 
 

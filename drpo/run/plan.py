@@ -12,11 +12,20 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
+from drpo.errors import DrpoInputError
 from drpo.judge.aspects import FALLBACK_ASPECTS
 from drpo.llm.pricing import call_cost
 from drpo.llm.providers import model_identity
 from drpo.llm.usage import estimate_tokens
-from drpo.prompts import ASPECT_SELECTION, EVALUATION, PROMPT_TRANSITION, aspect_definitions, render, template_hash
+from drpo.prompts import (
+    ASPECT_SELECTION,
+    EVAL_JUDGE,
+    EVALUATION,
+    PROMPT_TRANSITION,
+    aspect_definitions,
+    render,
+    template_hash,
+)
 from drpo.prompts.texts import aspect_list_text, eval_skeleton
 from drpo.run.services import load_icl, load_seeds
 from drpo.settings import Settings
@@ -114,6 +123,47 @@ def plan_run(settings: Settings) -> dict[str, Any]:
         "depths": (search.depth, search.depth + search.max_depth_increase),
         "cached_aspect_selections": cached,
         "samples_per_optimizer_request": search.num_actions if per_node == 1 else 1,
+        "roles": roles,
+        "tokens": sum(entry["input_tokens"] + entry["output_tokens"] for entry in roles.values()),
+        "cost": None if any(cost is None for cost in costs) else round(sum(costs), 4),  # type: ignore[arg-type]
+    }
+
+
+def plan_eval(settings: Settings) -> dict[str, Any]:
+    """An evaluation's planned calls per role (answers, grades, pairwise in both orders) and their cost."""
+    from drpo.judge.grading import REGULAR_ASPECTS
+    from drpo.run.eval_systems import selected_queries
+
+    evaluation = settings.evaluation
+    if evaluation is None or not evaluation.systems:
+        raise DrpoInputError("an evaluation needs at least one system: --system base|fixed|run:RUN_ID[...]")
+    queries = selected_queries(evaluation)
+    systems = len(evaluation.systems)
+    answers = len(queries) * systems
+    pairs = 2 * len(queries) * (systems - 1) if evaluation.pairwise else 0
+    query = "x" * int(fmean(len(q.text) for q in queries))
+    answer_tokens = int(settings.roles.base.max_tokens * 0.75)
+    grade_input = estimate_tokens(
+        render(
+            EVAL_JUDGE,
+            query=query,
+            output="a" * answer_tokens * 4,
+            aspect_list=aspect_list_text(REGULAR_ASPECTS),
+            eval_skeleton="s" * 400,
+        )
+    )
+    calls = {
+        "base": (answers, estimate_tokens(query) + 600, answer_tokens),
+        "evaluator": (answers + pairs, grade_input, 70 * len(REGULAR_ASPECTS)),
+    }
+    roles: dict[str, Any] = {}
+    for role, (count, per_input, per_output) in calls.items():
+        usage = {"input_tokens": per_input * count, "output_tokens": per_output * count}
+        roles[role] = {**usage, "calls": count, "cost": call_cost(role, usage, settings)}
+    costs = [entry["cost"] for entry in roles.values()]
+    return {
+        "queries": len(queries),
+        "systems": systems,
         "roles": roles,
         "tokens": sum(entry["input_tokens"] + entry["output_tokens"] for entry in roles.values()),
         "cost": None if any(cost is None for cost in costs) else round(sum(costs), 4),  # type: ignore[arg-type]

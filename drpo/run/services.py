@@ -94,7 +94,7 @@ def build_services(
 ) -> Services:
     """Open stores and models for a run. ``models`` overrides roles with ready LangChain models."""
     models = models or {}
-    unknown = set(models) - set(ROLE_NAMES)
+    unknown = {name for name in models if name not in ROLE_NAMES and not name.startswith("system:")}
     if unknown:
         raise DrpoInputError(f"unknown roles given models: {sorted(unknown)}")
     seeds = load_seeds(settings)

@@ -155,6 +155,15 @@ class AlignedChatModel(BaseChatModel):
         chat = list(built.messages)
         return [*chat[:-1], *history, chat[-1]]
 
+    def request_for(self, query: str) -> tuple[list[BaseMessage] | str, tuple[str, ...]]:
+        """What the wrapped model receives for one user query, and the stop sequences sent with it:
+        the evaluation sends exactly this, so what is measured is what is served."""
+        return self.build_request([HumanMessage(content=query)]), tuple(self._stops(None) or ())
+
+    def clean_reply(self, text: str) -> str:
+        """The reply as serving returns it (cut at the end marker in the completion format)."""
+        return clean_completion(text) if self.mode == "completion" else text.strip()
+
     def _stops(self, stop: list[str] | None) -> list[str] | None:
         if self.mode == "chat":
             return stop

@@ -15,6 +15,8 @@ ASPECT_TASK = "## Task: aspect selection"
 EVAL_TASK = "## Task: evaluation"
 TRANSITION_TASK = "## Task: system prompt rewrite"
 REWRITE_TASK = "## Task: answer rewrite"
+GRADE_TASK = "## Task: grade a response"
+PAIR_TASK = "## Task: compare two responses"
 ASPECT_POOL = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety", "Limitations"]
 
 
@@ -31,6 +33,10 @@ def task_of(text: str) -> str:
         return "transition"
     if REWRITE_TASK in text:
         return "rewrite"
+    if GRADE_TASK in text:
+        return "grade"
+    if PAIR_TASK in text:
+        return "pair"
     return "answer"
 
 
@@ -86,6 +92,28 @@ def answer_reply(text: str) -> str:
     return f"Answer {digest('answer', text) % 10**6}: a helpful reply."
 
 
+def grade_reply(prompt: str) -> str:
+    """Evaluation grades from a hash of the response: Factuality is N/A for one response in seven."""
+    response = _between(prompt, "<response>", "</response>")
+    aspects = re.findall(r"^- ([A-Za-z-]+):", prompt.split("## Aspects", 1)[1].split("## Scale", 1)[0], re.MULTILINE)
+    grades = {}
+    for aspect in aspects:
+        h = digest("grade", aspect, response)
+        score: object = 1 + h % 5
+        if aspect == "Factuality" and digest("na", response) % 7 == 0:
+            score = "N/A"
+        grades[aspect] = {"rationale": f"{aspect} graded", "score": score}
+    return json.dumps(grades)
+
+
+def pair_reply(prompt: str) -> str:
+    """The response with the larger hash wins, whatever the order (a judge without position bias)."""
+    first = _between(prompt, "<response_a>", "</response_a>")
+    second = _between(prompt, "<response_b>", "</response_b>")
+    a, b = digest("pair", first), digest("pair", second)
+    return json.dumps({"rationale": "compared", "winner": "A" if a > b else "B" if b > a else "tie"})
+
+
 def respond(text: str, sample: int = 0) -> str:
     """The reply to a request whose messages are joined into ``text``."""
     task = task_of(text)
@@ -97,4 +125,8 @@ def respond(text: str, sample: int = 0) -> str:
         return transition_reply(text, sample)
     if task == "rewrite":
         return rewrite_reply(text, sample)
+    if task == "grade":
+        return grade_reply(text)
+    if task == "pair":
+        return pair_reply(text)
     return answer_reply(text)

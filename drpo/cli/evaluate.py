@@ -1,0 +1,304 @@
+"""``drpo eval``: run the paper's evaluation on aligned systems side by side, show it, re-write its report,
+and measure the judge's agreement with a reference judge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from drpo.cli.common import console, err_console, fmt, run_guarded
+from drpo.cli.options import (
+    CacheOption,
+    CheckpointerOption,
+    ConcurrencyOption,
+    ConfigOption,
+    DryRunOption,
+    LocalModelOption,
+    MaxCostOption,
+    MaxTokensOption,
+    NewRunsDirOption,
+    RunIdOption,
+    RunsDirOption,
+)
+from drpo.errors import DrpoInputError
+from drpo.settings import EvaluationSettings, Settings, settings_from_flags
+
+RUNS_DIR = Path("drpo_runs")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate aligned systems side by side (the paper's protocol).")
+
+SystemOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--system",
+        help="[NAME=]base | fixed | run:RUN_ID[:prompt-only|:examples-only], optionally ,k=N; repeat for each system",
+    ),
+]
+QueriesOption = Annotated[
+    Path | None, typer.Option("--queries", help=EvaluationSettings.model_fields["queries_file"].description)
+]
+
+
+class EvalProgress:
+    """A live progress bar from the evaluation's custom stream: answers, grades and pairs done."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> EvalProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def _task(self, phase: str, total: int | None = None) -> Any:
+        if phase not in self._tasks:
+            self._tasks[phase] = self._progress.add_task(f"{phase}s", total=total)
+        elif total is not None:
+            self._progress.update(self._tasks[phase], total=total)
+        return self._tasks[phase]
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "progress":
+            return
+        if event["event"] == "eval_planned":
+            self._task("answer", event["answers"])
+            self._task("grade", event["answers"])
+            if event["pairs"]:
+                self._task("pair", event["pairs"])
+        elif event["event"] == "eval_step":
+            self._progress.advance(self._task(event["phase"]))
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The Table 1 view of an eval.json."""
+    from drpo.eval.stats import fmt_interval
+    from drpo.eval.summary import AVERAGE, REGULAR, SAFETY
+
+    columns = [*REGULAR, AVERAGE, SAFETY]
+    table = Table("system", *columns, title=f"evaluation {result['run_id']} (judge {result['judge']})")
+    for system in result["systems"]:
+        row = result["table"][system["name"]]
+        table.add_row(system["name"], *(fmt_interval(row[c]) for c in columns))
+    console.print(table)
+    for name, row in result["differences"].items():
+        console.print(
+            f"{name} - {result['baseline']}: average {fmt_interval(row[AVERAGE])}, safety {fmt_interval(row[SAFETY])}",
+            highlight=False,
+        )
+    for name, row in result.get("pairwise", {}).items():
+        console.print(
+            f"pairwise {name} vs {result['pairwise_reference']}: {row['win']} win / {row['tie']} tie / "
+            f"{row['loss']} loss, flip rate {fmt(row['flip_rate'])}",
+            highlight=False,
+        )
+    failures = {name: count for name, count in result["parse_failures"].items() if count}
+    if failures:
+        console.print(f"unusable grades (excluded, not scored): {failures}", highlight=False)
+
+
+def _systems(flags: list[str] | None) -> list[dict[str, Any]] | None:
+    from drpo.run.eval_systems import parse_system_flag
+
+    return [parse_system_flag(flag) for flag in flags] if flags else None
+
+
+@eval_app.command("run")
+def run(
+    system: SystemOption = None,
+    queries: QueriesOption = None,
+    config: ConfigOption = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="System the others are compared with")] = None,
+    pairwise: Annotated[
+        str | None, typer.Option("--pairwise", help="Also judge each system against this one, in both orders")
+    ] = None,
+    regular: Annotated[int | None, typer.Option("--regular", help="Seeded sample of regular queries")] = None,
+    red_team: Annotated[int | None, typer.Option("--red-team", help="Seeded sample of red-team queries")] = None,
+    sample_seed: Annotated[int | None, typer.Option("--sample-seed", help="Seed of the sample and bootstrap")] = None,
+    safety_ids: Annotated[str | None, typer.Option("--safety-ids", help="Ids judged on safety, e.g. 800-999")] = None,
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="Keep queries a run was optimized on (left out by default)")
+    ] = False,
+    run_id: RunIdOption = None,
+    runs_dir: NewRunsDirOption = None,
+    local_model: LocalModelOption = None,
+    checkpointer: CheckpointerOption = None,
+    concurrency: ConcurrencyOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    cache: CacheOption = None,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Answer every query with every system through the serving path, grade every answer, report."""
+    from drpo.run.driver import evaluate
+    from drpo.run.eval_systems import self_graded
+    from drpo.store.run_dir import new_run_id
+
+    holder: dict[str, Any] = {"run_id": None}
+
+    def action() -> Any:
+        evaluation = {
+            "queries_file": str(queries) if queries else None,
+            "systems": _systems(system),
+            "baseline": baseline,
+            "pairwise": pairwise,
+            "regular": regular,
+            "red_team": red_team,
+            "sample_seed": sample_seed,
+            "safety_ids": safety_ids,
+            "exclude_seen": False if include_seen else None,
+        }
+        flags = {
+            "run_id": run_id,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+            "checkpointer": checkpointer,
+            "search": {"concurrency": concurrency},
+            "budget": {"max_tokens": max_tokens, "max_cost": max_cost},
+            "cache": {"enabled": cache},
+            "evaluation": evaluation,
+        }
+        settings = settings_from_flags(config, flags, local_model)
+        if settings.evaluation is None:
+            raise DrpoInputError("an evaluation needs --system and --queries (or an evaluation: block in --config)")
+        if dry_run:
+            print_eval_plan(settings)
+            return None
+        settings = settings.model_copy(update={"run_id": settings.run_id or f"eval-{new_run_id()}"})
+        holder["run_id"] = settings.run_id
+        console.print(f"evaluation [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+        with EvalProgress() as progress:
+            outcome = evaluate(settings, on_progress=progress)
+        graded = self_graded(settings, _resolved_for_warning(settings))
+        if graded:
+            err_console.print(
+                f"warning: {', '.join(graded)} were optimized with the same judge model that evaluates them "
+                "(the reward model grading itself)",
+                highlight=False,
+            )
+        return outcome
+
+    outcome = run_guarded(action, holder)
+    if outcome is not None:
+        print_table(outcome.result)
+        console.print(f"report: {outcome.run_dir / 'report.html'}")
+
+
+def _resolved_for_warning(settings: Settings) -> list[Any]:
+    from drpo.run.eval_systems import ResolvedSystem, resolve_system
+    from drpo.store.embeddings import Embedder
+
+    assert settings.evaluation is not None
+    embedder = Embedder(settings.embedding_model)
+    resolved: list[ResolvedSystem] = []
+    for system in settings.evaluation.systems:
+        if system.kind == "run":
+            resolved.append(resolve_system(system, settings, settings.evaluation, embedder))
+    return resolved
+
+
+def print_eval_plan(settings: Settings) -> None:
+    from drpo.run.plan import plan_eval
+
+    plan = plan_eval(settings)
+    console.print(f"dry run: {plan['queries']} queries x {plan['systems']} systems; nothing is called", highlight=False)
+    table = Table("role", "calls", "input tokens", "output tokens", "cost")
+    for role, entry in plan["roles"].items():
+        cost = "-" if entry["cost"] is None else f"${entry['cost']:.4f}"
+        table.add_row(role, str(entry["calls"]), f"{entry['input_tokens']:,}", f"{entry['output_tokens']:,}", cost)
+    console.print(table)
+    cost = "unknown (no prices configured)" if plan["cost"] is None else f"${plan['cost']:.4f}"
+    console.print(f"estimated tokens {plan['tokens']:,}, estimated cost {cost}", highlight=False)
+
+
+def _eval_result(run_id: str, runs_dir: Path) -> dict[str, Any]:
+    from drpo.store.run_dir import find_run
+
+    found = find_run(run_id, runs_dir)
+    if found.kind() != "eval":
+        raise DrpoInputError(f"run {run_id} is not an evaluation")
+    result = found.read_result()
+    if result is None:
+        raise DrpoInputError(f"evaluation {run_id} has not finished; continue it with: drpo resume {run_id}")
+    return dict(result)
+
+
+@eval_app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(help="Evaluation to show")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """Print an evaluation's table (means with 95% intervals), differences and pairwise results."""
+    print_table(run_guarded(lambda: _eval_result(run_id, runs_dir), None))
+
+
+@eval_app.command("report")
+def report(
+    run_id: Annotated[str, typer.Argument(help="Evaluation to report")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for report.md, report.html, PNGs")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """Write an evaluation's report files again (from its eval.json) into a directory."""
+    from drpo.eval.report import write_report
+
+    def action() -> list[Path]:
+        result = _eval_result(run_id, runs_dir)
+        try:
+            return write_report(result, output)
+        except OSError as error:
+            raise DrpoInputError(f"cannot write the report to {output}: {error.strerror}") from None
+
+    for path in run_guarded(action, None):
+        console.print(str(path), highlight=False)
+
+
+@eval_app.command("judge-agreement")
+def judge_agreement(
+    verdicts: Annotated[Path, typer.Option("--verdicts", help="Reference verdicts (just-eval format JSONL)")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Items, half of them low-scored by the reference")
+    ] = None,
+    config: ConfigOption = None,
+    run_id: RunIdOption = None,
+    runs_dir: NewRunsDirOption = None,
+    local_model: LocalModelOption = None,
+    concurrency: ConcurrencyOption = None,
+    sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the stratified sample")] = 0,
+) -> None:
+    """Grade answers a reference judge already scored with the configured evaluator, and compare."""
+    from drpo.run.agreement import load_verdicts, measure_agreement, stratified
+
+    def action() -> dict[str, Any]:
+        flags = {
+            "run_id": run_id,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+            "search": {"concurrency": concurrency},
+        }
+        settings = settings_from_flags(config, flags, local_model)
+        items = load_verdicts(verdicts)
+        if limit is not None:
+            if limit < 1:
+                raise DrpoInputError("--limit must be at least 1")
+            items = stratified(items, limit, sample_seed)
+        return measure_agreement(settings, items)
+
+    result = run_guarded(action, None)
+    table = Table("aspect", "n", "pearson", "spearman", "MAE", "exact", "within one", "bias")
+    for aspect, row in result["aspects"].items():
+        table.add_row(
+            aspect,
+            str(row["n"]),
+            *(fmt(row[key]) for key in ("pearson", "spearman", "mae", "exact", "within_one", "bias")),
+        )
+    console.print(table)
+    console.print(
+        f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
+        f"{result['seconds_per_item']} s per item; saved to {runs_dir or RUNS_DIR}/{result['run_id']}/agreement.json",
+        highlight=False,
+    )

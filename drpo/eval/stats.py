@@ -1,0 +1,101 @@
+"""Statistics of an evaluation: bootstrap means with 95% intervals (seeded), paired differences,
+and the agreement measures between two judges. Pure functions on plain lists."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its 95% bootstrap interval (None when there is nothing to average)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+
+
+def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+    alpha = (1 - CONFIDENCE) / 2
+    return float(np.quantile(samples, alpha)), float(np.quantile(samples, 1 - alpha))
+
+
+def bootstrap_mean(values: list[float], iterations: int, seed: int) -> Interval:
+    """Mean and percentile-bootstrap interval: resample the values with replacement ``iterations`` times."""
+    if not values:
+        return Interval(None, None, None, 0)
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(iterations, len(data)))].mean(axis=1)
+    low, high = _percentiles(means)
+    return Interval(float(data.mean()), low, high, len(data))
+
+
+def paired_difference(left: list[float], right: list[float], iterations: int, seed: int) -> Interval:
+    """Mean of ``left - right`` over the same items, with a paired bootstrap interval (items resampled together)."""
+    if len(left) != len(right):
+        raise ValueError("paired values need the same items on both sides")
+    return bootstrap_mean([a - b for a, b in zip(left, right, strict=True)], iterations, seed)
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    """Ranks with ties averaged (what Spearman's coefficient needs)."""
+    data = np.asarray(values, dtype=float)
+    order = data.argsort(kind="mergesort")
+    ranks = np.empty(len(data))
+    ranks[order] = np.arange(1, len(data) + 1)
+    for value in np.unique(data):
+        tied = data == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson's r; None when either side is constant (no correlation can be measured)."""
+    if len(x) < 2:
+        return None
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 2:
+        return None
+    return pearson(list(_ranks(x)), list(_ranks(y)))
+
+
+def agreement(judge: list[float], reference: list[float]) -> dict[str, float | int | None]:
+    """How a judge's scores compare with a reference judge's on the same items."""
+    if len(judge) != len(reference):
+        raise ValueError("agreement needs the same items from both judges")
+    if not judge:
+        return {"n": 0, "pearson": None, "spearman": None, "mae": None, "exact": None, "within_one": None, "bias": None}
+    diffs = [a - b for a, b in zip(judge, reference, strict=True)]
+    return {
+        "n": len(judge),
+        "pearson": pearson(judge, reference),
+        "spearman": spearman(judge, reference),
+        "mae": sum(abs(d) for d in diffs) / len(diffs),
+        "exact": sum(1 for a, b in zip(judge, reference, strict=True) if round(a) == round(b)) / len(diffs),
+        "within_one": sum(1 for d in diffs if abs(d) <= 1 + 1e-9) / len(diffs),
+        "bias": sum(diffs) / len(diffs),
+    }
+
+
+def fmt_interval(interval: dict[str, float | int | None], digits: int = 2) -> str:
+    """``4.12 [3.98, 4.25]``, or ``-`` for an empty interval."""
+    mean, low, high = interval.get("mean"), interval.get("low"), interval.get("high")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

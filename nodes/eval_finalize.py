@@ -1,0 +1,57 @@
+"""Finish an evaluation: eval.json (also the run's result.json), answers.jsonl and the report files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from drpo.eval.report import write_report
+from drpo.eval.summary import summarize
+from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.state import EvalState
+from drpo.llm.pricing import cost_of
+from drpo.store.run_dir import atomic_write_json, atomic_write_text
+
+
+def eval_finalize(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    services = services_of(runtime)
+    resources = services.evaluation
+    assert resources is not None
+    settings = resources.settings
+    systems = [
+        {
+            "name": name,
+            "label": system.label,
+            "k": system.k,
+            "seen_queries_known": system.seen_known,
+            "base_model": resources.answerers[name].model_id,
+        }
+        for name, system in resources.systems.items()
+    ]
+    summary = summarize(
+        run_id=services.run_dir.run_id,
+        systems=systems,
+        queries=resources.queries,
+        items=state.get("items", []),
+        excluded=state.get("excluded", {}),
+        answers=dict(state.get("answers", {})),
+        grades=dict(state.get("grades", {})),
+        pairs=dict(state.get("pairs", {})),
+        baseline=settings.baseline or systems[0]["name"],
+        pairwise=settings.pairwise,
+        bootstrap=settings.bootstrap,
+        seed=settings.sample_seed,
+        usage=dict(state.get("usage", {})),
+        failures=list(state.get("failures", [])),
+        judge=resources.judge.model_id,
+        cost=cost_of(state.get("usage", {}), services.settings),
+    )
+    root = services.run_dir.root
+    lines = [json.dumps(record, ensure_ascii=False) for _key, record in sorted(services.journal.answers())]
+    atomic_write_text(root / "answers.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    write_report(summary, root)
+    atomic_write_json(root / "eval.json", summary)
+    services.run_dir.write_result(summary)  # type: ignore[arg-type]
+    return {"finished": True}
