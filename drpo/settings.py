@@ -5,6 +5,7 @@ Secrets never live here: a role names the *environment variable* holding its API
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drpo.errors import DrpoInputError
+from drpo.store.files import read_user_text
 from drpo.store.postgres import is_postgres_dsn
 from drpo.store.run_dir import default_store_dir
 
@@ -36,8 +38,26 @@ def check_checkpointer(value: str) -> None:
         raise ValueError("the Postgres DSN needs a host")
 
 
+def is_env_var_name(value: str) -> bool:
+    """An environment variable's name, and not a key pasted in its place (sk-..., gsk_..., xai-...,
+    or a long mixed string like a token)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        return False
+    if re.match(r"(?i)(sk|gsk|xai|pk|rk)[-_]", value) or len(value) > 64:
+        return False
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return not (mixed and len(value) >= 20)
+
+
+def has_credentials(url: str) -> bool:
+    parsed = urlsplit(url)
+    return bool(parsed.username or parsed.password)
+
+
 def parse_chroma_url(url: str) -> tuple[str, int, bool]:
     """(host, port, ssl) of a Chroma server URL."""
+    if has_credentials(url):
+        raise ValueError("chroma_url must not contain a user or password (it is saved with the run)")
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("chroma_url must look like http://host:port")
@@ -80,8 +100,10 @@ class RoleSpec(BaseModel):
     def _check_provider(self) -> RoleSpec:
         if self.provider == "openai_compatible" and not self.base_url:
             raise ValueError("provider openai_compatible needs base_url")
-        if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
-            raise ValueError("api_key_env must be an environment variable name, not a key")
+        if self.api_key_env is not None and not is_env_var_name(self.api_key_env):
+            raise ValueError("api_key_env must be the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        if self.base_url is not None and has_credentials(self.base_url):
+            raise ValueError("base_url must not contain a user or password (it is saved with the run)")
         return self
 
     def uses_json_schema(self) -> bool:
@@ -158,6 +180,34 @@ class SearchSettings(BaseModel):
     structured_retries: int = Field(2, ge=0, le=10, description="Re-asks after unparseable judge/optimizer output")
     initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
     review: bool = Field(False, description="Pause after each depth's pruning for a human review of the beam")
+    strategy: Literal["beam", "greedy", "mc"] = Field(
+        "beam",
+        description="beam (DRPO), greedy (W=1), or mc (Monte Carlo: as many prompts, all one step from the start)",
+    )
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="Longest proposed system prompt (tokens, estimated); longer ones are re-asked, then rejected",
+    )
+    no_regress: str | None = Field(
+        None, description="An aspect (e.g. Safety) a new prompt may not score lower on than its parent"
+    )
+
+
+class RewardSettings(BaseModel):
+    """How answers are rewarded: aspects chosen per query (dynamic, DRPO) or always the same (static)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["dynamic", "static"] = Field(
+        "dynamic", description="dynamic: aspects selected per query; static: every fixed aspect, every time"
+    )
+    icl_mode: Literal["dynamic", "static"] | None = Field(
+        None, description="The same for ICL optimization (default: mode)"
+    )
+
+    def for_icl(self) -> str:
+        return self.icl_mode or self.mode
 
 
 class IclSearchSettings(BaseModel):
@@ -297,6 +347,7 @@ class Settings(BaseModel):
     local: LocalServerSettings = Field(default_factory=LocalServerSettings)
     roles: RolesSettings = Field(default_factory=RolesSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
     icl_search: IclSearchSettings = Field(default_factory=IclSearchSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: ResponseCacheSettings = Field(default_factory=ResponseCacheSettings)
@@ -365,7 +416,7 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DrpoInputError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_user_text(path, "config file"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -12,10 +12,9 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.context import DrpoContext
 from drpo.graph.state import EvalItemPayload, EvalState, eval_key
 from drpo.nodes.eval_answer import eval_answer
 from drpo.nodes.eval_finalize import eval_finalize
@@ -34,13 +33,11 @@ def _pending(state: EvalState, systems: list[str]) -> list[tuple[str, str]]:
     ]
 
 
-def fan_out_answers(state: EvalState, runtime: Runtime[DrpoContext]) -> list[Send] | str:
+def fan_out_answers(state: EvalState) -> list[Send] | str:
     """One answer branch per (system, query) not answered yet, in a fixed order."""
-    resources = services_of(runtime).evaluation
-    assert resources is not None
     sends = [
         Send("eval_answer", EvalItemPayload(system=system, query=query_id))
-        for system, query_id in _pending(state, list(resources.systems))
+        for system, query_id in _pending(state, state.get("systems", []))
         if eval_key(system, query_id) not in state.get("answers", {})
     ]
     return sends or "eval_dispatch"
@@ -51,21 +48,20 @@ def eval_dispatch(state: EvalState) -> dict[str, Any]:
     return {}
 
 
-def fan_out_grading(state: EvalState, runtime: Runtime[DrpoContext]) -> list[Send] | str:
+def fan_out_grading(state: EvalState) -> list[Send] | str:
     """One grade branch per answer, and in pairwise mode one pair branch per (system, query)."""
-    resources = services_of(runtime).evaluation
-    assert resources is not None
     answers, grades, pairs = state.get("answers", {}), state.get("grades", {}), state.get("pairs", {})
+    systems = state.get("systems", [])
     sends = [
         Send("eval_grade", EvalItemPayload(system=system, query=query_id))
-        for system, query_id in _pending(state, list(resources.systems))
+        for system, query_id in _pending(state, systems)
         if eval_key(system, query_id) in answers and eval_key(system, query_id) not in grades
     ]
-    reference = resources.settings.pairwise
+    reference = state.get("pairwise")
     if reference is not None:
         sends += [
             Send("eval_pair", EvalItemPayload(system=system, query=query_id))
-            for system, query_id in _pending(state, [name for name in resources.systems if name != reference])
+            for system, query_id in _pending(state, [name for name in systems if name != reference])
             if eval_key(system, query_id) in answers
             and eval_key(reference, query_id) in answers
             and eval_key(system, query_id) not in pairs

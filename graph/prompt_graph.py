@@ -16,7 +16,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
 from drpo.graph.context import DrpoContext
-from drpo.graph.state import EvaluatePayload, GeneratePayload, PromptOptInput, PromptOptState, TransitionPayload
+from drpo.graph.state import (
+    EvaluatePayload,
+    GeneratePayload,
+    PromptOptInput,
+    PromptOptState,
+    StrategyRecord,
+    TransitionPayload,
+)
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.finalize import finalize
 from drpo.nodes.generate import generate
@@ -27,6 +34,7 @@ from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.select_aspects import select_aspects
 from drpo.nodes.transition import transition
 from drpo.scoring import eval_key, path_ids
+from drpo.strategy import strategy_for
 
 
 def fan_out_generation(state: PromptOptState) -> list[Send | str]:
@@ -82,13 +90,16 @@ def route_after_prune(state: PromptOptState) -> list[Send] | str:
 
 
 def route_after_review(state: PromptOptState) -> list[Send] | str:
-    """Finalize when the search is over, else one transition branch per beam node
+    """Finalize when the search is over, else one transition branch per node the strategy expands
     (straight to the next depth when a reviewer replaced the whole beam with their own prompts)."""
     if state.get("stop_reason"):
         return "finalize"
     depth = state["depth"]
+    shape = state.get("strategy") or StrategyRecord(name="beam", beam_width=0, num_actions=0)  # older runs: beam
+    strategy = strategy_for(shape["name"])
     sends = []
-    for rank, candidate_id in enumerate(state["beam"]):
+    for expansion in strategy.expansions(state["beam"], depth, shape["beam_width"], shape["num_actions"]):
+        candidate_id = expansion.candidate_id
         record = state["candidates"][candidate_id]
         history = [state["candidates"][node]["prompt"] for node in path_ids(candidate_id, state["candidates"])]
         evaluations = [
@@ -98,12 +109,14 @@ def route_after_review(state: PromptOptState) -> list[Send] | str:
         ]
         payload = TransitionPayload(
             depth=depth,
-            rank=rank,
+            rank=expansion.rank,
             candidate=record,
             history=history,
             evaluations=evaluations,
             aspects={query_id: state["aspects"][query_id] for query_id in state["queries"][str(depth)]},
         )
+        if expansion.sample_offset:
+            payload["sample_offset"] = expansion.sample_offset
         sends.append(Send("transition", payload))
     return sends or "sample_queries"
 

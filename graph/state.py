@@ -18,6 +18,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from drpo.llm.usage import add_usage
+from drpo.store.redaction import redact
 
 Origin = Literal["initial", "optimizer", "carried", "human"]
 CarryReason = Literal["skip", "transition-failed"]
@@ -73,7 +74,7 @@ class FailureRecord(TypedDict):
 def unusable_output(depth: int, role: str, kind: str, target: str, attempts: int, errors: list[str]) -> FailureRecord:
     """The trace record of model output that stayed unusable after every re-ask."""
     return FailureRecord(
-        depth=depth, role=role, kind=kind, target=target, attempts=attempts, error="; ".join(errors)[-500:]
+        depth=depth, role=role, kind=kind, target=target, attempts=attempts, error=redact("; ".join(errors))[-500:]
     )
 
 
@@ -81,6 +82,7 @@ class BeamEntry(TypedDict):
     id: str
     reward: float | None
     path_value: float | None
+    kept: NotRequired[bool]  # kept in the beam after pruning (absent in checkpoints of older versions)
 
 
 def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +115,14 @@ def described(text: str) -> Any:
     return Field(description=text)
 
 
+class StrategyRecord(TypedDict):
+    """The search strategy and the shape its expansions need (routing reads only the state)."""
+
+    name: str
+    beam_width: int
+    num_actions: int
+
+
 class PromptOptInput(TypedDict):
     """What starts a run: optionally the system prompt to start the search from."""
 
@@ -129,6 +139,7 @@ class PromptOptState(TypedDict):
     max_depth: NotRequired[Annotated[int, described("Last depth, raised by skipped levels up to the limit")]]
     depth_increases: NotRequired[Annotated[int, described("Extra depths granted so far")]]
     query_order: NotRequired[Annotated[list[str], described("Seed query ids in the run's seeded order")]]
+    strategy: NotRequired[Annotated[StrategyRecord, described("Search strategy: beam, greedy or mc")]]
     queries: Annotated[dict[str, list[str]], described("Depth -> seed query ids scored there"), merge_dicts]
     icl: Annotated[dict[str, list[str]], described("Query id -> retrieved ICL example ids"), merge_dicts]
     aspects: Annotated[dict[str, AspectRecord], described("Query id -> selected reward aspects"), merge_dicts]
@@ -179,6 +190,7 @@ class TransitionPayload(TypedDict):
     history: list[str]  # path prompts, oldest first, current last
     evaluations: list[EvalRecord]
     aspects: dict[str, AspectRecord]
+    sample_offset: NotRequired[int]  # first sample index of this expansion (Monte Carlo search)
 
 
 class IclAnswerRecord(TypedDict):
@@ -257,6 +269,8 @@ class EvalState(TypedDict):
     """Graph state of an evaluation: ids, scores and short records; answers live in the journal."""
 
     items: NotRequired[list[str]]
+    systems: NotRequired[list[str]]
+    pairwise: NotRequired[str | None]
     excluded: NotRequired[dict[str, list[str]]]
     answers: Annotated[dict[str, EvalAnswerRecord], merge_dicts]
     grades: Annotated[dict[str, EvalGradeRecord], merge_dicts]

@@ -27,4 +27,9 @@ def eval_plan(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, Any]
     reference = resources.settings.pairwise
     pairs = sum(count for name, count in counts.items() if name != reference) if reference else 0
     emit(EvalPlannedEvent(event="eval_planned", answers=sum(counts.values()), pairs=pairs))
-    return {"items": list(resources.order), "excluded": excluded}
+    return {
+        "items": list(resources.order),
+        "systems": list(resources.systems),
+        "pairwise": reference,
+        "excluded": excluded,
+    }

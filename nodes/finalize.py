@@ -18,15 +18,22 @@ from drpo.llm.pricing import cost_of
 from drpo.scoring import eval_key
 from drpo.store.records import RunResult
 from drpo.store.run_dir import atomic_write_text
+from drpo.strategy import strategy_for
 
 
 def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:
     depths = []
     for depth_key in sorted(state.get("beams", {}), key=int):
         ranked = state["beams"][depth_key]
-        beam_size = services.settings.search.beam_width
+        search = services.settings.search
+        beam_size = strategy_for(search.strategy).width(search.beam_width)
         review = state.get("reviews", {}).get(depth_key)
-        beam = review["beam"] if review else [entry["id"] for entry in ranked[:beam_size]]
+        if review:
+            beam = review["beam"]
+        elif all("kept" in entry for entry in ranked):
+            beam = [entry["id"] for entry in ranked if entry["kept"]]
+        else:  # checkpoints written before pruning recorded what it kept
+            beam = [entry["id"] for entry in ranked[:beam_size]]
         kept = set(beam)
         query_ids = state["queries"][depth_key]
         candidates = []
@@ -74,17 +81,17 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
 
 
 def build_result(state: PromptOptState, services: Services) -> RunResult:
-    best_id = state["beam"][0]
-    last_depth = str(state["depth"])
-    best_entry = next(entry for entry in state["beams"][last_depth] if entry["id"] == best_id)
     settings = services.settings
+    best_id = strategy_for(settings.search.strategy).final_candidate(state)
+    best_depth = str(state["candidates"][best_id]["depth"])
+    best_entry = next(entry for entry in state["beams"][best_depth] if entry["id"] == best_id)
     return {  # type: ignore[typeddict-item]
         "run_id": services.run_dir.run_id,
         "status": "done",
         "best_prompt": state["candidates"][best_id]["prompt"],
         "best": {
             "candidate_id": best_id,
-            "depth": state["depth"],
+            "depth": int(best_depth),
             "reward": best_entry["reward"],
             "path_value": best_entry["path_value"],
         },
@@ -96,6 +103,7 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
             "base_mode": settings.roles.base.mode,
         },
         "search": settings.search.model_dump(mode="json"),
+        "reward": settings.reward.model_dump(mode="json"),
         "depths_run": state["depth"],
         "max_depth": state["max_depth"],
         "depth_increases": state.get("depth_increases", 0),

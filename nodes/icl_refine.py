@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.progress import IclRoundEvent, emit
 from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
-from drpo.judge.aspects import select_aspects_for
+from drpo.judge.aspects import select_aspects_for, static_record
 from drpo.judge.verdict import Verdict, evaluation_failure, judge_answer
 from drpo.llm.caller import call_structured_samples
 from drpo.llm.structured import ResponseRewriteReply, parse_response_rewrite, reply_schema
@@ -60,16 +60,20 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
         usage[role] = add_usage(usage.get(role, {}), amount)
 
     if round_number == 0:
-        aspects, spent, failed = select_aspects_for(
-            services.callers["aspect_selector"],
-            services.aspect_cache,
-            query=example["query"],
-            query_id=example["id"],
-            depth=round_number,
-            retries=retries,
-            run_id=services.run_dir.run_id,
-        )
-        spend("aspect_selector", spent)
+        if services.settings.reward.for_icl() == "static":
+            aspects, spent, failed = static_record(), {}, []
+        else:
+            aspects, spent, failed = select_aspects_for(
+                services.callers["aspect_selector"],
+                services.aspect_cache,
+                query=example["query"],
+                query_id=example["id"],
+                depth=round_number,
+                retries=retries,
+                run_id=services.run_dir.run_id,
+            )
+        if spent:
+            spend("aspect_selector", spent)
         failures.extend(failed)
         answer_id = f"icl|{example['id']}|source"
         verdict = judge_answer(

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState
+from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState, StrategyRecord
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
@@ -48,6 +48,9 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         )
         new = [root]
         update.update(query_order=order, max_depth=search.depth, depth_increases=0)
+        update["strategy"] = StrategyRecord(
+            name=search.strategy, beam_width=search.beam_width, num_actions=search.num_actions
+        )
     else:
         order = state["query_order"]
         new = _next_frontier(state)

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, usage_update
-from drpo.judge.aspects import select_aspects_for
+from drpo.judge.aspects import select_aspects_for, static_record
 from drpo.llm.usage import add_usage
 
 
@@ -18,8 +18,12 @@ def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
     selections: dict[str, AspectRecord] = {}
     failures: list[FailureRecord] = []
     usage: dict[str, int] = {}
+    static = services.settings.reward.mode == "static"
     for query_id in state["queries"][str(depth)]:
         if query_id in state.get("aspects", {}):
+            continue
+        if static:
+            selections[query_id] = static_record()
             continue
         record, spent, failed = select_aspects_for(
             services.callers["aspect_selector"],

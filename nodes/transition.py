@@ -3,6 +3,7 @@ or carries the prompt forward unchanged under the skip rule."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -18,8 +19,8 @@ from drpo.graph.state import (
     usage_update,
 )
 from drpo.llm.caller import call_structured_samples
-from drpo.llm.structured import TransitionReply, parse_transition, reply_schema
-from drpo.llm.usage import add_usage
+from drpo.llm.structured import OutputParseError, TransitionReply, parse_transition, reply_schema
+from drpo.llm.usage import add_usage, estimate_tokens
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from drpo.prompts.texts import evaluation_text, former_prompts_text
 from drpo.scoring import should_skip
@@ -60,6 +61,23 @@ def carried(payload: TransitionPayload, because: CarryReason, note: str) -> Cand
     )
 
 
+TOO_LONG = "tokens; keep the system prompt under"
+
+
+def length_guarded(limit: int | None) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """The transition parser, refusing (so re-asking) proposals longer than ``limit`` tokens: judges with a
+    length bias would otherwise reward ever longer prompts."""
+
+    def parse(data: dict[str, Any]) -> dict[str, str]:
+        parsed = parse_transition(data)
+        size = estimate_tokens(parsed["new_system_prompt"])
+        if limit is not None and size > limit:
+            raise OutputParseError(f"new_system_prompt is about {size} {TOO_LONG} {limit} tokens")
+        return parsed
+
+    return parse
+
+
 def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
     search = services.settings.search
@@ -78,19 +96,21 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     outcomes = call_structured_samples(
         services.callers["optimizer"],
         prompt,
-        parse_transition,
+        length_guarded(search.max_prompt_tokens),
         search.num_actions,
         retries=search.structured_retries,
         json_schema=reply_schema(TransitionReply),
+        first_sample=payload.get("sample_offset", 0),
     )
     for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)
         if outcome.value is None:
+            too_long = bool(outcome.errors) and all(TOO_LONG in error for error in outcome.errors)
             failures.append(
                 unusable_output(
                     payload["depth"],
                     "optimizer",
-                    "unparseable_transition",
+                    "prompt_too_long" if too_long else "unparseable_transition",
                     f"{payload['candidate']['id']}#{sample}",
                     outcome.attempts,
                     outcome.errors,

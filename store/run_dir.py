@@ -19,7 +19,9 @@ from typing import Any
 import yaml
 
 from drpo.errors import DrpoInputError
+from drpo.store.files import read_run_json
 from drpo.store.records import AnyRunResult, RunStatus
+from drpo.store.redaction import redact
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -107,13 +109,15 @@ class RunDir:
         """``prompt`` or ``icl``; runs made before kinds existed are prompt runs."""
         if not self.meta.is_file():
             return "prompt"
-        return str(json.loads(self.meta.read_text(encoding="utf-8")).get("kind", "prompt"))
+        return str(read_run_json(self.meta).get("kind", "prompt"))
 
     def read_config(self) -> dict[str, Any]:
         data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
 
     def write_status(self, status: str, **extra: Any) -> None:
+        if isinstance(extra.get("error"), str):
+            extra["error"] = redact(extra["error"])
         record = {"run_id": self.run_id, "status": status, "updated_at": time.time(), **extra}
         atomic_write_json(self.status, record)
         if self.status_mirror is not None:
@@ -122,16 +126,28 @@ class RunDir:
     def read_status(self) -> RunStatus:
         if not self.status.is_file():
             return RunStatus(run_id=self.run_id, status="unknown")
-        return RunStatus(**json.loads(self.status.read_text(encoding="utf-8")))  # type: ignore[typeddict-item]
+        return RunStatus(**read_run_json(self.status))  # type: ignore[typeddict-item]
 
     def read_result(self) -> AnyRunResult | None:
         if not self.result.is_file():
             return None
-        return json.loads(self.result.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        return read_run_json(self.result)  # type: ignore[no-any-return]
 
     def write_result(self, result: AnyRunResult) -> None:
         """The one writer of ``result.json`` (finalize, the ICL writer, import-reference)."""
         atomic_write_json(self.result, result)
+
+
+def ensure_runs_dir(runs_dir: Path) -> None:
+    """A runs directory a new run can be written in; otherwise one line naming the path and the problem."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise DrpoInputError(f"runs directory {runs_dir} is a file, not a directory")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DrpoInputError(f"cannot create runs directory {runs_dir}: {error.strerror}") from None
+    if not os.access(runs_dir, os.W_OK):
+        raise DrpoInputError(f"runs directory {runs_dir} is not writable")
 
 
 def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
@@ -157,6 +173,8 @@ def find_run(run: str | Path, runs_dir: Path) -> RunDir:
 
 def list_runs(runs_dir: Path) -> list[RunDir]:
     """Run directories under ``runs_dir``, oldest first."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise DrpoInputError(f"runs directory {runs_dir} is a file, not a directory")
     if not runs_dir.is_dir():
         return []
     runs = [RunDir(path) for path in runs_dir.iterdir() if path.is_dir() and not path.name.startswith(".")]

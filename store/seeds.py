@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drpo.errors import DrpoInputError
+from drpo.store.files import read_user_text
 from drpo.store.icl_store import IclExample, example_id
 
 SeedFormat = Literal["auto", "alpaca", "lima", "text", "jsonl"]
@@ -76,12 +77,7 @@ def _from_records(records: list[Any], source: Path) -> list[SeedQuery]:
 
 def load_seed_file(path: Path, fmt: SeedFormat = "auto") -> list[SeedQuery]:
     """Load seed queries from a file in any supported format; errors name the file."""
-    if not path.is_file():
-        raise DrpoInputError(f"seed file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DrpoInputError(f"seed file {path} is not UTF-8 text") from None
+    text = read_user_text(path, "seed file")
     if fmt == "auto":
         suffix = path.suffix.lower()
         fmt = "jsonl" if suffix == ".jsonl" else "alpaca" if suffix == ".json" else "text"
@@ -129,10 +125,9 @@ def _strip_markers(answer: str) -> str:
 
 def load_icl_file(path: Path) -> list[IclExample]:
     """ICL examples from a JSON dict (query -> answer) or a list of {"query", "answer"}."""
-    if not path.is_file():
-        raise DrpoInputError(f"ICL file not found: {path}")
+    text = read_user_text(path, "ICL file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise DrpoInputError(f"ICL file {path} is not valid JSON (line {error.lineno})") from None
     if isinstance(data, dict):

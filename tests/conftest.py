@@ -94,6 +94,7 @@ SERVER_MODULES = {
     "test_response_cache",
     "test_packaging",
     "test_eval_cli",
+    "test_hostile",
 }
 EMBEDDED_MODULES = {"test_embedded"}
 

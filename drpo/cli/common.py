@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError
+from drpo.store.redaction import redact
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,15 +55,15 @@ def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
     try:
         return action()
     except DrpoInputError as error:
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {redact(str(error))}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except ModelCallError as error:
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {redact(str(error))}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except BudgetExhausted as error:
         run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
         hint = f"; continue with a larger budget: drpo resume {run_id} --max-tokens N" if run_id else ""
-        err_console.print(f"stopped: {error}{hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"stopped: {redact(str(error))}{hint}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_BUDGET) from None
     except KeyboardInterrupt:
         run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
@@ -74,7 +75,9 @@ def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
     except Exception as error:
         run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
         hint = f"; resume with: drpo resume {run_id}" if run_id else ""
-        err_console.print(f"error: {type(error).__name__}: {error}{hint}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"error: {type(error).__name__}: {redact(str(error))}{hint}", highlight=False, markup=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_FAILED) from None
 
 

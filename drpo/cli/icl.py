@@ -17,6 +17,7 @@ from drpo.cli.options import (
     IclNumActionsOption,
     LocalModelOption,
     NewRunsDirOption,
+    RewardOption,
     RunIdOption,
     RunsDirOption,
 )
@@ -58,6 +59,7 @@ def icl_optimize(
     num_actions: IclNumActionsOption = None,
     depth: IclDepthOption = None,
     local_model: LocalModelOption = None,
+    reward: RewardOption = None,
 ) -> None:
     """Optimize the ICL examples' answers into a new Chroma collection."""
     from drpo.run.driver import optimize_icl
@@ -71,6 +73,7 @@ def icl_optimize(
             "runs_dir": str(runs_dir) if runs_dir else None,
             "icl_file": str(examples) if examples else None,
             "icl_search": {"beam_width": beam_width, "num_actions": num_actions, "depth": depth},
+            "reward": {"icl_mode": reward},
         }
         settings = settings_from_flags(config, flags, local_model)
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
-from drpo.settings import BudgetSettings, IclSearchSettings, SearchSettings, Settings
+from drpo.settings import BudgetSettings, IclSearchSettings, RewardSettings, SearchSettings, Settings
 
 
 def described(model: type[BaseModel], field: str, fallback: str = "") -> str:
@@ -45,6 +45,12 @@ ConcurrencyOption = Annotated[int | None, typer.Option("--concurrency", help=des
 PathAggregatorOption = Annotated[
     str | None, typer.Option("--path-aggregator", help=described(SearchSettings, "path_aggregator"))
 ]
+StrategyOption = Annotated[str | None, typer.Option("--strategy", help=described(SearchSettings, "strategy"))]
+RewardOption = Annotated[str | None, typer.Option("--reward", help=described(RewardSettings, "mode"))]
+MaxPromptTokensOption = Annotated[
+    int | None, typer.Option("--max-prompt-tokens", help=described(SearchSettings, "max_prompt_tokens"))
+]
+NoRegressOption = Annotated[str | None, typer.Option("--no-regress", help=described(SearchSettings, "no_regress"))]
 ReviewOption = Annotated[bool | None, typer.Option("--review/--no-review", help=described(SearchSettings, "review"))]
 SeedFileOption = Annotated[Path | None, typer.Option("--seed-file", help=described(Settings, "seed_file"))]
 SeedFormatOption = Annotated[str | None, typer.Option("--seed-format", help="auto, alpaca, lima, text or jsonl")]

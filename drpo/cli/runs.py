@@ -26,17 +26,21 @@ from drpo.cli.options import (
     LocalModelOption,
     MaxCostOption,
     MaxDepthIncreaseOption,
+    MaxPromptTokensOption,
     MaxTokensOption,
     NewRunsDirOption,
+    NoRegressOption,
     NumActionsOption,
     PathAggregatorOption,
     QueriesPerDepthOption,
     ReviewOption,
+    RewardOption,
     RunIdOption,
     RunsDirOption,
     SeedFileOption,
     SeedFormatOption,
     SeedOption,
+    StrategyOption,
 )
 from drpo.cli.supervise import interactive_review, is_interactive, report_outcome
 from drpo.errors import DrpoInputError
@@ -65,6 +69,10 @@ def optimize(
     checkpointer: CheckpointerOption = None,
     chroma_url: ChromaUrlOption = None,
     review: ReviewOption = None,
+    strategy: StrategyOption = None,
+    reward: RewardOption = None,
+    max_prompt_tokens: MaxPromptTokensOption = None,
+    no_regress: NoRegressOption = None,
     icl_collection: IclCollectionOption = None,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
@@ -97,7 +105,11 @@ def optimize(
                 "concurrency": concurrency,
                 "path_aggregator": path_aggregator,
                 "review": review,
+                "strategy": strategy,
+                "max_prompt_tokens": max_prompt_tokens,
+                "no_regress": no_regress,
             },
+            "reward": {"mode": reward},
             "budget": {"max_tokens": max_tokens, "max_cost": max_cost},
             "cache": {"enabled": cache},
         }
@@ -122,7 +134,12 @@ def print_plan(settings: Settings) -> None:
 
     plan = plan_run(settings)
     low, high = plan["depths"]
-    console.print(f"dry run: {low} depths expected, at most {high}; nothing is called")
+    sampled, most = plan["sampled_prompts"]
+    console.print(
+        f"dry run ({plan['strategy']} search): {low} depths expected, at most {high}; "
+        f"{sampled} prompts sampled (at most {most}); nothing is called",
+        highlight=False,
+    )
     table = Table("role", "calls", "upper bound", "input tokens", "output tokens", "cost")
     for role, entry in plan["roles"].items():
         cost = "-" if entry["cost"] is None else f"${entry['cost']:.4f}"
@@ -178,17 +195,21 @@ def resume(
 
 
 def list_runs(runs_dir: RunsDirOption = RUNS_DIR) -> None:
-    """List runs and their status."""
+    """List runs and their status (a run with a damaged file is listed as unreadable, naming the file)."""
+    from drpo.store.files import DamagedRunFile
     from drpo.store.run_dir import list_runs as runs_in
 
     table = Table("run id", "kind", "status", "best path value", "depths")
-    for run in runs_in(runs_dir):
-        status = run.read_status()
-        result = run.read_result()
+    for run in run_guarded(lambda: runs_in(runs_dir), None):
+        try:
+            kind, status, result = run.kind(), run.read_status(), run.read_result()
+        except DamagedRunFile as damaged:
+            table.add_row(run.run_id, "-", f"unreadable: {damaged.path.name}", "-", "-")
+            continue
         prompt_result: RunResult | None = result if result and "best" in result else None  # type: ignore[assignment]
         table.add_row(
             run.run_id,
-            run.kind(),
+            kind,
             status.get("status", "unknown"),
             fmt(prompt_result["best"]["path_value"]) if prompt_result else "-",
             str(prompt_result["depths_run"]) if prompt_result else "-",

@@ -26,6 +26,7 @@ from drpo.cli.options import (
 )
 from drpo.errors import DrpoInputError
 from drpo.graph.review import ReviewSummary
+from drpo.store.files import read_user_text
 
 RUNS_DIR = Path("drpo_runs")
 
@@ -35,9 +36,7 @@ def is_interactive() -> bool:
 
 
 def read_prompt_file(path: Path) -> str:
-    if not path.is_file():
-        raise DrpoInputError(f"prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8").strip()
+    text = read_user_text(path, "prompt file").strip()
     if not text:
         raise DrpoInputError(f"prompt file {path} is empty")
     return text

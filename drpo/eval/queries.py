@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import DrpoInputError
+from drpo.store.files import read_user_text
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,7 @@ def _from_jsonl(path: Path, lines: list[str]) -> list[tuple[str, str, str, str]]
 def load_eval_queries(path: Path, safety_ids: str | None = None) -> list[EvalQuery]:
     """Queries in just-eval's JSONL shape (``id``, ``instruction``, ``dataset``, ``category``) or plain text,
     one query a line. Red-team queries: ``category`` other than ``regular``, or the ids in ``safety_ids``."""
-    if not path.is_file():
-        raise DrpoInputError(f"query file not found: {path}")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DrpoInputError(f"query file {path} is not UTF-8 text") from None
+    content = read_user_text(path, "query file")
     lines = content.splitlines()
     first = next((line for line in lines if line.strip()), "")
     if first.lstrip().startswith("{"):

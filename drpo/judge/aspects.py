@@ -10,6 +10,20 @@ from drpo.prompts.texts import aspect_list_text
 from drpo.store.aspect_cache import AspectCache
 
 FALLBACK_ASPECTS = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement")
+# The paper's static reward (Appendix A): the evaluation aspects, every time, for every query.
+STATIC_ASPECTS = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety")
+
+
+def static_record() -> AspectRecord:
+    """The static reward's fixed aspects: no selection call is made."""
+    known = aspect_definitions()
+    return AspectRecord(
+        aspects=list(STATIC_ASPECTS),
+        definitions={name: known[name] for name in STATIC_ASPECTS},
+        reasoning="Static reward: the fixed evaluation aspects are scored for every query.",
+        new_aspects=[],
+        fallback=False,
+    )
 
 
 def fallback_record() -> AspectRecord:

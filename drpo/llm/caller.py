@@ -152,15 +152,22 @@ class RoleCaller:
         )
 
     def complete_samples(
-        self, request: list[BaseMessage], count: int, *, json_schema: dict[str, Any] | None = None
+        self,
+        request: list[BaseMessage],
+        count: int,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        first_sample: int = 0,
     ) -> list[CallOutcome]:
-        """``count`` samples of one request: one call with ``n`` where supported, else one call each.
-
-        With ``n`` the whole usage is booked on the first sample so totals stay right."""
+        """``count`` samples of one request (indices from ``first_sample`` on): one call with ``n``
+        where supported, else one call each. With ``n`` the whole usage is booked on the first sample."""
         if count == 1 or not self.samples_with_n:
-            return [self.complete(request, sample=index, json_schema=json_schema) for index in range(count)]
+            return [
+                self.complete(request, sample=first_sample + index, json_schema=json_schema) for index in range(count)
+            ]
         schema = self._schema(json_schema)
-        key = self._key(request, (), schema, sample=0, n=count)
+        offset = {"first": first_sample} if first_sample else {}  # keys of offset-free calls stay as they were
+        key = self._key(request, (), schema, sample=0, n=count, **offset)
 
         def send(kwargs: dict[str, Any]) -> dict[str, Any]:
             result = self.model.generate([request], **{**kwargs, "n": count})
@@ -391,6 +398,7 @@ def call_structured_samples(
     *,
     retries: int,
     json_schema: dict[str, Any] | None = None,
+    first_sample: int = 0,
 ) -> list[StructuredOutcome[T]]:
     """``count`` independent structured samples; each unusable one is retried on its own.
 
@@ -400,13 +408,23 @@ def call_structured_samples(
         with ThreadPoolExecutor(max_workers=count) as pool:
             futures = [
                 pool.submit(
-                    call_structured, caller, prompt, parse, retries=retries, sample=index, json_schema=json_schema
+                    call_structured,
+                    caller,
+                    prompt,
+                    parse,
+                    retries=retries,
+                    sample=first_sample + index,
+                    json_schema=json_schema,
                 )
                 for index in range(count)
             ]
             return [future.result() for future in futures]
-    firsts = caller.complete_samples([HumanMessage(content=prompt)], count, json_schema=json_schema)
+    replies = caller.complete_samples(
+        [HumanMessage(content=prompt)], count, json_schema=json_schema, first_sample=first_sample
+    )
     return [
-        call_structured(caller, prompt, parse, retries=retries, sample=index, json_schema=json_schema, first=first)
-        for index, first in enumerate(firsts)
+        call_structured(
+            caller, prompt, parse, retries=retries, sample=first_sample + index, json_schema=json_schema, first=reply
+        )
+        for index, reply in enumerate(replies)
     ]

@@ -16,6 +16,7 @@ from drpo.llm.local_models import resolve_local_model
 from drpo.llm.local_server import LocalServerPool
 from drpo.llm.retry import RateLimiter
 from drpo.settings import ROLE_NAMES, RoleSpec, Settings
+from drpo.store.redaction import register_secret
 
 
 def model_identity(spec: RoleSpec) -> str:
@@ -33,6 +34,7 @@ def _api_key(role: str, spec: RoleSpec) -> str:
     value = os.environ.get(env_name)
     if not value:
         raise DrpoInputError(f"role {role} ({spec.provider}): environment variable {env_name} is not set")
+    register_secret(value)
     return value
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from drpo.errors import ModelCallError
+from drpo.store.redaction import redact
 
 log = logging.getLogger("drpo.calls")
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
     status = getattr(error, "status_code", None)
     detail = getattr(error, "message", None) or str(error)
     code = f" ({status})" if status else ""
-    return ModelCallError(f"role {role} ({where}): {what}{code}: {detail}".replace("\n", " ")[:400])
+    return ModelCallError(redact(f"role {role} ({where}): {what}{code}: {detail}".replace("\n", " "))[:400])
 
 
 def call_with_retries(

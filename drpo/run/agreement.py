@@ -24,6 +24,7 @@ from drpo.run.opening import record_run
 from drpo.run.services import build_services
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
+from drpo.store.files import read_user_text
 from drpo.store.run_dir import atomic_write_json, new_run_id, run_dir_for
 
 
@@ -56,7 +57,7 @@ def load_verdicts(path: Path) -> list[Verdict]:
     if not path.is_file():
         raise DrpoInputError(f"verdict file not found: {path}")
     verdicts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path, "verdict file").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,7 +24,8 @@ from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.postgres import save_status
 from drpo.store.records import RunResult, result_summary
-from drpo.store.run_dir import RunDir, new_run_id, run_dir_for
+from drpo.store.redaction import RedactingFilter
+from drpo.store.run_dir import RunDir, ensure_runs_dir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -61,6 +63,7 @@ def _run_logging(run_dir: RunDir) -> Iterator[None]:
     """Append this process's drpo log records to the run's log file."""
     handler = logging.FileHandler(run_dir.log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     logger = logging.getLogger("drpo")
     logger.addHandler(handler)
     previous = logger.level
@@ -207,7 +210,7 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             raise
         except Exception as error:
             run_dir.write_status("failed", error=f"{type(error).__name__}: {error}"[:500])
-            log.exception("run %s failed", run_dir.run_id)
+            log.error("run %s failed:\n%s", run_dir.run_id, traceback.format_exc())  # redacted by the filter
             raise
         finally:
             if services is not None:
@@ -241,6 +244,7 @@ def optimize(
     if kind == "eval":
         preflight_eval(settings, models, embedder)
     run_id = settings.run_id or new_run_id()
+    ensure_runs_dir(settings.runs_dir)
     run_dir = run_dir_for(settings.runs_dir, run_id)
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")

@@ -22,6 +22,7 @@ from drpo.serve.aligned import AlignedChatModel
 from drpo.serve.runs import open_run_for_serving
 from drpo.settings import EvalSystem, EvaluationSettings, Settings
 from drpo.store.embeddings import Embedder
+from drpo.store.files import read_user_text
 from drpo.store.icl_store import IclExample
 from drpo.store.run_dir import find_run
 from drpo.store.seeds import default_icl_examples, load_icl_file
@@ -107,7 +108,7 @@ def _run_label(result: dict[str, Any], variant: str, k: int) -> str:
         parts.append(variant)
     if search:
         parts.append(f"{search.get('strategy', 'beam')} search")
-        parts.append(f"{search.get('reward_mode', 'dynamic')} reward")
+        parts.append(f"{(result.get('reward') or {}).get('mode', 'dynamic')} reward")
     parts.append(f"K={k}")
     return ", ".join(parts)
 
@@ -170,12 +171,7 @@ def self_graded(settings: Settings, systems: list[ResolvedSystem]) -> list[str]:
 
 
 def _read_prompt(path: Path) -> str:
-    if not path.is_file():
-        raise DrpoInputError(f"prompt file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        raise DrpoInputError(f"prompt file {path} is not UTF-8 text") from None
+    text = read_user_text(path, "prompt file").strip()
     if not text:
         raise DrpoInputError(f"prompt file {path} is empty")
     return text

@@ -31,6 +31,7 @@ from drpo.run.services import load_icl, load_seeds
 from drpo.settings import Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.seeds import query_order
+from drpo.strategy import strategy_for
 
 
 def frontier_sizes(depths: int, width: int, actions: int) -> list[int]:
@@ -46,13 +47,14 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     seeds = load_seeds(settings)
     examples = load_icl(settings)
     b = search.queries_per_depth
-    expected = frontier_sizes(search.depth, search.beam_width, search.num_actions)
-    bound = frontier_sizes(search.depth + search.max_depth_increase, search.beam_width, search.num_actions)
+    width = strategy_for(search.strategy).width(search.beam_width)
+    expected = frontier_sizes(search.depth, width, search.num_actions)
+    bound = frontier_sizes(search.depth + search.max_depth_increase, width, search.num_actions)
     optimizer_spec = settings.roles.optimizer
     per_node = 1 if (optimizer_spec.uses_n() and optimizer_spec.provider != "local") else search.num_actions
 
     def optimizer_requests(sizes: list[int]) -> int:
-        return sum(min(search.beam_width, size) for size in sizes[:-1]) * per_node
+        return sum(min(width, size) for size in sizes[:-1]) * per_node
 
     order = query_order(seeds, search.seed)
     texts = {seed.id: seed.text for seed in seeds}
@@ -102,8 +104,9 @@ def plan_run(settings: Settings) -> dict[str, Any]:
         "evaluator": 70 * len(aspects),
         "optimizer": min(int(optimizer_spec.max_tokens * 0.75), 600) * (search.num_actions if per_node == 1 else 1),
     }
+    static = settings.reward.mode == "static"
     calls = {
-        "aspect_selector": (len(expected) * b - cached, len(bound) * b),
+        "aspect_selector": (0, 0) if static else (len(expected) * b - cached, len(bound) * b),
         "base": (sum(expected) * b, sum(bound) * b),
         "evaluator": (sum(expected) * b, sum(bound) * b),
         "optimizer": (optimizer_requests(expected), optimizer_requests(bound)),
@@ -123,6 +126,8 @@ def plan_run(settings: Settings) -> dict[str, Any]:
         "depths": (search.depth, search.depth + search.max_depth_increase),
         "cached_aspect_selections": cached,
         "samples_per_optimizer_request": search.num_actions if per_node == 1 else 1,
+        "strategy": search.strategy,
+        "sampled_prompts": (sum(expected[1:]) * 1, sum(bound[1:])),
         "roles": roles,
         "tokens": sum(entry["input_tokens"] + entry["output_tokens"] for entry in roles.values()),
         "cost": None if any(cost is None for cost in costs) else round(sum(costs), 4),  # type: ignore[arg-type]

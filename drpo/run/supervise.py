@@ -32,6 +32,8 @@ def run_status(
     with open_run(run_id, runs_dir, checkpointer=checkpointer, saver=saver) as run:
         settings, run_dir = run.settings, run.run_dir
         status = run_dir.read_status()
+        if status.get("status") == "done":
+            run_dir.read_result()  # a damaged result.json is named here, not found later by show or serving
         if settings.uses_postgres():  # the database holds the latest status of whichever machine drove it
             shared = load_status(settings.checkpointer, run_id)
             if shared is not None and shared.get("updated_at", 0) >= status.get("updated_at", 0):

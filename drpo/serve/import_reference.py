@@ -17,6 +17,7 @@ from drpo.llm.structured import OutputParseError, parse_score
 from drpo.scoring import reward_from_scores
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
+from drpo.store.files import read_user_text
 from drpo.store.icl_store import IclStore, icl_collection_name, open_chroma_client
 from drpo.store.run_dir import RunDir, run_dir_for
 from drpo.store.seeds import load_icl_file
@@ -24,7 +25,7 @@ from drpo.store.seeds import load_icl_file
 
 def _levels(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_user_text(path, "reference file"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise DrpoInputError(f"{path} is not valid JSON") from None
     if not isinstance(data, dict) or not data:
@@ -78,7 +79,7 @@ def import_reference(
     if not output_json.is_file() and not output_txt.is_file():
         raise DrpoInputError(f"{model_dir} holds neither output.json nor output.txt")
     levels = _levels(output_json) if output_json.is_file() else []
-    final = output_txt.read_text(encoding="utf-8").strip() if output_txt.is_file() else levels[-1][1]
+    final = read_user_text(output_txt, "reference prompt file").strip() if output_txt.is_file() else levels[-1][1]
     if not final:
         raise DrpoInputError(f"{output_txt} is empty")
     examples = load_icl_file(find_icl_file(model_dir, icl_file))

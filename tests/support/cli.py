@@ -34,10 +34,13 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def drpo(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def drpo(
+    *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*DRPO, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout, check=False
-    )
+        [*DRPO, *args], cwd=cwd, env={**cli_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
 
 
 def drpo_background(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -38,6 +38,7 @@ class FakeOpenAIServer:
         log_path: Path | None = None,
         latency: float = 0.0,
         required_key: str | None = None,
+        echo_authorization: bool = False,
         known_models: set[str] | None = None,
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
@@ -50,6 +51,7 @@ class FakeOpenAIServer:
         self.timeout_sleep = timeout_sleep
         self._attempts: dict[str, int] = {}
         self.required_key = required_key
+        self.echo_authorization = echo_authorization  # a careless provider: the 401 body repeats the key
         self.known_models = known_models
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -142,9 +144,10 @@ class FakeOpenAIServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 auth = self.headers.get("Authorization", "")
                 if server.required_key is not None and auth != f"Bearer {server.required_key}":
-                    self._send(
-                        401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
-                    )
+                    message = "Incorrect API key provided"
+                    if server.echo_authorization:
+                        message += f": {auth.removeprefix('Bearer ')} (sent as {auth})"
+                    self._send(401, {"error": {"message": message, "type": "invalid_request_error"}})
                     return
                 if server.known_models is not None and body.get("model") not in server.known_models:
                     self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})

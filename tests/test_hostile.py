@@ -1,0 +1,130 @@
+"""Issue 10's hostile cases so far: damaged run files, non-UTF-8 inputs, a runs directory that is a
+file, keys that must never be written anywhere, and settings that would save a secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drpo.errors import DrpoInputError
+from drpo.settings import settings_from_dict
+from drpo.store.files import read_user_text
+from drpo.store.redaction import redact, register_secret
+from support.cli import drpo, fake_server_config
+from support.fake_openai import FakeOpenAIServer
+
+NOT_UTF8 = b"caf\xe9 \xff\xfe broken"
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two finished runs, made once; each test damages its own copy."""
+    work = tmp_path_factory.mktemp("finished")
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(work / "c.yaml", server.base_url, depth=2)
+        for run_id in ("good", "hurt"):
+            done = drpo("optimize", "--config", str(config), "--run-id", run_id, "--runs-dir", "runs", cwd=work)
+            assert done.returncode == 0, done.stderr
+    return work / "runs"
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not-json"])
+@pytest.mark.parametrize("name", ["status.json", "meta.json", "result.json"])
+def test_a_damaged_run_file_never_breaks_other_commands(
+    finished_runs: Path, tmp_path: Path, name: str, damage: str
+) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    target = tmp_path / "runs" / "hurt" / name
+    original = target.read_text()
+    target.write_text({"empty": "", "truncated": original[: len(original) // 2], "not-json": "<html>oops"}[damage])
+    listed = drpo("runs", "--runs-dir", "runs", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "good" in listed.stdout and f"unreadable: {name}" in listed.stdout
+    for command in ("show", "status"):
+        done = drpo(command, "hurt", "--runs-dir", "runs", cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "damaged run file" in done.stderr and name in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    good_status = json.loads((tmp_path / "runs" / "good" / "status.json").read_text())
+    assert good_status["status"] == "done"  # read-only commands relabel nothing
+
+
+def test_every_user_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(NOT_UTF8)
+    with pytest.raises(DrpoInputError, match=r"prompt file .*bad.txt is not UTF-8 text"):
+        read_user_text(bad, "prompt file")
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        cases = [
+            ("optimize", "--config", str(config), "--seed-file", str(bad), "--runs-dir", "runs"),
+            ("icl", "optimize", "--config", str(config), "--examples", str(bad), "--runs-dir", "runs"),
+            ("optimize", "--config", str(bad), "--runs-dir", "runs"),
+            ("eval", "run", "--config", str(config), "--queries", str(bad), "--system", "base", "--runs-dir", "runs"),
+        ]
+        for args in cases:
+            done = drpo(*args, cwd=tmp_path)
+            assert done.returncode == 2, (args, done.stderr)
+            assert "is not UTF-8 text" in done.stderr and "bad.txt" in done.stderr, (args, done.stderr)
+            assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no half-created run
+
+
+def test_a_runs_dir_that_is_a_file_is_one_line_without_a_resume_hint(tmp_path: Path) -> None:
+    (tmp_path / "runs").write_text("not a directory")
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        done = drpo("optimize", "--config", str(config), "--run-id", "x", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 2 and "is a file, not a directory" in done.stderr
+    assert "resume" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    listed = drpo("runs", "--runs-dir", "runs", cwd=tmp_path)
+    assert listed.returncode == 2 and "is a file" in listed.stderr
+
+
+def test_a_server_that_echoes_the_key_never_gets_it_written(tmp_path: Path) -> None:
+    secret = "sk-proj-" + os.urandom(12).hex()
+    with FakeOpenAIServer(required_key="the-right-one", echo_authorization=True) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        for role in data["roles"].values():
+            role["api_key_env"] = "DRPO_ECHO_KEY"
+        config.write_text(yaml.safe_dump(data))
+        env = {"DRPO_ECHO_KEY": secret}
+        done = drpo(
+            "optimize", "--config", str(config), "--run-id", "echo", "--runs-dir", "runs", cwd=tmp_path, env=env
+        )
+    assert done.returncode == 2, done.stderr
+    assert "authentication failed (401)" in done.stderr and "[redacted]" in done.stderr
+    assert secret not in done.stdout + done.stderr
+    for path in (tmp_path / "runs").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_redaction_of_known_values_and_key_shapes() -> None:
+    register_secret("my-own-token-123")
+    text = "auth my-own-token-123 then Bearer abcdefgh12345678 and gsk_ABCDEFGH1234 and xai-abcdefghijkl"
+    assert redact(text) == "auth [redacted] then [redacted] and [redacted] and [redacted]"
+    assert redact("plain text with sk in it") == "plain text with sk in it"
+
+
+@pytest.mark.parametrize(
+    ("role", "message"),
+    [
+        ({"provider": "openai", "api_key_env": "sk-abc123def456"}, "name of an environment variable"),
+        ({"provider": "openai", "api_key_env": "gsk_abcdef123456"}, "name of an environment variable"),
+        ({"provider": "openai", "api_key_env": "aB3dE5gH7jK9mN1pQ3sT5vW7"}, "name of an environment variable"),
+        ({"provider": "openai_compatible", "base_url": "http://user:pw@host:8000/v1"}, "user or password"),
+    ],
+)
+def test_settings_refuse_what_would_save_a_secret(role: dict, message: str) -> None:
+    with pytest.raises(DrpoInputError, match=message):
+        settings_from_dict({"roles": {"optimizer": role}})
+    with pytest.raises(DrpoInputError, match="user or password"):
+        settings_from_dict({"chroma_url": "http://admin:secret@chroma:8000"})
+    assert settings_from_dict({"roles": {"optimizer": {"provider": "openai", "api_key_env": "MY_OPENAI_KEY"}}})
