@@ -9,14 +9,19 @@ from langgraph.runtime import Runtime
 
 from drpo.eval.report import write_report
 from drpo.eval.summary import summarize
-from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.state import EvalState
 from drpo.llm.pricing import cost_of
 from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
 
 def eval_finalize(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = services_of(runtime)
+    write_eval_result(state, services_of(runtime))
+    return {"finished": True}
+
+
+def write_eval_result(state: EvalState, services: Services) -> dict[str, Any]:
+    """eval.json (= result.json), answers.jsonl and the report from a final state; also the rebuild path."""
     resources = services.evaluation
     assert resources is not None
     settings = resources.settings
@@ -54,4 +59,4 @@ def eval_finalize(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, 
     write_report(summary, root)
     atomic_write_json(root / "eval.json", summary)
     services.run_dir.write_result(summary)  # type: ignore[arg-type]
-    return {"finished": True}
+    return summary

@@ -127,11 +127,16 @@ def write_answers(services: Services) -> None:
     atomic_write_text(services.run_dir.answers, "\n".join(lines) + ("\n" if lines else ""))
 
 
-def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = services_of(runtime)
+def write_prompt_result(state: PromptOptState, services: Services) -> RunResult:
+    """result.json and answers.jsonl from a final state (also how a deleted result.json is rebuilt)."""
     result = build_result(state, services)
     write_answers(services)
     services.run_dir.write_result(result)
+    return result
+
+
+def finalize(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
+    result = write_prompt_result(state, services_of(runtime))
     emit(
         FinishedEvent(
             event="finished",

@@ -105,6 +105,10 @@ class RunDir:
             atomic_write_json(self.meta, record)
         atomic_write_text(self.config, yaml.safe_dump(config_snapshot, sort_keys=False))
 
+    def read_meta(self) -> dict[str, Any]:
+        """meta.json: the run's kind, provenance and the content hashes of its input files."""
+        return dict(read_run_json(self.meta)) if self.meta.is_file() else {}
+
     def kind(self) -> str:
         """``prompt`` or ``icl``; runs made before kinds existed are prompt runs."""
         if not self.meta.is_file():

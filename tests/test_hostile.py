@@ -128,3 +128,61 @@ def test_settings_refuse_what_would_save_a_secret(role: dict, message: str) -> N
     with pytest.raises(DrpoInputError, match="user or password"):
         settings_from_dict({"chroma_url": "http://admin:secret@chroma:8000"})
     assert settings_from_dict({"roles": {"optimizer": {"provider": "openai", "api_key_env": "MY_OPENAI_KEY"}}})
+
+
+def test_resume_after_the_seed_file_changed_is_refused_until_it_is_restored(make_settings, embedder) -> None:
+    from drpo.run.driver import optimize, resume
+    from support.runs import roles
+    from support.scripted import ScriptedChatModel
+
+    settings = make_settings(depth=3)
+    seeds = settings.runs_dir.parent / "seeds.txt"
+    original = "\n".join(f"How do I get better at task {n}?" for n in range(8)) + "\n"
+    seeds.write_text(original)
+    settings = settings.model_copy(update={"seed_file": seeds, "run_id": "changed"})
+    broken = ScriptedChatModel(fail_on=lambda text, count: count == 9)
+    with pytest.raises(RuntimeError, match="injected"):
+        optimize(settings, models=roles(broken), embedder=embedder)
+    seeds.write_text(original.replace("task 3", "something else"))
+    with pytest.raises(DrpoInputError, match=r"seed file .*seeds.txt changed since run changed started"):
+        resume("changed", settings.runs_dir, models=roles(ScriptedChatModel()), embedder=embedder)
+    seeds.write_text(original)
+    done = resume("changed", settings.runs_dir, models=roles(ScriptedChatModel()), embedder=embedder)
+    assert done.result is not None and done.result["depths_run"] == 3
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_finished_runs_result_is_rebuilt_identical(finished_runs: Path, tmp_path: Path, damage: str) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    result = tmp_path / "runs" / "hurt" / "result.json"
+    original = result.read_text()
+    if damage == "deleted":
+        result.unlink()
+    else:
+        result.write_text(original[:100])
+    repaired = drpo("repair", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(result.read_text()) == json.loads(original)
+    assert (result.with_name("result.json.damaged").exists()) == (damage == "truncated")
+    assert json.loads((tmp_path / "runs" / "hurt" / "status.json").read_text())["status"] == "done"
+    again = drpo("repair", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to repair" in again.stdout
+    result.unlink()  # drpo resume on a finished run rebuilds too, and never relabels it failed
+    resumed = drpo("resume", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(result.read_text()) == json.loads(original)
+
+
+def test_roles_left_out_are_named_at_start_and_memory_runs_get_no_resume_hint(tmp_path: Path) -> None:
+    with FakeOpenAIServer(required_key="right") as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        del data["roles"]["aspect_selector"]
+        config.write_text(yaml.safe_dump(data))
+        done = drpo(
+            "optimize", "--config", str(config), "--checkpointer", "memory", "--runs-dir", "runs",
+            "--local-model", "smollm2-135m", cwd=tmp_path,
+        )  # fmt: skip
+    assert "aspect_selector=local:smollm2-135m (not configured: the embedded default)" in done.stdout
+    assert "base=openai_compatible:fake," in done.stdout
+    assert done.returncode == 2 and "resume" not in done.stderr  # an in-memory run cannot be resumed

@@ -119,13 +119,29 @@ def optimize(
             return None
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
         console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
-        holder["run_id"] = settings.run_id
+        console.print(describe_roles(settings, config), highlight=False, markup=False, soft_wrap=True)
+        holder["run_id"] = settings.run_id if settings.checkpointer != "memory" else None  # nothing to resume
         on_review = interactive_review if is_interactive() else None
         return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
 
     outcome = run_guarded(action, holder)
     if outcome is not None:
         report_outcome(outcome)
+
+
+def describe_roles(settings: Settings, config: Path | None) -> str:
+    """Which model each role uses; roles the config left out are marked, the embedded default named."""
+    from drpo.settings import ROLE_NAMES, read_settings_file
+
+    given = set((read_settings_file(config).get("roles") or {}) if config is not None else {})
+    parts = []
+    for role in ROLE_NAMES:
+        spec = settings.roles.get(role)
+        note = ""
+        if role not in given:
+            note = " (not configured: the embedded default)" if spec.provider == "local" else " (not configured)"
+        parts.append(f"{role}={spec.provider}:{spec.model}{note}")
+    return "roles: " + ", ".join(parts)
 
 
 def print_plan(settings: Settings) -> None:
@@ -298,9 +314,39 @@ def export(
     run_guarded(action, None)
 
 
+def repair(
+    run_id: Annotated[str, typer.Argument(help="Finished run whose result.json is missing or damaged")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """Rebuild a finished run's result files from its final checkpoint (a damaged result.json is kept aside)."""
+    from drpo.run.driver import resume as run_resume
+    from drpo.run.opening import open_run
+    from drpo.store.files import DamagedRunFile
+
+    def action() -> Any:
+        with open_run(run_id, runs_dir) as run:
+            snapshot = run.snapshot()
+            run_dir = run.run_dir
+        if snapshot.next or not snapshot.values:
+            raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
+        try:
+            if run_dir.read_result() is not None:
+                return None
+        except DamagedRunFile:
+            run_dir.result.replace(run_dir.result.with_name("result.json.damaged"))
+        return run_resume(run_id, runs_dir)
+
+    outcome = run_guarded(action, None)
+    if outcome is None:
+        console.print(f"run {run_id}: result.json is intact; nothing to repair")
+    else:
+        console.print(f"run {run_id}: rebuilt {outcome.run_dir / 'result.json'} from the final checkpoint")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(optimize)
     app.command()(resume)
     app.command("runs")(list_runs)
     app.command()(show)
     app.command()(export)
+    app.command()(repair)

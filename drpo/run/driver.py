@@ -18,7 +18,15 @@ from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
 from drpo.graph.review import ReviewSummary, parse_decisions
 from drpo.run.eval_systems import build_eval_resources, preflight_eval
-from drpo.run.opening import RUN_KINDS, at_review_point, load_run_settings, open_graph, pending_review_of, record_run
+from drpo.run.opening import (
+    RUN_KINDS,
+    at_review_point,
+    check_inputs_unchanged,
+    load_run_settings,
+    open_graph,
+    pending_review_of,
+    record_run,
+)
 from drpo.run.services import build_services, preflight
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
@@ -117,6 +125,23 @@ def _stream(
                 on_progress(_update_progress(services, node, update))
 
 
+def rebuild_result(kind: str, values: dict[str, Any], services: Services) -> Any:
+    """The result files of a finished run, written again from its final state by the nodes' own writers."""
+    if kind == "prompt":
+        from drpo.nodes.finalize import write_prompt_result
+
+        return write_prompt_result(values, services)  # type: ignore[arg-type]
+    if kind == "eval":
+        from drpo.nodes.eval_finalize import write_eval_result
+
+        return write_eval_result(values, services)  # type: ignore[arg-type]
+    from drpo.nodes.icl_write import build_icl_result
+
+    result = build_icl_result(values, services, values["collection"])  # type: ignore[arg-type]
+    services.run_dir.write_result(result)
+    return result
+
+
 def _initial_input(kind: str, settings: Settings) -> dict[str, Any]:
     return {"initial_prompt": settings.search.initial_prompt} if kind == "prompt" else {}
 
@@ -191,8 +216,9 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             if snapshot.next:
                 raise RuntimeError(f"run stopped before finishing (next: {snapshot.next})")
             result = run_dir.read_result()
-            if result is None:
-                raise RuntimeError("run finished without writing result.json")
+            if result is None:  # finished, but result.json was deleted: rebuild it from the final checkpoint
+                result = rebuild_result(request.kind, snapshot.values, services)
+                log.warning("run %s: result.json rebuilt from the final checkpoint", run_dir.run_id)
             run_dir.write_status("done", **result_summary(result), transport_retries=services.stats.retries)
             log.info("run %s done", run_dir.run_id)
             return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
@@ -275,6 +301,7 @@ def resume(
     settings, run_dir = load_run_settings(runs_dir, run_id, overrides)
     if settings.checkpointer == "memory" and checkpointer is None:
         raise DrpoInputError(f"run {run_id} used an in-memory checkpointer and cannot be resumed")
+    check_inputs_unchanged(settings, run_dir)
     request = DriveRequest(
         run_dir.kind(), settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review
     )

@@ -6,6 +6,7 @@ so a run is opened one way whether it lives in a local directory or in Postgres.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,40 @@ def graph_config(settings: Settings, run_id: str) -> dict[str, Any]:
     }
 
 
+def input_files(settings: Settings) -> dict[str, Path]:
+    """The user's files a run reads again when it resumes (the packaged defaults cannot change)."""
+    files = {"seed file": settings.seed_file, "ICL file": settings.icl_file}
+    if settings.evaluation is not None and settings.evaluation.queries_file is not None:
+        files["query file"] = settings.evaluation.queries_file
+    return {what: path for what, path in files.items() if path is not None}
+
+
+def file_hash(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def check_inputs_unchanged(settings: Settings, run_dir: RunDir) -> None:
+    """A run resumed after its seed, ICL or query file was edited would mix two data sets: refuse it,
+    naming the file; restoring the file makes the run resumable again."""
+    saved = run_dir.read_meta().get("input_hashes", {})
+    for what, path in input_files(settings).items():
+        expected = saved.get(what)
+        if expected is None:
+            continue
+        current = file_hash(path)
+        if current is None:
+            raise DrpoInputError(f"{what} {path} of run {run_dir.run_id} is missing; restore it to resume")
+        if current != expected:
+            raise DrpoInputError(
+                f"{what} {path} changed since run {run_dir.run_id} started (its content hash differs); "
+                "restore it to resume, or start a new run"
+            )
+
+
 def record_run(settings: Settings, run_dir: RunDir, kind: str, **meta: Any) -> None:
     """Write the run's settings locally and, for Postgres runs, in the database (for other machines)."""
+    if not run_dir.meta.is_file():
+        meta["input_hashes"] = {what: file_hash(path) for what, path in input_files(settings).items()}
     run_dir.create(settings.snapshot(), kind=kind, **meta)
     if settings.uses_postgres():
         save_run(settings.checkpointer, run_dir.run_id, kind, settings.snapshot())
