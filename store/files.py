@@ -4,6 +4,7 @@ verdict files) and the run's own JSON files, the same safe way: every problem is
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,14 @@ def read_run_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise DamagedRunFile(path, f"not valid JSON ({error.msg} at line {error.lineno})") from None
+
+
+def jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of a JSONL file's text; a bad line is one clear error."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError:
+            raise DrpoInputError(f"{path}: line {number} is not valid JSON") from None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import DrpoInputError
-from drpo.store.files import read_user_text
+from drpo.store.files import jsonl_records, read_user_text
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,7 @@ def normalized(text: str) -> str:
 
 def _from_jsonl(path: Path, lines: list[str]) -> list[tuple[str, str, str, str]]:
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise DrpoInputError(f"{path}: line {number} is not valid JSON") from None
+    for number, record in jsonl_records(path, "\n".join(lines)):
         if not isinstance(record, dict):
             raise DrpoInputError(f"{path}: line {number} is not a JSON object")
         text = record.get("instruction") or record.get("query") or record.get("prompt")

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from drpo.llm.caller import RoleCaller, call_structured
-from drpo.llm.structured import OutputParseError, bounded, fold_name, parse_score, reply_schema
+from drpo.llm.structured import OutputParseError, aspect_entries, bounded, fold_name, parse_score, reply_schema
 from drpo.prompts import EVAL_JUDGE, EVAL_PAIRWISE, render
 from drpo.prompts.texts import aspect_list_text
 
@@ -54,21 +54,11 @@ def _skeleton(aspects: list[str]) -> str:
 
 def parse_grades(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str, Any]]:
     """A score (1-5, or None for N/A) and a rationale for every aspect; anything missing is re-asked."""
-    by_fold = {fold_name(str(key)): value for key, value in data.items()}
-    result: dict[str, dict[str, Any]] = {}
-    missing = []
-    for aspect in aspects:
-        entry = by_fold.get(fold_name(aspect))
-        if entry is None:
-            missing.append(aspect)
-            continue
-        raw = entry.get("score") if isinstance(entry, dict) else entry
-        rationale = str(entry.get("rationale", "")).strip() if isinstance(entry, dict) else ""
+    grades = {}
+    for aspect, (raw, rationale) in aspect_entries(data, aspects).items():
         not_applicable = raw is None or (isinstance(raw, str) and fold_name(raw) in NOT_APPLICABLE)
-        result[aspect] = {"score": None if not_applicable else parse_score(raw), "rationale": rationale}
-    if missing:
-        raise OutputParseError(f"missing scores for aspects: {', '.join(missing)}")
-    return result
+        grades[aspect] = {"score": None if not_applicable else parse_score(raw), "rationale": rationale}
+    return grades
 
 
 def grading_schema(aspects: list[str]) -> dict[str, Any]:

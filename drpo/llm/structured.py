@@ -226,30 +226,34 @@ def parse_aspect_selection(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_evaluation(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str, Any]]:
-    """Scores and rationales for exactly the requested aspects (matched case-insensitively)."""
-    if len(data) == 1 and isinstance(next(iter(data.values())), dict):
-        inner = next(iter(data.values()))
-        if fold_name(next(iter(data))) in {"evaluation", "evaluations", "scores"}:
-            data = inner
+def aspect_entries(data: dict[str, Any], aspects: list[str]) -> dict[str, tuple[Any, str]]:
+    """(raw score, rationale) for exactly the requested aspects, matched case-insensitively, with a
+    wrapper such as {"evaluation": {...}} unwrapped; a missing aspect is an error (so it is re-asked)."""
+    wrapper = len(data) == 1 and fold_name(next(iter(data))) in {"evaluation", "evaluations", "scores"}
+    if wrapper and isinstance(next(iter(data.values())), dict):
+        data = next(iter(data.values()))
     by_fold = {fold_name(str(key)): value for key, value in data.items()}
-    result: dict[str, dict[str, Any]] = {}
+    found: dict[str, tuple[Any, str]] = {}
     missing = []
     for aspect in aspects:
         entry = by_fold.get(fold_name(aspect))
         if entry is None:
             missing.append(aspect)
-            continue
-        if isinstance(entry, dict):
-            score = parse_score(entry.get("score"))
-            rationale = str(entry.get("rationale", "")).strip()
+        elif isinstance(entry, dict):
+            found[aspect] = (entry.get("score"), str(entry.get("rationale", "")).strip())
         else:
-            score = parse_score(entry)
-            rationale = ""
-        result[aspect] = {"score": score, "rationale": rationale}
+            found[aspect] = (entry, "")
     if missing:
         raise OutputParseError(f"missing scores for aspects: {', '.join(missing)}")
-    return result
+    return found
+
+
+def parse_evaluation(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str, Any]]:
+    """Scores and rationales for exactly the requested aspects (matched case-insensitively)."""
+    return {
+        aspect: {"score": parse_score(raw), "rationale": rationale}
+        for aspect, (raw, rationale) in aspect_entries(data, aspects).items()
+    }
 
 
 class RewriteReply(BaseModel):

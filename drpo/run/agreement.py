@@ -6,7 +6,6 @@ concurrency, budgets), so an interrupted measurement re-run with the same id rep
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from drpo.run.opening import record_run
 from drpo.run.services import build_services
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
-from drpo.store.files import read_user_text
+from drpo.store.files import jsonl_records, read_user_text
 from drpo.store.run_dir import atomic_write_json, new_run_id, run_dir_for
 
 
@@ -57,13 +56,7 @@ def load_verdicts(path: Path) -> list[Verdict]:
     if not path.is_file():
         raise DrpoInputError(f"verdict file not found: {path}")
     verdicts = []
-    for number, line in enumerate(read_user_text(path, "verdict file").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise DrpoInputError(f"{path}: line {number} is not valid JSON") from None
+    for number, record in jsonl_records(path, read_user_text(path, "verdict file")):
         scores = _reference_scores(record.get("parsed")) if isinstance(record, dict) else None
         if not isinstance(record, dict) or not isinstance(record.get("input"), str) or "output" not in record:
             raise DrpoInputError(f"{path}: line {number} is not a verdict (needs input, output and parsed scores)")
