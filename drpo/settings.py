@@ -101,7 +101,7 @@ class RoleSpec(BaseModel):
         if self.provider == "openai_compatible" and not self.base_url:
             raise ValueError("provider openai_compatible needs base_url")
         if self.api_key_env is not None and not is_env_var_name(self.api_key_env):
-            raise ValueError("api_key_env must be the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
+            raise ValueError("api_key_env must be an environment variable name (e.g. OPENAI_API_KEY), not a key")
         if self.base_url is not None and has_credentials(self.base_url):
             raise ValueError("base_url must not contain a user or password (it is saved with the run)")
         return self

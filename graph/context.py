@@ -49,7 +49,7 @@ class EvalResources:
     settings: EvaluationSettings
     queries: dict[str, EvalQuery]
     order: list[str]  # the sampled query ids, in file order
-    systems: dict[str, AnsweringSystem]
+    systems: dict[str, Any]  # name -> AnsweringSystem (plain Any: LangGraph Server builds a schema from the context)
     answerers: dict[str, RoleCaller]  # system name -> the caller of its base model
     judge: RoleCaller
 

@@ -116,9 +116,9 @@ def test_redaction_of_known_values_and_key_shapes() -> None:
 @pytest.mark.parametrize(
     ("role", "message"),
     [
-        ({"provider": "openai", "api_key_env": "sk-abc123def456"}, "name of an environment variable"),
-        ({"provider": "openai", "api_key_env": "gsk_abcdef123456"}, "name of an environment variable"),
-        ({"provider": "openai", "api_key_env": "aB3dE5gH7jK9mN1pQ3sT5vW7"}, "name of an environment variable"),
+        ({"provider": "openai", "api_key_env": "sk-abc123def456"}, "environment variable name"),
+        ({"provider": "openai", "api_key_env": "gsk_abcdef123456"}, "environment variable name"),
+        ({"provider": "openai", "api_key_env": "aB3dE5gH7jK9mN1pQ3sT5vW7"}, "environment variable name"),
         ({"provider": "openai_compatible", "base_url": "http://user:pw@host:8000/v1"}, "user or password"),
     ],
 )

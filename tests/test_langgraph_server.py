@@ -32,9 +32,8 @@ def start_dev_server(cwd: Path, config: Path, port: int) -> subprocess.Popen[byt
     langgraph = Path(sys.executable).parent / "langgraph"
     command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)]
     command += ["--config", str(PROJECT / "langgraph.json")]
-    return subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    log = (cwd / "server.log").open("wb")  # kept beside the test's files: the server's own account of a failure
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_a_review_round_trip_through_langgraph_dev(tmp_path: Path) -> None:
