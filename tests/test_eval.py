@@ -278,3 +278,11 @@ def test_the_html_report_renders_in_a_headless_browser(optimized, embedder: Embe
     rendered = render(report)
     assert len(rendered["image_widths"]) == 4 and all(width > 300 for width in rendered["image_widths"])
     assert rendered["tables"] >= 1 and rendered["screenshot_bytes"] > 20000
+
+
+def test_only_factuality_is_offered_na_in_the_grading_schema() -> None:
+    from drpo.judge.grading import grading_schema
+
+    schema = grading_schema(["Helpfulness", "Factuality"])
+    assert schema["properties"]["Helpfulness"]["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 5}
+    assert {"type": "string", "enum": ["N/A"]} in schema["properties"]["Factuality"]["properties"]["score"]["anyOf"]

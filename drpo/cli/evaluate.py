@@ -299,6 +299,6 @@ def judge_agreement(
     console.print(table)
     console.print(
         f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
-        f"{result['seconds_per_item']} s per item; saved to {runs_dir or RUNS_DIR}/{result['run_id']}/agreement.json",
+        f"{result['seconds_per_item']} s per item; saved to {result['path']}",
         highlight=False,
     )

@@ -47,7 +47,13 @@ def _skeleton(aspects: list[str]) -> str:
     import json
 
     return json.dumps(
-        {name: {"rationale": f"<why this {name.lower()} score>", "score": "<1-5 or N/A>"} for name in aspects},
+        {
+            name: {
+                "rationale": f"<why this {name.lower()} score>",
+                "score": "<1-5 or N/A>" if name in MAY_NOT_APPLY else "<1-5>",
+            }
+            for name in aspects
+        },
         indent=2,
     )
 
@@ -61,16 +67,23 @@ def parse_grades(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str
     return grades
 
 
+# Only factuality can fail to apply (a poem, a greeting); offering "N/A" on every aspect let a small,
+# schema-constrained judge answer N/A to everything (measured: qwen2.5-0.5b did on 60 of 60 answers).
+MAY_NOT_APPLY = {"Factuality"}
+
+
 def grading_schema(aspects: list[str]) -> dict[str, Any]:
-    entry = {
-        "type": "object",
-        "properties": {
-            "rationale": {"type": "string", "maxLength": 300},
-            "score": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 5}, {"type": "string", "enum": ["N/A"]}]},
-        },
-        "required": ["rationale", "score"],
-    }
-    return {"type": "object", "properties": {aspect: entry for aspect in aspects}, "required": list(aspects)}
+    number = {"type": "integer", "minimum": 1, "maximum": 5}
+
+    def entry(aspect: str) -> dict[str, Any]:
+        score = {"anyOf": [number, {"type": "string", "enum": ["N/A"]}]} if aspect in MAY_NOT_APPLY else number
+        return {
+            "type": "object",
+            "properties": {"rationale": {"type": "string", "maxLength": 300}, "score": score},
+            "required": ["rationale", "score"],
+        }
+
+    return {"type": "object", "properties": {a: entry(a) for a in aspects}, "required": list(aspects)}
 
 
 def grade_answer(caller: RoleCaller, query: str, answer: str, *, safety: bool, retries: int) -> Grade:

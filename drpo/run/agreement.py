@@ -142,6 +142,7 @@ def measure_agreement(
         "seconds": round(seconds, 2),
         "seconds_per_item": round(seconds / len(verdicts), 2),
         "aspects": rows,
+        "path": str(run_dir.root / "agreement.json"),
     }
     atomic_write_json(run_dir.root / "agreement.json", report)
     return report
