@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
@@ -26,22 +26,6 @@ from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
 
 
-class AnsweringSystem(Protocol):
-    """A system under evaluation (``drpo.run.eval_systems.ResolvedSystem``): it builds the serving model."""
-
-    spec: Any
-    label: str
-    system_prompt: str
-    k: int
-    seen_queries: set[str]
-    seen_known: bool
-
-    @property
-    def name(self) -> str: ...
-
-    def aligned(self, llm: Any) -> Any: ...
-
-
 @dataclass
 class EvalResources:
     """What the evaluation graph's nodes use besides the common services."""
@@ -49,7 +33,7 @@ class EvalResources:
     settings: EvaluationSettings
     queries: dict[str, EvalQuery]
     order: list[str]  # the sampled query ids, in file order
-    systems: dict[str, Any]  # name -> AnsweringSystem (plain Any: LangGraph Server builds a schema from the context)
+    systems: dict[str, Any]  # name -> drpo.run.eval_systems.ResolvedSystem (Any: LangGraph Server builds a schema)
     answerers: dict[str, RoleCaller]  # system name -> the caller of its base model
     judge: RoleCaller
 

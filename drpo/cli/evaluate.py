@@ -283,9 +283,7 @@ def judge_agreement(
         settings = settings_from_flags(config, flags, local_model)
         items = load_verdicts(verdicts)
         if limit is not None:
-            if limit < 1:
-                raise DrpoInputError("--limit must be at least 1")
-            items = stratified(items, limit, sample_seed)
+            items = stratified(items, limit, sample_seed)  # refuses a limit below 1
         return measure_agreement(settings, items)
 
     result = run_guarded(action, None)
