@@ -13,3 +13,8 @@ class ModelCallError(RuntimeError):
 
 class BudgetExhausted(RuntimeError):
     """The run's token or cost budget is used up: it stops cleanly and can resume with a larger budget."""
+
+
+class SearchStalled(RuntimeError):
+    """A role's output stayed unusable for a whole depth (or too large a share of it): the run stops failed,
+    naming the role, its provider and the last error, and resumes once the provider is fixed."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from drpo.store.files import is_writable_dir
 from drpo.store.postgres import is_postgres_dsn
+from drpo.store.sqlite_files import connect_sqlite
 
 
 def open_checkpointer(kind: str, path: Path | None = None) -> BaseCheckpointSaver:
@@ -29,14 +30,14 @@ def open_checkpointer(kind: str, path: Path | None = None) -> BaseCheckpointSave
         raise ValueError("the sqlite checkpointer needs a file path")
     from drpo.store.normalized_sqlite import NormalizedSqliteSaver
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(
-        "PRAGMA synchronous=NORMAL"
-    )  # WAL + NORMAL survives a killed process; only power loss can drop the tail
+    if not path.is_file() and not is_writable_dir(path.parent):
+        return InMemorySaver()  # a run that never checkpointed, in a directory nobody may write: nothing to read
+    conn, read_only = connect_sqlite(path)
     saver = NormalizedSqliteSaver(conn)
-    saver.setup()
+    if read_only:
+        saver.is_setup = True  # its tables exist; creating them would need a write
+    else:
+        saver.setup()
     return saver
 
 

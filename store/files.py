@@ -4,11 +4,17 @@ verdict files) and the run's own JSON files, the same safe way: every problem is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from drpo.errors import DrpoInputError
+
+
+def is_writable_dir(directory: Path) -> bool:
+    """False on a read-only mount or a directory this user may not write."""
+    return os.access(directory, os.W_OK)
 
 
 def read_user_text(path: Path, what: str) -> str:

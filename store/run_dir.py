@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from drpo.errors import DrpoInputError
-from drpo.store.files import read_run_json
+from drpo.store.files import is_writable_dir, read_run_json
 from drpo.store.records import AnyRunResult, RunStatus
 from drpo.store.redaction import redact
 
@@ -38,8 +38,12 @@ def new_run_id() -> str:
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or Ctrl-C leaves the old file, never a stray temporary
+        raise
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -150,7 +154,7 @@ def ensure_runs_dir(runs_dir: Path) -> None:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DrpoInputError(f"cannot create runs directory {runs_dir}: {error.strerror}") from None
-    if not os.access(runs_dir, os.W_OK):
+    if not is_writable_dir(runs_dir):
         raise DrpoInputError(f"runs directory {runs_dir} is not writable")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drpo.errors import DrpoInputError
+from drpo.store.files import is_writable_dir
 from drpo.store.postgres import is_postgres_dsn
 
 
@@ -25,6 +26,18 @@ class FileRunLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
+        """Take the lock; in a directory nobody may write, a lock can only be held by a reader (``is_driven``)."""
+        if not is_writable_dir(self._path.parent):
+            if not self._path.is_file():
+                return True
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._fd = fd
+            return True
         self._path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

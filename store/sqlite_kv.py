@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
+
+from drpo.store.sqlite_files import connect_sqlite
 
 
 class SqliteKV:
@@ -15,15 +16,13 @@ class SqliteKV:
     def __init__(self, path: Path, table: str) -> None:
         if not table.isidentifier():
             raise ValueError(f"bad table name {table!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._table = table
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # survives a killed process; a power cut may drop the tail
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self._conn.commit()
+        self._conn, self.read_only = connect_sqlite(path)
+        if not self.read_only:
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._conn.commit()
 
     def get(self, key: str) -> Any | None:
         with self._lock:

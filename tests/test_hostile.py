@@ -186,3 +186,103 @@ def test_roles_left_out_are_named_at_start_and_memory_runs_get_no_resume_hint(tm
     assert "aspect_selector=local:smollm2-135m (not configured: the embedded default)" in done.stdout
     assert "base=openai_compatible:fake," in done.stdout
     assert done.returncode == 2 and "resume" not in done.stderr  # an in-memory run cannot be resumed
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+DB_DAMAGE = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "garbage": lambda data: b"<html>oops</html>" * 64,
+    "empty": lambda data: b"",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DB_DAMAGE))
+def test_damaged_checkpoints_are_named_and_repair_replays_them_from_the_journal(
+    finished_runs: Path, tmp_path: Path, damage: str
+) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    run = tmp_path / "runs" / "hurt"
+    original = (run / "result.json").read_text()
+    checkpoints = run / "checkpoints.sqlite"
+    checkpoints.write_bytes(DB_DAMAGE[damage](checkpoints.read_bytes()))
+    for command in ("status", "history", "resume"):
+        done = drpo(command, "hurt", "--runs-dir", "runs", cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        line = one_line(done.stderr)
+        assert "checkpoints.sqlite" in line and "drpo repair hurt" in line and "resume with" not in line
+    assert json.loads((run / "status.json").read_text())["status"] == "done"  # never relabelled failed
+    repaired = drpo("repair", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "replayed from the call journal" in repaired.stdout
+    assert json.loads((run / "result.json").read_text()) == json.loads(original)
+    assert (run / "checkpoints.sqlite.damaged").is_file()
+    history = drpo("history", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert history.returncode == 0 and "d2-0-0" in history.stdout
+
+
+@pytest.mark.parametrize("damage", sorted(DB_DAMAGE))
+def test_a_damaged_journal_is_named_with_what_can_be_done(finished_runs: Path, tmp_path: Path, damage: str) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    run = tmp_path / "runs" / "hurt"
+    journal = run / "journal.sqlite"
+    journal.write_bytes(DB_DAMAGE[damage](journal.read_bytes()))
+    done = drpo("resume", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "journal.sqlite" in line and "start over" in line
+    assert json.loads((run / "status.json").read_text())["status"] == "done"
+    shown = drpo("show", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert shown.returncode == 0 and "best prompt" in shown.stdout  # the result itself is intact
+
+
+def test_a_read_only_runs_dir_serves_reading_commands_and_refuses_writing_ones(
+    finished_runs: Path, tmp_path: Path
+) -> None:
+    from support.mounts import read_only_view
+
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    before = sorted(path.name for path in (tmp_path / "runs" / "hurt").iterdir())
+    with read_only_view(tmp_path / "runs", tmp_path / "ro") as ro:
+        for command in (["runs"], ["status", "hurt"], ["show", "hurt"], ["history", "hurt"]):
+            done = drpo(*command, "--runs-dir", str(ro), cwd=tmp_path)
+            assert done.returncode == 0, (command, done.stderr)
+        assert "done" in drpo("status", "hurt", "--runs-dir", str(ro), cwd=tmp_path).stdout
+        resumed = drpo("resume", "hurt", "--runs-dir", str(ro), cwd=tmp_path)
+        assert resumed.returncode == 2
+        assert "read-only" in one_line(resumed.stderr) and str(ro / "hurt") in resumed.stderr
+        config = tmp_path / "runs" / "hurt" / "config.yaml"
+        started = drpo("optimize", "--config", str(config), "--run-id", "new", "--runs-dir", str(ro), cwd=tmp_path)
+        assert started.returncode == 2
+        line = one_line(started.stderr)
+        assert str(ro) in line and "not writable" in line and "resume" not in line
+    assert sorted(path.name for path in (tmp_path / "runs" / "hurt").iterdir()) == before
+    assert not (tmp_path / "runs" / "new").exists()
+
+
+def test_a_full_disk_mid_run_stops_cleanly_and_the_run_resumes_once_space_is_freed(tmp_path: Path) -> None:
+    from support.mounts import grow, small_tmpfs
+
+    with FakeOpenAIServer() as server, small_tmpfs(tmp_path / "small", "400k") as small:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=6)
+        data = yaml.safe_load(config.read_text())
+        data["store_dir"] = str(tmp_path / "store")  # the Chroma store elsewhere: the run's own files fill the disk
+        config.write_text(yaml.safe_dump(data))
+        unbroken = drpo("optimize", "--config", str(config), "--run-id", "full", "--runs-dir", "big", cwd=tmp_path)
+        assert unbroken.returncode == 0, unbroken.stderr
+        stopped = drpo("optimize", "--config", str(config), "--run-id", "full", "--runs-dir", str(small), cwd=tmp_path)
+        assert stopped.returncode == 2, stopped.stderr
+        line = one_line(stopped.stderr)
+        assert "disk full" in line and "drpo resume full" in line
+        assert not [path for path in (small / "full").iterdir() if path.name.endswith(".tmp")]
+        grow(small, "20m")
+        resumed = drpo("resume", "full", "--runs-dir", str(small), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        finished = json.loads((small / "full" / "result.json").read_text())
+    expected = json.loads((tmp_path / "big" / "full" / "result.json").read_text())
+    assert finished["best_prompt"] == expected["best_prompt"] and finished["depths_run"] == expected["depths_run"]
+    assert finished["best"] == expected["best"]

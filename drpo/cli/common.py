@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
-from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError
+from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError, SearchStalled
+from drpo.store.disk_faults import DISK_FULL, filesystem_fault
 from drpo.store.redaction import redact
 
 console = Console()
@@ -48,36 +50,49 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
-    """Run an action, mapping failures to one clear line and the documented exit codes.
+def _resume_hint(run_id: str | None | dict[str, Any], text: str = "resume with: drpo resume {run}") -> str:
+    """A hint only for a run that exists: ``run_id`` may be a dict the action fills in (``run_id``, and
+    ``run_dir`` once known, whose meta.json proves the run was created)."""
+    run_dir = None
+    if isinstance(run_id, dict):
+        run_dir, run_id = run_id.get("run_dir"), run_id.get("run_id")
+    if not run_id or (run_dir is not None and not (Path(run_dir) / "meta.json").is_file()):
+        return ""
+    return "; " + text.format(run=run_id)
 
-    ``run_id`` may be a dict filled in by the action once the id is known."""
+
+def _say(line: str) -> None:
+    err_console.print(redact(line), highlight=False, markup=False, soft_wrap=True)
+
+
+def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
+    """Run an action, mapping failures to one clear line and the documented exit codes."""
     try:
         return action()
-    except DrpoInputError as error:
-        err_console.print(f"error: {redact(str(error))}", highlight=False, markup=False, soft_wrap=True)
+    except (DrpoInputError, ModelCallError) as error:
+        _say(f"error: {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except ModelCallError as error:
-        err_console.print(f"error: {redact(str(error))}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except SearchStalled as error:
+        _say(f"failed: {error}{_resume_hint(run_id, 'once it is fixed, resume with: drpo resume {run}')}")
+        raise typer.Exit(EXIT_FAILED) from None
     except BudgetExhausted as error:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; continue with a larger budget: drpo resume {run_id} --max-tokens N" if run_id else ""
-        err_console.print(f"stopped: {redact(str(error))}{hint}", highlight=False, markup=False, soft_wrap=True)
+        larger = "continue with a larger budget: drpo resume {run} --max-tokens N"
+        _say(f"stopped: {error}{_resume_hint(run_id, larger)}")
         raise typer.Exit(EXIT_BUDGET) from None
     except KeyboardInterrupt:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; resume with: drpo resume {run_id}" if run_id else ""
-        err_console.print(f"interrupted{hint}", highlight=False)
+        _say(f"interrupted{_resume_hint(run_id)}")
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(EXIT_INTERRUPTED)  # in-flight model calls are abandoned; finished ones are saved
     except Exception as error:
-        run_id = run_id.get("run_id") if isinstance(run_id, dict) else run_id
-        hint = f"; resume with: drpo resume {run_id}" if run_id else ""
-        err_console.print(
-            f"error: {type(error).__name__}: {redact(str(error))}{hint}", highlight=False, markup=False, soft_wrap=True
-        )
+        fault = filesystem_fault(error)
+        if fault is not None:  # the disk, not the run, is at fault: an input error; what was written is kept
+            kind, line = fault
+            then = "resume with: drpo resume {run}"
+            then = f"free space, then {then}" if kind == DISK_FULL else then
+            _say(f"error: {line}{_resume_hint(run_id, then)}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        _say(f"error: {type(error).__name__}: {error}{_resume_hint(run_id)}")
         raise typer.Exit(EXIT_FAILED) from None
 
 

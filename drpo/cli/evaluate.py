@@ -172,6 +172,7 @@ def run(
             return None
         settings = settings.model_copy(update={"run_id": settings.run_id or f"eval-{new_run_id()}"})
         holder["run_id"] = settings.run_id
+        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
         console.print(f"evaluation [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
         with EvalProgress() as progress:
             outcome = evaluate(settings, on_progress=progress)

@@ -78,6 +78,7 @@ def icl_optimize(
         settings = settings_from_flags(config, flags, local_model)
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
         holder["run_id"] = settings.run_id
+        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
         console.print(f"ICL run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
         return optimize_icl(settings, on_progress=IclProgressPrinter())
 

@@ -121,6 +121,7 @@ def optimize(
         console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
         console.print(describe_roles(settings, config), highlight=False, markup=False, soft_wrap=True)
         holder["run_id"] = settings.run_id if settings.checkpointer != "memory" else None  # nothing to resume
+        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
         on_review = interactive_review if is_interactive() else None
         return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
 
@@ -315,15 +316,19 @@ def export(
 
 
 def repair(
-    run_id: Annotated[str, typer.Argument(help="Finished run whose result.json is missing or damaged")],
+    run_id: Annotated[str, typer.Argument(help="Run whose result.json or checkpoints.sqlite is missing or damaged")],
     runs_dir: RunsDirOption = RUNS_DIR,
 ) -> None:
-    """Rebuild a finished run's result files from its final checkpoint (a damaged result.json is kept aside)."""
+    """Rebuild a finished run's result files from its final checkpoint, or replay a run whose checkpoints are
+    damaged from its call journal (damaged files are kept aside with a .damaged suffix)."""
     from drpo.run.driver import resume as run_resume
-    from drpo.run.opening import open_run
+    from drpo.run.opening import open_run, set_damaged_checkpoints_aside
     from drpo.store.files import DamagedRunFile
+    from drpo.store.run_dir import find_run
 
     def action() -> Any:
+        if set_damaged_checkpoints_aside(find_run(run_id, runs_dir)):
+            return "replayed", run_resume(run_id, runs_dir)
         with open_run(run_id, runs_dir) as run:
             snapshot = run.snapshot()
             run_dir = run.run_dir
@@ -334,11 +339,15 @@ def repair(
                 return None
         except DamagedRunFile:
             run_dir.result.replace(run_dir.result.with_name("result.json.damaged"))
-        return run_resume(run_id, runs_dir)
+        return "rebuilt", run_resume(run_id, runs_dir)
 
-    outcome = run_guarded(action, None)
-    if outcome is None:
+    done = run_guarded(action, None)
+    if done is None:
         console.print(f"run {run_id}: result.json is intact; nothing to repair")
+        return
+    how, outcome = done
+    if how == "replayed":
+        console.print(f"run {run_id}: checkpoints replayed from the call journal ({outcome.status})")
     else:
         console.print(f"run {run_id}: rebuilt {outcome.run_dir / 'result.json'} from the final checkpoint")
 

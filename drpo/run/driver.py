@@ -30,6 +30,7 @@ from drpo.run.opening import (
 from drpo.run.services import build_services, preflight
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
+from drpo.store.files import is_writable_dir
 from drpo.store.postgres import save_status
 from drpo.store.records import RunResult, result_summary
 from drpo.store.redaction import RedactingFilter
@@ -66,10 +67,25 @@ class DriveRequest:
     on_review: ReviewCallback | None = None
 
 
+class _BestEffortFileHandler(logging.FileHandler):
+    """The run log must never turn a full disk into a traceback on stderr: a record it cannot write is dropped."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return None
+
+
+def _record_stop(run_dir: RunDir, status: str, **extra: Any) -> None:
+    """Write how the run stopped, unless the disk is what failed (the status file then keeps its last state)."""
+    try:
+        run_dir.write_status(status, **extra)
+    except OSError as error:
+        logging.getLogger("drpo.run").error("run %s: could not record status %s: %s", run_dir.run_id, status, error)
+
+
 @contextmanager
 def _run_logging(run_dir: RunDir) -> Iterator[None]:
     """Append this process's drpo log records to the run's log file."""
-    handler = logging.FileHandler(run_dir.log, encoding="utf-8")
+    handler = _BestEffortFileHandler(run_dir.log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     logger = logging.getLogger("drpo")
@@ -164,6 +180,11 @@ def _ask(on_review: ReviewCallback, review: ReviewSummary) -> Any:
 def drive(request: DriveRequest) -> RunOutcome:
     """Drive a recorded run under its lock until it finishes or waits for a review."""
     run_dir = request.run_dir
+    if not is_writable_dir(run_dir.root):
+        raise DrpoInputError(
+            f"run directory {run_dir.root} is read-only; it cannot be driven here "
+            "(status, history, show and review without a decision still work)"
+        )
     lock = hold(run_lock_for(request.settings.checkpointer, run_dir.lock, run_dir.run_id), run_dir.run_id)
     if request.settings.uses_postgres():
         dsn = request.settings.checkpointer
@@ -191,9 +212,10 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 _checked_decision(review or {"beam": snapshot.values["beam"]}, decision)
             elif review is not None and on_review is None:
                 return _waiting(run_dir, review)
+            # services first: a damaged journal stops the run here, before its status says running
+            services = build_services(settings, run_dir, request.models, request.embedder)
             run_dir.write_status("running")
             started = True
-            services = build_services(settings, run_dir, request.models, request.embedder)
             if request.kind == "eval":
                 services.evaluation = build_eval_resources(settings, services, request.models or {})
             graph_input: Any = None
@@ -223,19 +245,19 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             log.info("run %s done", run_dir.run_id)
             return RunOutcome(run_id=run_dir.run_id, run_dir=run_dir.root, result=result)
         except KeyboardInterrupt:
-            run_dir.write_status("interrupted", transport_retries=services.stats.retries if services else {})
+            _record_stop(run_dir, "interrupted", transport_retries=services.stats.retries if services else {})
             log.warning("run %s interrupted; resume with: drpo resume %s", run_dir.run_id, run_dir.run_id)
             raise
         except DrpoInputError as error:
             if started:
-                run_dir.write_status("failed", error=str(error))
+                _record_stop(run_dir, "failed", error=str(error))
             raise
         except BudgetExhausted as error:
-            run_dir.write_status("budget-exhausted", error=str(error))
+            _record_stop(run_dir, "budget-exhausted", error=str(error))
             log.warning("run %s stopped: %s; resume with a larger budget", run_dir.run_id, error)
             raise
         except Exception as error:
-            run_dir.write_status("failed", error=f"{type(error).__name__}: {error}"[:500])
+            _record_stop(run_dir, "failed", error=f"{type(error).__name__}: {error}"[:500])
             log.error("run %s failed:\n%s", run_dir.run_id, traceback.format_exc())  # redacted by the filter
             raise
         finally:

@@ -21,8 +21,10 @@ from drpo.graph.prompt_graph import compile_prompt_graph
 from drpo.graph.review import ReviewSummary
 from drpo.settings import Settings, is_postgres_dsn, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
+from drpo.store.files import DamagedRunFile
 from drpo.store.postgres import describe_dsn, load_run, save_run
 from drpo.store.run_dir import RunDir, run_dir_for
+from drpo.store.sqlite_files import check_sqlite_file
 
 RUN_KINDS = ("prompt", "icl", "eval")
 
@@ -177,6 +179,22 @@ def pending_review_of(graph: Any, config: dict[str, Any]) -> ReviewSummary | Non
 def at_review_point(settings: Settings, snapshot: Any) -> bool:
     """Paused right before the review node without an interrupt yet: the beam was edited since."""
     return bool(settings.search.review) and tuple(snapshot.next) == ("review",)
+
+
+def set_damaged_checkpoints_aside(run_dir: RunDir) -> bool:
+    """Move a damaged checkpoints.sqlite (and its WAL files) aside so the run replays from its call journal.
+    Returns False when the checkpoints are sound; a damaged journal is one clear error (nothing to replay)."""
+    try:
+        check_sqlite_file(run_dir.checkpoints)
+        return False
+    except DamagedRunFile:
+        check_sqlite_file(run_dir.journal)
+    for suffix in ("", "-wal", "-shm"):
+        part = run_dir.checkpoints.with_name(run_dir.checkpoints.name + suffix)
+        if part.exists():
+            part.replace(part.with_name(part.name + ".damaged"))
+    run_dir.write_status("interrupted", note="checkpoints damaged; replaying from the call journal")
+    return True
 
 
 def checkpoint_values(run_dir: RunDir) -> dict[str, Any]:
