@@ -178,6 +178,13 @@ class SearchSettings(BaseModel):
     skip_threshold: float = Field(4.5, ge=1.0, le=5.0, description="Mean score above which a node is kept as is")
     prompt_history: int = Field(5, ge=1, le=50, description="Path prompts the optimizer sees")
     structured_retries: int = Field(2, ge=0, le=10, description="Re-asks after unparseable judge/optimizer output")
+    max_unusable_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Stop the run failed when more than this share of a depth's verdicts stays unusable "
+        "(a depth with none usable, or whose proposals all failed, always stops it)",
+    )
     initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
     review: bool = Field(False, description="Pause after each depth's pruning for a human review of the beam")
     strategy: Literal["beam", "greedy", "mc"] = Field(

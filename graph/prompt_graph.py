@@ -32,6 +32,7 @@ from drpo.nodes.retrieve_icl import retrieve_icl
 from drpo.nodes.review import review
 from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.select_aspects import select_aspects
+from drpo.nodes.stalls import evaluation_round, transition_round
 from drpo.nodes.transition import transition
 from drpo.scoring import eval_key, path_ids
 from drpo.strategy import strategy_for
@@ -62,7 +63,8 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
         prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
             answer_id = eval_key(candidate_id, query_id)
-            if answer_id in state.get("evaluations", {}):
+            done = state.get("evaluations", {}).get(answer_id)
+            if done is not None and done["reward"] is not None:
                 continue
             payload = EvaluatePayload(
                 depth=depth,
@@ -73,6 +75,8 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
                 aspects=state["aspects"][query_id],
                 answer_id=answer_id,
             )
+            if done is not None:  # its verdict stayed unusable: asked again as a new sample
+                payload["round"] = evaluation_round(state, answer_id)
             sends.append(Send("evaluate", payload))
     return sends or [Send("prune_beam", state)]
 
@@ -117,6 +121,8 @@ def route_after_review(state: PromptOptState) -> list[Send] | str:
         )
         if expansion.sample_offset:
             payload["sample_offset"] = expansion.sample_offset
+        if retry := transition_round(state, candidate_id, depth, shape["num_actions"] or 1):
+            payload["retry_round"] = retry
         sends.append(Send("transition", payload))
     return sends or "sample_queries"
 

@@ -179,6 +179,7 @@ class EvaluatePayload(GeneratePayload):
 
     aspects: AspectRecord
     answer_id: str
+    round: NotRequired[int]  # > 0 when an earlier verdict on this answer stayed unusable (asked again on resume)
 
 
 class TransitionPayload(TypedDict):
@@ -191,6 +192,7 @@ class TransitionPayload(TypedDict):
     evaluations: list[EvalRecord]
     aspects: dict[str, AspectRecord]
     sample_offset: NotRequired[int]  # first sample index of this expansion (Monte Carlo search)
+    retry_round: NotRequired[int]  # > 0 when this node's whole transition failed before (asked again on resume)
 
 
 class IclAnswerRecord(TypedDict):

@@ -21,6 +21,7 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         answer,
         payload["aspects"],
         retries=services.settings.search.structured_retries,
+        sample=payload.get("round", 0),
     )
     record = EvalRecord(
         candidate=payload["candidate"],

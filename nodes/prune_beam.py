@@ -10,6 +10,7 @@ from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import BeamValue, DepthDoneEvent, emit
 from drpo.graph.state import BeamEntry, PromptOptState, unusable_output
 from drpo.llm.usage import total_tokens
+from drpo.nodes.stalls import check_evaluations
 from drpo.scoring import candidate_reward, eval_key, path_ids, path_value, rank_frontier
 from drpo.strategy import strategy_for
 
@@ -62,7 +63,9 @@ def regressed(state: PromptOptState, aspect: str | None) -> list[str]:
 
 
 def prune_beam(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    search = services_of(runtime).settings.search
+    services = services_of(runtime)
+    check_evaluations(state, services)  # a depth judged by nobody is a failed run, not a "done" one
+    search = services.settings.search
     width = strategy_for(search.strategy).width(search.beam_width)
     frontier = state["frontier"]
     rewards = {candidate_id: reward_of(state, candidate_id) for candidate_id in frontier}

@@ -9,6 +9,7 @@ from langgraph.types import Overwrite
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState, StrategyRecord
+from drpo.nodes.stalls import check_proposals
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
@@ -52,6 +53,7 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
             name=search.strategy, beam_width=search.beam_width, num_actions=search.num_actions
         )
     else:
+        check_proposals(state, services)  # a depth with no usable proposal would only carry the old prompts
         order = state["query_order"]
         new = _next_frontier(state)
         skipped = any(_carried_by_skip(record) for record in new)

@@ -62,6 +62,7 @@ def carried(payload: TransitionPayload, because: CarryReason, note: str) -> Cand
 
 
 TOO_LONG = "tokens; keep the system prompt under"
+RETRY_SAMPLES = 1000  # a retried transition asks samples 1000*round + i: new journal keys and seeds
 
 
 def length_guarded(limit: int | None) -> Callable[[dict[str, Any]], dict[str, str]]:
@@ -100,7 +101,7 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         search.num_actions,
         retries=search.structured_retries,
         json_schema=reply_schema(TransitionReply),
-        first_sample=payload.get("sample_offset", 0),
+        first_sample=payload.get("sample_offset", 0) + RETRY_SAMPLES * payload.get("retry_round", 0),
     )
     for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)

@@ -116,6 +116,15 @@ def save_run(dsn: str, run_id: str, kind: str, config: dict[str, Any]) -> None:
         )
 
 
+def forget_run(dsn: str, run_id: str) -> None:
+    """Delete a run's journal and registry rows (its checkpoints go through the saver's delete_thread)."""
+    with connect(dsn) as conn:
+        conn.execute(JOURNAL_DDL)
+        conn.execute(RUNS_DDL)
+        conn.execute("DELETE FROM drpo_journal WHERE run_id = %s", (run_id,))
+        conn.execute("DELETE FROM drpo_runs WHERE run_id = %s", (run_id,))
+
+
 def save_status(dsn: str, run_id: str, record: dict[str, Any]) -> None:
     """Mirror a run's status.json in the database, so ``drpo status`` answers on any machine."""
     with connect(dsn) as conn:

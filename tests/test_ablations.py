@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from drpo.errors import SearchStalled
 from drpo.graph.state import ROOT_ID
 from drpo.run.driver import optimize, optimize_icl, resume
+from drpo.run.opening import checkpoint_values
 from drpo.run.plan import plan_run
 from drpo.store.embeddings import Embedder
+from drpo.store.run_dir import run_dir_for
 from support.responder import digest, respond, task_of
 from support.runs import comparable, roles
 from support.scripted import ScriptedChatModel
@@ -106,13 +109,18 @@ def test_static_reward_for_icl_optimization(make_settings, embedder: Embedder) -
     assert all(len(example["aspects"]) == 6 for example in result["examples"])
 
 
-def test_overlong_proposals_are_re_asked_then_rejected_and_counted(make_settings, embedder: Embedder) -> None:
-    result, model = run_strategy(make_settings, embedder, "beam", "short", max_prompt_tokens=8)
-    too_long = [f for f in result["failures"] if f["kind"] == "prompt_too_long"]
-    assert too_long and all(f["attempts"] == 3 and f["role"] == "optimizer" for f in too_long)
-    assert len(too_long) == tasks(model)["transition"] // 3  # every sample asked three times, then rejected
-    carried = [c for d in result["depths"][1:] for c in d["candidates"]]
-    assert carried and all(c["origin"] == "carried" for c in carried)  # no over-long prompt entered the search
+def test_overlong_proposals_are_re_asked_then_rejected_counted_and_stop_the_run(
+    make_settings, embedder: Embedder
+) -> None:
+    with pytest.raises(SearchStalled, match=r"the optimizer .* gave no usable prompt .*under 8 tokens"):
+        run_strategy(make_settings, embedder, "beam", "short", max_prompt_tokens=8)
+    settings = make_settings()
+    values = checkpoint_values(run_dir_for(settings.runs_dir, "short"))
+    too_long = [f for f in values["failures"] if f["kind"] == "prompt_too_long"]
+    assert len(too_long) == 2 and all(f["attempts"] == 3 and f["role"] == "optimizer" for f in too_long)
+    assert [p["origin"] for p in values["proposals"]] == ["carried"]  # no over-long prompt entered the search
+    status = json.loads(run_dir_for(settings.runs_dir, "short").status.read_text())
+    assert status["status"] == "failed" and "optimizer" in status["error"]
 
 
 def test_a_prompt_that_lowers_the_guarded_aspect_is_rejected(make_settings, embedder: Embedder) -> None:

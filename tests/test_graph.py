@@ -6,7 +6,12 @@ import json
 from collections import Counter
 from typing import Any
 
+import pytest
+
+from drpo.errors import SearchStalled
+from drpo.run.opening import checkpoint_values
 from drpo.store.embeddings import Embedder
+from drpo.store.run_dir import run_dir_for
 from support.responder import respond, task_of
 from support.runs import comparable, roles, run
 from support.scripted import ScriptedChatModel
@@ -102,18 +107,19 @@ def garbage_judge(text: str, sample: int) -> str:
     return "The answer seems fine to me, 4 out of 5." if task_of(text) == "evaluate" else respond(text, sample)
 
 
-def test_unparseable_judge_output_is_retried_counted_and_never_zero(make_settings, embedder: Embedder) -> None:
+def test_unparseable_judge_output_is_retried_counted_never_zero_and_stops_the_run(
+    make_settings, embedder: Embedder
+) -> None:
     settings = make_settings(depth=2, structured_retries=1)
     model = ScriptedChatModel(responder=garbage_judge)
-    result = run(settings, roles(model), embedder, "garbage").result
-    failures = [f for f in result["failures"] if f["kind"] == "unparseable_evaluation"]
-    assert len(failures) == sum(len(d["candidates"]) for d in result["depths"])
-    assert all(f["attempts"] == 2 and "no JSON object" in f["error"] for f in failures)
-    for depth in result["depths"]:
-        for candidate in depth["candidates"]:
-            assert candidate["reward"] is None and candidate["evaluations"][0]["reward"] is None
-    assert result["depths"][1]["candidates"][0]["note"] == "skip: evaluation failed"
+    with pytest.raises(SearchStalled, match=r"the evaluator .* gave no usable verdict for 1 of 1 answers at depth 1"):
+        run(settings, roles(model), embedder, "garbage")
+    values = checkpoint_values(run_dir_for(settings.runs_dir, "garbage"))
+    failures = [f for f in values["failures"] if f["kind"] == "unparseable_evaluation"]
+    assert len(failures) == 1 and failures[0]["attempts"] == 2 and "no JSON object" in failures[0]["error"]
+    assert [record["reward"] for record in values["evaluations"].values()] == [None]  # never scored 0
     assert count_tasks(model)["evaluate"] == 2 * len(failures)
+    assert "beams" not in values or not values["beams"]  # the depth was never ranked on nothing
 
 
 def novel_aspects(text: str, sample: int) -> Any:
@@ -181,14 +187,16 @@ def garbage_optimizer(text: str, sample: int) -> str:
     return '{"analysis": "x"}' if task_of(text) == "transition" else respond(text, sample)
 
 
-def test_unusable_optimizer_output_carries_the_prompt_and_is_counted(make_settings, embedder: Embedder) -> None:
+def test_unusable_optimizer_output_is_counted_and_stops_the_run(make_settings, embedder: Embedder) -> None:
     model = ScriptedChatModel(responder=garbage_optimizer)
-    result = run(make_settings(depth=2, num_actions=2, structured_retries=1), roles(model), embedder, "badopt").result
-    kinds = Counter(f["kind"] for f in result["failures"])
+    settings = make_settings(depth=2, num_actions=2, structured_retries=1)
+    with pytest.raises(SearchStalled, match=r"the optimizer .* gave no usable prompt for any of 1 beam nodes"):
+        run(settings, roles(model), embedder, "badopt")
+    values = checkpoint_values(run_dir_for(settings.runs_dir, "badopt"))
+    kinds = Counter(f["kind"] for f in values["failures"])
     assert kinds["unparseable_transition"] == 2  # both samples of the root's transition
-    child = result["depths"][1]["candidates"]
-    assert [c["origin"] for c in child] == ["carried"]
-    assert child[0]["note"].startswith("transition failed") and child[0]["prompt"] == "You are a helpful assistant."
+    carried = values["proposals"]
+    assert [c["origin"] for c in carried] == ["carried"] and carried[0]["note"].startswith("transition failed")
     assert count_tasks(model)["transition"] == 4  # 2 samples x (1 try + 1 retry)
 
 

@@ -1,10 +1,12 @@
-"""Issue 10's hostile cases so far: damaged run files, non-UTF-8 inputs, a runs directory that is a
-file, keys that must never be written anywhere, and settings that would save a secret."""
+"""Issue 10's hostile cases, each doing the damage for real: damaged run files and databases, read-only and
+full disks, non-UTF-8 inputs, echoed keys, judges and optimizers that never answer usably, providers that keep
+failing, bad model files and unreachable databases."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -183,7 +185,7 @@ def test_roles_left_out_are_named_at_start_and_memory_runs_get_no_resume_hint(tm
             "optimize", "--config", str(config), "--checkpointer", "memory", "--runs-dir", "runs",
             "--local-model", "smollm2-135m", cwd=tmp_path,
         )  # fmt: skip
-    assert "aspect_selector=local:smollm2-135m (not configured: the embedded default)" in done.stdout
+    assert "aspect_selector=local:smollm2-135m (not configured: --local-model)" in done.stdout
     assert "base=openai_compatible:fake," in done.stdout
     assert done.returncode == 2 and "resume" not in done.stderr  # an in-memory run cannot be resumed
 
@@ -286,3 +288,96 @@ def test_a_full_disk_mid_run_stops_cleanly_and_the_run_resumes_once_space_is_fre
     expected = json.loads((tmp_path / "big" / "full" / "result.json").read_text())
     assert finished["best_prompt"] == expected["best_prompt"] and finished["depths_run"] == expected["depths_run"]
     assert finished["best"] == expected["best"]
+
+
+@pytest.mark.parametrize("task", ["evaluate", "transition"])
+def test_a_role_that_never_answers_usably_fails_the_run_and_it_resumes_once_fixed(tmp_path: Path, task: str) -> None:
+    role = {"evaluate": "evaluator", "transition": "optimizer"}[task]
+    with FakeOpenAIServer() as healthy:
+        config = fake_server_config(tmp_path / "ok.yaml", healthy.base_url, depth=3)
+        unbroken = drpo("optimize", "--config", str(config), "--run-id", "ok", "--runs-dir", "runs", cwd=tmp_path)
+        assert unbroken.returncode == 0, unbroken.stderr
+    with FakeOpenAIServer(empty_tasks={task}) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=3)
+        stopped = drpo("optimize", "--config", str(config), "--run-id", "broken", "--runs-dir", "runs", cwd=tmp_path)
+        assert stopped.returncode == 1, stopped.stderr
+        line = one_line(stopped.stderr)
+        assert f"the {role} (openai_compatible:fake)" in line and "last error" in line
+        assert "drpo resume broken" in line
+        status = json.loads((tmp_path / "runs" / "broken" / "status.json").read_text())
+        assert status["status"] == "failed" and role in status["error"]
+        assert not (tmp_path / "runs" / "broken" / "result.json").exists()
+        again = drpo("resume", "broken", "--runs-dir", "runs", cwd=tmp_path)
+        assert again.returncode == 1 and f"the {role}" in again.stderr  # still broken: fails again, asks again
+        server.empty_tasks.clear()  # the provider is fixed
+        fixed = drpo("resume", "broken", "--runs-dir", "runs", cwd=tmp_path)
+        assert fixed.returncode == 0, fixed.stderr
+        assert f"failures by role: {role}" in fixed.stdout
+    result = json.loads((tmp_path / "runs" / "broken" / "result.json").read_text())
+    expected = json.loads((tmp_path / "runs" / "ok" / "result.json").read_text())
+    assert result["depths_run"] >= 3 and result["best_prompt"]
+    if role == "evaluator":  # the same answers, judged again: the search is the unbroken one
+        assert result["best_prompt"] == expected["best_prompt"] and result["depths_run"] == expected["depths_run"]
+    assert {record["role"] for record in result["failures"]} == {role}
+    shown = drpo("show", "broken", "--runs-dir", "runs", cwd=tmp_path)
+    assert f"failures by role: {role}" in shown.stdout
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_a_provider_that_keeps_failing_is_named_and_the_run_resumes_later(tmp_path: Path, fault: str) -> None:
+    with FakeOpenAIServer(fault_rate=1.0, fault_kinds=(fault,)) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        for role in data["roles"].values():
+            role["max_retries"] = 1
+        config.write_text(yaml.safe_dump(data))
+        stopped = drpo("optimize", "--config", str(config), "--run-id", "busy", "--runs-dir", "runs", cwd=tmp_path)
+        assert stopped.returncode == 1, stopped.stderr
+        line = one_line(stopped.stderr)
+        assert re.search(rf"role \w+ \(openai_compatible:fake at {re.escape(server.base_url)}", line), line
+        assert f"still failing after 1 retries ({fault})" in line and "drpo resume busy" in line
+        server.fault_rate = 0.0  # the provider recovers
+        resumed = drpo("resume", "busy", "--runs-dir", "runs", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "runs" / "busy" / "status.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half", "header"])
+def test_a_bad_gguf_file_is_one_line_and_creates_no_run(tmp_path: Path, damage: str) -> None:
+    from drpo.llm.local_models import resolve_local_model
+
+    real = resolve_local_model("smollm2-135m").read_bytes()
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes({"garbage": b"not a model" * 500, "half": real[: len(real) // 2], "header": real[:2000]}[damage])
+    done = drpo("optimize", "--local-model", str(bad), "--run-id", "x", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 2
+    line = one_line(done.stderr)
+    assert str(bad) in line and ("GGUF" in line or "truncated" in line) and "resume" not in line
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_an_unreachable_postgres_blocks_no_run_id_and_a_blocked_run_can_be_removed(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    dead = "postgresql://drpo@127.0.0.1:9/gone"
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        refused = drpo("optimize", "--config", str(config), "--checkpointer", dead, "--run-id", "pg", "--runs-dir",
+                       "runs", cwd=tmp_path)  # fmt: skip
+        assert refused.returncode == 2 and "cannot connect to Postgres at 127.0.0.1:9/gone" in one_line(refused.stderr)
+        assert not (tmp_path / "runs" / "pg").exists()  # the id stays free
+        done = drpo("optimize", "--config", str(config), "--checkpointer", postgres_dsn, "--run-id", "pg",
+                    "--runs-dir", "runs", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    # the database goes away: the local run is not stuck behind it
+    saved = tmp_path / "runs" / "pg" / "config.yaml"
+    saved.write_text(saved.read_text().replace(postgres_dsn, dead))
+    resumed = drpo("resume", "pg", "--runs-dir", "runs", cwd=tmp_path)
+    assert resumed.returncode == 2 and "cannot connect to Postgres" in one_line(resumed.stderr)
+    removed = drpo("remove", "pg", "--runs-dir", "runs", cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert "its rows there stay" in removed.stdout and not (tmp_path / "runs" / "pg").exists()
+    cleaned = drpo("remove", "pg", "--runs-dir", "runs", "--checkpointer", postgres_dsn, cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    gone = drpo("status", "pg", "--runs-dir", "runs", "--checkpointer", postgres_dsn, cwd=tmp_path)
+    assert gone.returncode == 2 and "unknown run 'pg'" in gone.stderr

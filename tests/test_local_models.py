@@ -47,8 +47,11 @@ def test_the_default_model_assembles_from_its_pinned_packages(tmp_path: Path, mo
 def test_smollm_and_gguf_paths(tmp_path: Path) -> None:
     assert resolve_local_model("smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     own = tmp_path / "mine.gguf"
-    own.write_bytes(b"GGUF")
+    own.write_bytes(resolve_local_model("smollm2-135m").read_bytes())  # a real model under a user's path
     assert resolve_local_model(str(own)) == own
+    own.write_bytes(b"GGUF")
+    with pytest.raises(DrpoInputError, match="truncated: it ends inside its header"):
+        resolve_local_model(str(own))
     with pytest.raises(DrpoInputError, match="not found"):
         resolve_local_model(str(tmp_path / "missing.gguf"))
     with pytest.raises(DrpoInputError, match="unknown local model"):

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError, SearchStalled
+from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError, ProviderUnavailable, SearchStalled
 from drpo.store.disk_faults import DISK_FULL, filesystem_fault
 from drpo.store.redaction import redact
 
@@ -72,7 +72,7 @@ def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
     except (DrpoInputError, ModelCallError) as error:
         _say(f"error: {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except SearchStalled as error:
+    except (SearchStalled, ProviderUnavailable) as error:
         _say(f"failed: {error}{_resume_hint(run_id, 'once it is fixed, resume with: drpo resume {run}')}")
         raise typer.Exit(EXIT_FAILED) from None
     except BudgetExhausted as error:
@@ -104,4 +104,19 @@ def print_result(result: dict[str, Any]) -> None:
     console.print(
         f"candidate {best['candidate_id']}  path value {fmt(best['path_value'])}  "
         f"reward {fmt(best['reward'])}  ({result['stop_reason']})"
+    )
+    failures = failure_summary(result.get("failures", []))
+    if failures:
+        console.print(f"failures by role: {failures} (listed in result.json)", highlight=False, markup=False)
+
+
+def failure_summary(failures: list[dict[str, Any]]) -> str:
+    """``evaluator 3 (unparseable_evaluation 3), optimizer 1 (...)``, or "" when nothing failed."""
+    by_role: dict[str, dict[str, int]] = {}
+    for record in failures:
+        kinds = by_role.setdefault(str(record.get("role", "?")), {})
+        kinds[str(record.get("kind", "?"))] = kinds.get(str(record.get("kind", "?")), 0) + 1
+    return ", ".join(
+        f"{role} {sum(kinds.values())} ({', '.join(f'{kind} {count}' for kind, count in sorted(kinds.items()))})"
+        for role, kinds in sorted(by_role.items())
     )

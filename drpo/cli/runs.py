@@ -119,7 +119,7 @@ def optimize(
             return None
         settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
         console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
-        console.print(describe_roles(settings, config), highlight=False, markup=False, soft_wrap=True)
+        console.print(describe_roles(settings, config, local_model), highlight=False, markup=False, soft_wrap=True)
         holder["run_id"] = settings.run_id if settings.checkpointer != "memory" else None  # nothing to resume
         holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
         on_review = interactive_review if is_interactive() else None
@@ -130,7 +130,7 @@ def optimize(
         report_outcome(outcome)
 
 
-def describe_roles(settings: Settings, config: Path | None) -> str:
+def describe_roles(settings: Settings, config: Path | None, local_model: str | None = None) -> str:
     """Which model each role uses; roles the config left out are marked, the embedded default named."""
     from drpo.settings import ROLE_NAMES, read_settings_file
 
@@ -140,7 +140,9 @@ def describe_roles(settings: Settings, config: Path | None) -> str:
         spec = settings.roles.get(role)
         note = ""
         if role not in given:
-            note = " (not configured: the embedded default)" if spec.provider == "local" else " (not configured)"
+            note = " (not configured)"
+            if spec.provider == "local":
+                note = " (not configured: --local-model)" if local_model else " (not configured: the embedded default)"
         parts.append(f"{role}={spec.provider}:{spec.model}{note}")
     return "roles: " + ", ".join(parts)
 
@@ -352,6 +354,18 @@ def repair(
         console.print(f"run {run_id}: rebuilt {outcome.run_dir / 'result.json'} from the final checkpoint")
 
 
+def remove(
+    run_id: Annotated[str, typer.Argument(help="Run to delete")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+    checkpointer: CheckpointerOption = None,
+) -> None:
+    """Delete a run: its directory and, for a Postgres run, its rows in the database."""
+    from drpo.run.supervise import remove_run
+
+    note = run_guarded(lambda: remove_run(run_id, runs_dir, checkpointer), None)
+    console.print(f"run {run_id} removed{note}", highlight=False, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(optimize)
     app.command()(resume)
@@ -359,3 +373,4 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(export)
     app.command()(repair)
+    app.command()(remove)

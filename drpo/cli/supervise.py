@@ -187,7 +187,7 @@ def status(
     """Say whether a run is running, waiting for review, interrupted, failed or done."""
     from drpo.run.supervise import run_status
 
-    record = run_guarded(lambda: run_status(run_id, runs_dir, checkpointer), run_id)
+    record = run_guarded(lambda: run_status(run_id, runs_dir, checkpointer), None)  # reading: no resume hint
     depth = record.get("depth")
     extra = f"  depth {depth}" if depth is not None else ""
     error = f"  ({record['error']})" if record.get("error") else ""
@@ -202,7 +202,7 @@ def history_command(
     """List a run's checkpoints by depth: the beam and best reward at each (fork from any of them)."""
     from drpo.run.supervise import history
 
-    rows = run_guarded(lambda: history(run_id, runs_dir, checkpointer), run_id)
+    rows = run_guarded(lambda: history(run_id, runs_dir, checkpointer), None)
     table = Table("depth", "candidates", "best reward", "beam (path value)", "review", "checkpoint")
     for row in rows:
         beam = " ".join(f"{entry['id']}={fmt(entry['path_value'])}" for entry in row["beam"])

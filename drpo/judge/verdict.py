@@ -24,8 +24,11 @@ class Verdict:
     errors: list[str]
 
 
-def judge_answer(caller: RoleCaller, query: str, answer: str, aspects: AspectRecord, *, retries: int) -> Verdict:
-    """Score ``answer`` on the query's selected aspects, re-asking when the judge's output is unusable."""
+def judge_answer(
+    caller: RoleCaller, query: str, answer: str, aspects: AspectRecord, *, retries: int, sample: int = 0
+) -> Verdict:
+    """Score ``answer`` on the query's selected aspects, re-asking when the judge's output is unusable.
+    ``sample`` > 0 asks afresh after an earlier verdict stayed unusable (a new journal key and seed)."""
     prompt = render(
         EVALUATION,
         query=query,
@@ -39,6 +42,7 @@ def judge_answer(caller: RoleCaller, query: str, answer: str, aspects: AspectRec
         prompt,
         lambda data: parse_evaluation(data, aspects["aspects"]),
         retries=retries,
+        sample=sample,
         json_schema=evaluation_schema(aspects["aspects"]),
     )
     verdict = outcome.value or {}

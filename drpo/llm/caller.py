@@ -120,6 +120,11 @@ class RoleCaller:
         )
 
     @property
+    def where(self) -> str:
+        """``provider:model``, and the server's URL when there is one (URLs never carry credentials here)."""
+        return f"{self.model_id} at {self.spec.base_url}" if self.spec.base_url else self.model_id
+
+    @property
     def samples_with_n(self) -> bool:
         """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""
         return self._openai_style and self.is_chat and self.spec.uses_n()
@@ -314,9 +319,7 @@ class RoleCaller:
 
         if not self._openai_style:
             return limited()
-        return call_with_retries(
-            limited, role=self.role, where=f"{spec.provider} {self.model_id}", policy=policy, on_retry=count_retry
-        )
+        return call_with_retries(limited, role=self.role, where=self.where, policy=policy, on_retry=count_retry)
 
     def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int], bool]:
         """Call the model; returns text, token usage (estimated when the provider gives none), truncation."""

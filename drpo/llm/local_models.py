@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import DrpoInputError
+from drpo.llm.gguf import check_gguf
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def resolve_local_model(name_or_path: str) -> Path:
     if path.suffix.lower() == ".gguf" or path.exists():
         if not path.is_file():
             raise DrpoInputError(f"local model file not found: {path}")
+        check_gguf(path)
         return path
     known = ", ".join(sorted(PACKAGED_MODELS))
     raise DrpoInputError(f"unknown local model {name_or_path!r}: use one of {known} or a path to a .gguf file")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from drpo.errors import ModelCallError
+from drpo.errors import ModelCallError, ProviderUnavailable
 from drpo.store.redaction import redact
 
 log = logging.getLogger("drpo.calls")
@@ -74,6 +74,14 @@ def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
     return ModelCallError(redact(f"role {role} ({where}): {what}{code}: {detail}".replace("\n", " "))[:400])
 
 
+def describe_gave_up(role: str, where: str, error: Exception, retries: int) -> ProviderUnavailable:
+    status = getattr(error, "status_code", None)
+    detail = getattr(error, "message", None) or str(error) or type(error).__name__
+    code = f" ({status})" if status else ""
+    line = f"role {role} ({where}): still failing after {retries} retries{code}: {detail}"
+    return ProviderUnavailable(redact(line.replace("\n", " "))[:400])
+
+
 def call_with_retries(
     action: Callable[[], T], *, role: str, where: str, policy: RetryPolicy, on_retry: Callable[[], None]
 ) -> T:
@@ -91,9 +99,9 @@ def call_with_retries(
             if kind == "other":
                 raise
             if attempt >= policy.max_retries:
-                if isinstance(error, openai.APIConnectionError):
+                if isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError):
                     raise describe_fatal(role, where, error) from None
-                raise
+                raise describe_gave_up(role, where, error, attempt) from None
             delay = min(policy.max_delay, policy.base_delay * 2**attempt) * (0.5 + random.random() / 2)
             hinted = _retry_after(error)
             if hinted is not None:

@@ -17,6 +17,7 @@ from langgraph.types import Command
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
 from drpo.graph.review import ReviewSummary, parse_decisions
+from drpo.nodes.stalls import redispatch_node
 from drpo.run.eval_systems import build_eval_resources, preflight_eval
 from drpo.run.opening import (
     RUN_KINDS,
@@ -226,6 +227,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 graph_input = Command(resume=decision if decision is not None else _ask(on_review, review))
             elif not snapshot.values:
                 graph_input = _initial_input(request.kind, settings)
+            elif request.kind == "prompt":
+                _send_stalled_work_again(graph, config, snapshot, settings)
             while True:
                 _stream(graph, graph_input, config, services, request.on_progress)
                 review = pending_review_of(graph, config)
@@ -263,6 +266,14 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
         finally:
             if services is not None:
                 services.close()
+
+
+def _send_stalled_work_again(graph: Any, config: dict[str, Any], snapshot: Any, settings: Settings) -> None:
+    """A run that stopped because a role gave no usable output resumes by asking those calls again."""
+    node = redispatch_node(snapshot.values, tuple(snapshot.next), settings.search.max_unusable_share)
+    if node is not None:
+        graph.update_state(config, None, as_node=node)
+        logging.getLogger("drpo.run").info("asking the stalled %s calls again", node)
 
 
 def _waiting(run_dir: RunDir, review: ReviewSummary) -> RunOutcome:

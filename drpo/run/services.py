@@ -25,6 +25,7 @@ from drpo.store.icl_store import (
     collection_name_for,
     icl_collection_name,
 )
+from drpo.store.postgres import connect
 from drpo.store.response_cache import ResponseCache
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import (
@@ -77,6 +78,8 @@ def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = 
         spec = settings.roles.get(role)
         if spec.provider == "local" and role not in (models or {}):
             resolve_local_model(spec.model)
+    if settings.uses_postgres():  # an unreachable database must not leave a local run that blocks the id
+        connect(settings.checkpointer).close()
 
 
 def open_journal(settings: Settings, run_dir: RunDir) -> CallJournal:

@@ -7,6 +7,7 @@ so the original run's history is never rewritten.
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from drpo.run.driver import DriveRequest, ProgressCallback, ReviewCallback, RunO
 from drpo.run.opening import at_review_point, graph_config, open_graph, open_run, record_run
 from drpo.run.services import load_seeds, open_journal
 from drpo.settings import Settings
-from drpo.store.postgres import load_status
+from drpo.store.postgres import forget_run, is_postgres_dsn, load_status
 from drpo.store.records import RunStatus
 from drpo.store.run_dir import RunDir, run_dir_for
 from drpo.store.run_lock import hold, is_driven, run_lock_for
@@ -189,3 +190,44 @@ def _copy_journal(source_settings: Settings, source: RunDir, fork_settings: Sett
     finally:
         source_journal.close()
         fork_journal.close()
+
+
+def remove_run(run_id: str, runs_dir: Path, checkpointer: str | None = None) -> str:
+    """Delete a run: its directory and, for a Postgres run, its checkpoints, journal and registry rows.
+
+    A database that cannot be reached does not keep the run id blocked: the local directory goes, and the
+    returned note says which rows stay (``drpo remove RUN --checkpointer DSN`` deletes them later)."""
+    run_dir = run_dir_for(runs_dir, run_id)
+    dsn = checkpointer
+    if run_dir.exists():
+        dsn = dsn or str(run_dir.read_config().get("checkpointer", "sqlite"))
+        if is_driven_locally(run_dir):
+            raise DrpoInputError(f"run {run_id} is being driven by another process; stop it first")
+    elif not is_postgres_dsn(dsn):
+        raise DrpoInputError(f"unknown run {run_id!r} in {runs_dir}")
+    note = ""
+    if is_postgres_dsn(dsn):
+        try:
+            _forget_in_database(str(dsn), run_id)
+        except DrpoInputError as error:
+            if not run_dir.exists():
+                raise
+            note = f"; {error}: its rows there stay (remove them later: drpo remove {run_id} --checkpointer DSN)"
+    if run_dir.exists():
+        shutil.rmtree(run_dir.root)
+    return note
+
+
+def is_driven_locally(run_dir: RunDir) -> bool:
+    return run_dir.lock.is_file() and is_driven(run_lock_for("sqlite", run_dir.lock, run_dir.run_id))
+
+
+def _forget_in_database(dsn: str, run_id: str) -> None:
+    from drpo.store.checkpointer import close_checkpointer, open_checkpointer
+
+    saver = open_checkpointer(dsn)
+    try:
+        saver.delete_thread(run_id)
+    finally:
+        close_checkpointer(saver)
+    forget_run(dsn, run_id)

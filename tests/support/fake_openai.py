@@ -43,12 +43,14 @@ class FakeOpenAIServer:
         fault_rate: float = 0.0,
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         timeout_sleep: float = 1.5,
+        empty_tasks: set[str] | None = None,
     ) -> None:
         self.log_path = log_path
         self.latency = latency
         self.fault_rate = fault_rate
         self.fault_kinds = fault_kinds
         self.timeout_sleep = timeout_sleep
+        self.empty_tasks = empty_tasks if empty_tasks is not None else set()  # a broken provider; clear() fixes it
         self._attempts: dict[str, int] = {}
         self.required_key = required_key
         self.echo_authorization = echo_authorization  # a careless provider: the 401 body repeats the key
@@ -180,7 +182,9 @@ class FakeOpenAIServer:
                     count = int(body.get("n") or 1)
                     seed = int(body.get("seed") or 0)
                     replies = [respond(text, seed + index) for index in range(count)]
-                    if fault == "truncated":
+                    if structured and task_of(text) in server.empty_tasks:
+                        replies = ["" for _ in replies]
+                    elif fault == "truncated":
                         replies = [reply[: len(reply) // 2] for reply in replies]
                     elif fault == "empty":
                         replies = ["" for _ in replies]
