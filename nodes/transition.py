@@ -21,6 +21,7 @@ from drpo.graph.state import (
 from drpo.llm.caller import call_structured_samples
 from drpo.llm.structured import OutputParseError, TransitionReply, parse_transition, reply_schema
 from drpo.llm.usage import add_usage, estimate_tokens
+from drpo.nodes.prompt_sanity import UNUSABLE, prompt_problem
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from drpo.prompts.texts import evaluation_text, former_prompts_text
 from drpo.scoring import should_skip
@@ -66,11 +67,14 @@ RETRY_SAMPLES = 1000  # a retried transition asks samples 1000*round + i: new jo
 
 
 def length_guarded(limit: int | None) -> Callable[[dict[str, Any]], dict[str, str]]:
-    """The transition parser, refusing (so re-asking) proposals longer than ``limit`` tokens: judges with a
-    length bias would otherwise reward ever longer prompts."""
+    """The transition parser, refusing (so re-asking) degenerate proposals (see ``prompt_sanity``) and ones
+    longer than ``limit`` tokens: judges with a length bias would otherwise reward ever longer prompts."""
 
     def parse(data: dict[str, Any]) -> dict[str, str]:
         parsed = parse_transition(data)
+        problem = prompt_problem(parsed["new_system_prompt"])
+        if problem is not None:
+            raise OutputParseError(f"new_system_prompt {UNUSABLE}: {problem}")
         size = estimate_tokens(parsed["new_system_prompt"])
         if limit is not None and size > limit:
             raise OutputParseError(f"new_system_prompt is about {size} {TOO_LONG} {limit} tokens")
@@ -107,11 +111,13 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         usage = add_usage(usage, outcome.usage)
         if outcome.value is None:
             too_long = bool(outcome.errors) and all(TOO_LONG in error for error in outcome.errors)
+            degenerate = bool(outcome.errors) and all(UNUSABLE in error for error in outcome.errors)
+            kind = "prompt_too_long" if too_long else "unusable_prompt" if degenerate else "unparseable_transition"
             failures.append(
                 unusable_output(
                     payload["depth"],
                     "optimizer",
-                    "prompt_too_long" if too_long else "unparseable_transition",
+                    kind,
                     f"{payload['candidate']['id']}#{sample}",
                     outcome.attempts,
                     outcome.errors,

@@ -1,0 +1,106 @@
+"""Is a proposed system prompt a system prompt at all? Small optimizers produce degenerate ones (a phrase
+repeated, the template copied back, a sentence about "the prompt") that a lenient judge may still score 5;
+such proposals are unusable output, re-asked with the reason and then counted, like unparseable JSON."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from drpo.prompts import PROMPT_TRANSITION, load_template
+
+UNUSABLE = "is not a usable system prompt"
+MIN_WORDS = 5
+TEMPLATE_MARKERS = ("{{", "}}", "<current_system_prompt>", "</current_system_prompt>", "<the complete new system")
+META_OPENINGS = re.compile(
+    r"^\s*(the|this|a|my|your)\s+(new\s+|system\s+|improved\s+|updated\s+)*prompt\s+(should|must|is|will|needs|would)",
+    re.IGNORECASE,
+)
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "this",
+        "to",
+        "was",
+        "were",
+        "will",
+        "with",
+        "you",
+        "your",
+        "not",
+        "do",
+        "does",
+        "can",
+        "should",
+        "must",
+        "any",
+        "all",
+        "each",
+    ]
+)
+
+
+def _template_lines() -> list[str]:
+    """Lines of the transition template long enough that copying one back is no accident."""
+    lines = (line.strip(" #-0123456789.") for line in load_template(PROMPT_TRANSITION).splitlines())
+    about_prompts = ("prompt", "bullet", "json")  # lines about writing the prompt, not advice it may repeat
+    return [
+        line
+        for line in lines
+        if len(line) >= 40 and "{{" not in line and any(word in line.lower() for word in about_prompts)
+    ]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _repetition(words: list[str]) -> str | None:
+    content = [word for word in words if word not in STOPWORDS and len(word) > 2]
+    if content:
+        word, count = Counter(content).most_common(1)[0]
+        if count >= 4 and count / len(words) > 0.15:
+            return f"it repeats {word!r} {count} times"
+    trigrams = Counter(tuple(words[index : index + 3]) for index in range(len(words) - 2))
+    if trigrams:
+        phrase, count = trigrams.most_common(1)[0]
+        if count >= 3 and count * 3 / len(words) > 0.2:
+            return f"it repeats {' '.join(phrase)!r} {count} times"
+    return None
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why ``prompt`` is no usable system prompt (one short reason the optimizer is shown), or None."""
+    words = _words(prompt)
+    if len(words) < MIN_WORDS:
+        return f"it has {len(words)} words; write complete instructions to the assistant"
+    if any(marker in prompt for marker in TEMPLATE_MARKERS):
+        return "it contains the request's template markers; write only the new system prompt itself"
+    lowered = prompt.lower()
+    copied = next((line for line in _template_lines() if line.lower() in lowered), None)
+    if copied is not None:
+        return f"it copies the request's guideline {copied[:60]!r}; write instructions to the assistant instead"
+    if META_OPENINGS.match(prompt):
+        return "it describes a prompt instead of instructing the assistant (start like: You are ...)"
+    return _repetition(words)

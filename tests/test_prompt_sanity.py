@@ -1,0 +1,90 @@
+"""The sanity rule for proposed system prompts: degenerate ones are re-asked with the reason, then counted."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from drpo.errors import SearchStalled
+from drpo.nodes.prompt_sanity import prompt_problem
+from drpo.prompts import PROMPT_TRANSITION, load_template
+from drpo.run.opening import checkpoint_values
+from drpo.store.embeddings import Embedder
+from drpo.store.run_dir import run_dir_for
+from support.responder import respond, task_of
+from support.runs import roles, run
+from support.scripted import ScriptedChatModel
+
+DEGENERATE = {
+    "The prompt should be designed to be specific, specific, specific, and specific.": "describes a prompt",
+    "Be helpful. Be helpful. Be helpful. Be helpful to everyone always.": "repeats 'helpful' 4",
+    "Answer well.": "has 2 words",
+    "You are {{current_prompt}} and an assistant for users.": "template markers",
+    "You are an assistant. The prompt MUST stay general, suited to every kind of query, NOT tailored to the "
+    "query above.": "copies the request's guideline",
+    "You are clear and kind. Be clear and kind. Stay clear and kind. Keep it clear and kind.": "repeats",
+}
+GOOD = [
+    "You are a helpful assistant.",
+    "You are a helpful, honest and harmless assistant.\n- Answer the question first, then explain.\n"
+    "- Say when you do not know.\n- You cannot browse the internet or act in the world.",
+    "As a helpful assistant, prioritize safety: decline harmful requests, and keep answers engaging and clear.",
+]
+
+
+@pytest.mark.parametrize("prompt", sorted(DEGENERATE))
+def test_degenerate_prompts_are_named_with_a_reason(prompt: str) -> None:
+    problem = prompt_problem(prompt)
+    assert problem is not None and DEGENERATE[prompt] in problem
+
+
+@pytest.mark.parametrize("prompt", GOOD)
+def test_ordinary_system_prompts_pass(prompt: str) -> None:
+    assert prompt_problem(prompt) is None
+
+
+def test_the_reference_runs_optimized_prompts_all_pass(shared_data: Path) -> None:
+    prompts = [
+        level["Prompt"]
+        for path in sorted((shared_data / "drpo-reference" / "optimized").rglob("output.json"))
+        for level in json.loads(path.read_text()).values()
+        if isinstance(level, dict) and level.get("Prompt")
+    ]
+    assert len(prompts) > 200
+    assert [prompt for prompt in prompts if prompt_problem(prompt)] == []
+    assert "The prompt MUST stay general" in load_template(PROMPT_TRANSITION)  # the copied guideline is real
+
+
+def repetitive_optimizer(text: str, sample: int) -> str:
+    if task_of(text) == "transition":
+        first_try = "not a usable system prompt" not in text
+        prompt = "Be specific, specific, specific and specific always." if first_try else "You are a careful tutor."
+        return json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": prompt})
+    return respond(text, sample)
+
+
+def always_repetitive(text: str, sample: int) -> str:
+    if task_of(text) == "transition":
+        return json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": "specific " * 12})
+    return respond(text, sample)
+
+
+def test_a_degenerate_proposal_is_re_asked_with_the_reason(make_settings, embedder: Embedder) -> None:
+    model = ScriptedChatModel(responder=repetitive_optimizer)
+    result = run(make_settings(depth=2, num_actions=2), roles(model), embedder, "sane").result
+    proposed = [c for c in result["depths"][1]["candidates"] if c["origin"] == "optimizer"]
+    assert proposed and all(c["prompt"] == "You are a careful tutor." for c in proposed)
+    asked = [text for text in model.finished if task_of(text) == "transition"]
+    assert len(asked) == 4 and sum("repeats 'specific' 4 times" in text for text in asked) == 2
+    assert result["failures"] == []
+
+
+def test_a_degenerate_proposal_that_stays_so_is_counted(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=2, num_actions=2, structured_retries=1)
+    with pytest.raises(SearchStalled, match="not a usable system prompt"):
+        run(settings, roles(ScriptedChatModel(responder=always_repetitive)), embedder, "insane")
+    kinds = Counter(f["kind"] for f in checkpoint_values(run_dir_for(settings.runs_dir, "insane"))["failures"])
+    assert kinds == {"unusable_prompt": 2}
