@@ -95,6 +95,7 @@ SERVER_MODULES = {
     "test_packaging",
     "test_eval_cli",
     "test_hostile",
+    "test_search_report",
 }
 EMBEDDED_MODULES = {"test_embedded"}
 

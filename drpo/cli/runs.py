@@ -354,6 +354,41 @@ def repair(
         console.print(f"run {run_id}: rebuilt {outcome.run_dir / 'result.json'} from the final checkpoint")
 
 
+def report(
+    run_id: Annotated[str, typer.Argument(help="Optimization run to report")],
+    runs_dir: RunsDirOption = RUNS_DIR,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file (default: RUN_DIR/report.html)")
+    ] = None,
+) -> None:
+    """Write the search report: rewards by depth, the search tree, prompt diffs, aspects and failures (HTML)."""
+    from drpo.store.run_dir import find_run
+
+    def action() -> Path:
+        run = find_run(run_id, runs_dir)
+        if run.kind() != "prompt":
+            hint = f"drpo eval report {run_id} -o DIR" if run.kind() == "eval" else f"drpo icl show {run_id}"
+            raise DrpoInputError(f"run {run_id} is an {run.kind()} run; use: {hint}")
+        result = run.read_result()
+        if result is None:
+            raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
+        return write_search_report(result, output or run.root / "report.html")  # type: ignore[arg-type]
+
+    path = run_guarded(action, None)
+    console.print(f"search report: {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+def write_search_report(result: RunResult, path: Path) -> Path:
+    from drpo.eval.search_report import figures, search_report_html
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(search_report_html(result, figures(result)), encoding="utf-8")
+    except OSError as error:
+        raise DrpoInputError(f"cannot write the report to {path}: {error.strerror}") from None
+    return path
+
+
 def remove(
     run_id: Annotated[str, typer.Argument(help="Run to delete")],
     runs_dir: RunsDirOption = RUNS_DIR,
@@ -374,3 +409,4 @@ def register(app: typer.Typer) -> None:
     app.command()(export)
     app.command()(repair)
     app.command()(remove)
+    app.command()(report)
