@@ -12,7 +12,7 @@ def eval_key(candidate_id: str, query_id: str) -> str:
     return f"{candidate_id}|{query_id}"
 
 
-def reward_from_scores(scores: Mapping[str, int]) -> float:
+def reward_from_scores(scores: Mapping[str, float]) -> float:
     """The paper's reward: mean of the 1-5 scores over the selected aspects."""
     return fmean(scores.values())
 

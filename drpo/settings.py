@@ -212,6 +212,15 @@ class RewardSettings(BaseModel):
     icl_mode: Literal["dynamic", "static"] | None = Field(
         None, description="The same for ICL optimization (default: mode)"
     )
+    scoring: Literal["absolute", "expected"] = Field(
+        "absolute",
+        description="absolute: the 1-5 digit the judge writes (paper); expected: its probability-weighted mean "
+        "over 1-5 from token log-probabilities (breaks ties; falls back to the digit where none are given)",
+    )
+    rubric: Literal["paper", "anchored"] = Field(
+        "paper",
+        description="Judge scale wording: the paper's agree/disagree scale, or anchors per score with 5 as rare",
+    )
 
     def for_icl(self) -> str:
         return self.icl_mode or self.mode

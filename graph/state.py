@@ -56,10 +56,12 @@ class EvalRecord(TypedDict):
     depth: int
     answer_id: str
     answer_preview: str
-    scores: dict[str, int]
+    scores: dict[str, float]  # whole numbers unless reward.scoring is expected
     rationales: dict[str, str]
     reward: float | None  # None when the judge's output could not be parsed after retries
     attempts: int
+    written: NotRequired[dict[str, int]]  # reward.scoring=expected: the digits written (scores are expected values)
+    expected_fallbacks: NotRequired[int]  # ...and how many aspects had no log-probabilities to weigh
 
 
 class FailureRecord(TypedDict):

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import EvaluationEvent, emit
 from drpo.graph.state import PREVIEW_CHARS, EvalRecord, EvaluatePayload, usage_update
-from drpo.judge.verdict import evaluation_failure, judge_answer
+from drpo.judge.verdict import evaluation_failure, judge_answer, judging
 
 
 def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
@@ -22,6 +22,7 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         payload["aspects"],
         retries=services.settings.search.structured_retries,
         sample=payload.get("round", 0),
+        **judging(services),
     )
     record = EvalRecord(
         candidate=payload["candidate"],
@@ -34,6 +35,9 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         reward=verdict.reward,
         attempts=verdict.attempts,
     )
+    if verdict.written:  # expected scores: keep the digits the judge wrote, and how many fell back to them
+        record["written"] = verdict.written
+        record["expected_fallbacks"] = verdict.fallbacks
     update: dict[str, Any] = {
         "evaluations": {payload["answer_id"]: record},
         **usage_update(payload["depth"], {"evaluator": verdict.usage}),

@@ -54,6 +54,7 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
                         "answer_id": verdict["answer_id"],
                         "answer_preview": verdict["answer_preview"],
                         "judge_attempts": verdict["attempts"],
+                        **{key: verdict[key] for key in ("written", "expected_fallbacks") if key in verdict},  # type: ignore[literal-required]
                     }
                 )
             candidates.append(

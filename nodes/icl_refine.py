@@ -11,7 +11,7 @@ from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.progress import IclRoundEvent, emit
 from drpo.graph.state import FailureRecord, IclAnswerRecord, IclExampleRecord, IclRefinePayload, unusable_output
 from drpo.judge.aspects import select_aspects_for, static_record
-from drpo.judge.verdict import Verdict, evaluation_failure, judge_answer
+from drpo.judge.verdict import Verdict, evaluation_failure, judge_answer, judging
 from drpo.llm.caller import call_structured_samples
 from drpo.llm.structured import ResponseRewriteReply, parse_response_rewrite, reply_schema
 from drpo.llm.usage import add_usage
@@ -76,9 +76,8 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
             spend("aspect_selector", spent)
         failures.extend(failed)
         answer_id = f"icl|{example['id']}|source"
-        verdict = judge_answer(
-            judge, example["query"], answer_text(services, example["id"], answer_id), aspects, retries=retries
-        )
+        text = answer_text(services, example["id"], answer_id)
+        verdict = judge_answer(judge, example["query"], text, aspects, retries=retries, **judging(services))
         spend("evaluator", verdict.usage)
         if verdict.reward is None:
             failures.append(evaluation_failure(round_number, answer_id, verdict))
@@ -116,7 +115,9 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                     continue
                 text = outcome.value["new_response"]
                 services.journal.put_answer(target, {"answer_id": target, "example": example["id"], "answer": text})
-                verdict = judge_answer(judge, example["query"], text, example["aspects"], retries=retries)
+                verdict = judge_answer(
+                    judge, example["query"], text, example["aspects"], retries=retries, **judging(services)
+                )
                 spend("evaluator", verdict.usage)
                 if verdict.reward is None:
                     failures.append(evaluation_failure(round_number, target, verdict))

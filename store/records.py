@@ -30,12 +30,14 @@ class BestCandidate(TypedDict):
 class CandidateVerdict(TypedDict, total=False):
     query_id: str
     aspects: list[str]
-    scores: dict[str, int]
+    scores: dict[str, float]
     rationales: dict[str, str]
     reward: float | None
     answer_id: str
     answer_preview: str
     judge_attempts: int
+    written: dict[str, int]  # reward.scoring=expected: the digits the judge wrote
+    expected_fallbacks: int
 
 
 class CandidateRow(TypedDict):

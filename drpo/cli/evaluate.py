@@ -271,6 +271,12 @@ def judge_agreement(
     local_model: LocalModelOption = None,
     concurrency: ConcurrencyOption = None,
     sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the stratified sample")] = 0,
+    scoring: Annotated[
+        str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
+    ] = None,
+    rubric: Annotated[
+        str, typer.Option("--rubric", help="eval (the evaluation's template), or paper / anchored (the reward's)")
+    ] = "eval",
 ) -> None:
     """Grade answers a reference judge already scored with the configured evaluator, and compare."""
     from drpo.run.agreement import load_verdicts, measure_agreement, stratified
@@ -280,22 +286,32 @@ def judge_agreement(
             "run_id": run_id,
             "runs_dir": str(runs_dir) if runs_dir else None,
             "search": {"concurrency": concurrency},
+            "reward": {"scoring": scoring},
         }
+        if rubric not in ("eval", "paper", "anchored"):
+            raise DrpoInputError(f"--rubric must be eval, paper or anchored, not {rubric!r}")
         settings = settings_from_flags(config, flags, local_model)
         items = load_verdicts(verdicts)
         if limit is not None:
             items = stratified(items, limit, sample_seed)  # refuses a limit below 1
-        return measure_agreement(settings, items)
+        return measure_agreement(settings, items, rubric=rubric)
 
     result = run_guarded(action, None)
-    table = Table("aspect", "n", "pearson", "spearman", "MAE", "exact", "within one", "bias")
-    for aspect, row in result["aspects"].items():
-        table.add_row(
-            aspect,
-            str(row["n"]),
-            *(fmt(row[key]) for key in ("pearson", "spearman", "mae", "exact", "within_one", "bias")),
+    tables = {f"{result['scoring']} scores, {result['rubric']} template": result["aspects"]}
+    if "written" in result:
+        tables["the digits written in the same replies"] = result["written"]
+    for title, rows in tables.items():
+        table = Table(
+            "aspect", "n", "pearson", "spearman", "MAE", "exact", "within one", "bias", "distinct", title=title
         )
-    console.print(table)
+        for aspect, row in rows.items():
+            table.add_row(
+                aspect,
+                str(row["n"]),
+                *(fmt(row[key]) for key in ("pearson", "spearman", "mae", "exact", "within_one", "bias")),
+                str(row["distinct"]),
+            )
+        console.print(table)
     console.print(
         f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
         f"{result['seconds_per_item']} s per item; saved to {result['path']}",

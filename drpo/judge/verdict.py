@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from drpo.graph.state import AspectRecord, FailureRecord, unusable_output
+from drpo.judge.expected import expected_scores
 from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import evaluation_schema, parse_evaluation
-from drpo.prompts import EVALUATION, render
+from drpo.prompts import EVALUATION, EVALUATION_ANCHORED, render
 from drpo.prompts.texts import aspect_list_text, eval_skeleton
 from drpo.scoring import reward_from_scores
 
@@ -16,21 +18,31 @@ from drpo.scoring import reward_from_scores
 class Verdict:
     """The judge's scores for one answer; ``reward`` is None when its output could not be used."""
 
-    scores: dict[str, int]
+    scores: dict[str, float]
     rationales: dict[str, str]
     reward: float | None
     attempts: int
     usage: dict[str, int]
     errors: list[str]
+    written: dict[str, int] = field(default_factory=dict)  # the digits written, when scores are expected ones
+    fallbacks: int = 0  # aspects whose expected score fell back to the written digit (no log-probabilities)
 
 
 def judge_answer(
-    caller: RoleCaller, query: str, answer: str, aspects: AspectRecord, *, retries: int, sample: int = 0
+    caller: RoleCaller,
+    query: str,
+    answer: str,
+    aspects: AspectRecord,
+    *,
+    retries: int,
+    sample: int = 0,
+    scoring: str = "absolute",
+    rubric: str = "paper",
 ) -> Verdict:
     """Score ``answer`` on the query's selected aspects, re-asking when the judge's output is unusable.
     ``sample`` > 0 asks afresh after an earlier verdict stayed unusable (a new journal key and seed)."""
     prompt = render(
-        EVALUATION,
+        EVALUATION_ANCHORED if rubric == "anchored" else EVALUATION,
         query=query,
         output=answer,
         aspect_list=aspect_list_text(aspects["definitions"]),
@@ -44,10 +56,21 @@ def judge_answer(
         retries=retries,
         sample=sample,
         json_schema=evaluation_schema(aspects["aspects"]),
+        logprobs=scoring == "expected",
     )
     verdict = outcome.value or {}
-    scores = {aspect: entry["score"] for aspect, entry in verdict.items()}
+    written = {aspect: entry["score"] for aspect, entry in verdict.items()}
+    scores: dict[str, float] = dict(written)
+    fallbacks = 0
+    if scoring == "expected" and outcome.value is not None:
+        expected = expected_scores(outcome.raw, list(written), outcome.alternatives)
+        fallbacks = sum(1 for value in expected.values() if value is None)
+        scores = {
+            aspect: round(value, 3) if value is not None else written[aspect] for aspect, value in expected.items()
+        }
     return Verdict(
+        written=written if scoring == "expected" else {},
+        fallbacks=fallbacks,
         scores=scores,
         rationales={aspect: entry["rationale"] for aspect, entry in verdict.items()},
         reward=reward_from_scores(scores) if outcome.value is not None else None,
@@ -55,6 +78,12 @@ def judge_answer(
         usage=outcome.usage,
         errors=outcome.errors,
     )
+
+
+def judging(services: Any) -> dict[str, str]:
+    """The run's judging options (``reward.scoring`` and ``reward.rubric``) as judge_answer keywords."""
+    reward = services.settings.reward
+    return {"scoring": reward.scoring, "rubric": reward.rubric}
 
 
 def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureRecord:

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
 from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries
 from drpo.llm.structured import OutputParseError, parse_first_valid
@@ -34,6 +35,7 @@ class CallOutcome:
     usage: dict[str, int]
     from_journal: bool
     truncated: bool = False
+    alternatives: list[DigitAlternatives] = field(default_factory=list)  # asked with ``logprobs`` only
 
 
 @dataclass
@@ -45,6 +47,7 @@ class StructuredOutcome(Generic[T]):
     errors: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=empty_usage)
     raw: str = ""
+    alternatives: list[DigitAlternatives] = field(default_factory=list)  # of the reply that parsed
 
 
 @dataclass
@@ -137,16 +140,23 @@ class RoleCaller:
         stop: tuple[str, ...] = (),
         json_schema: dict[str, Any] | None = None,
         seed_basis: str | None = None,
+        logprobs: bool = False,
     ) -> CallOutcome:
         """One model call, answered from the run journal when it already finished before.
 
-        ``seed_basis`` (the first attempt's key) keeps one sampling seed across re-asks of one sample."""
+        ``seed_basis`` (the first attempt's key) keeps one sampling seed across re-asks of one sample.
+        ``logprobs`` asks OpenAI-style servers for token log-probabilities; the alternatives at digit
+        tokens are kept (``drpo.judge.expected``), nothing else of them."""
         schema = self._schema(json_schema)
-        key = self._key(request, stop, schema, sample=sample)
+        want = logprobs and self._openai_style and self.is_chat
+        key = self._key(request, stop, schema, sample=sample, **({"logprobs": TOP_LOGPROBS} if want else {}))
 
         def send(kwargs: dict[str, Any]) -> dict[str, Any]:
-            text, usage, truncated = self._invoke(request, kwargs)
-            return {"role": self.role, "text": text, "usage": usage, "truncated": truncated}
+            if want:
+                kwargs = {**kwargs, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+            text, usage, truncated, alternatives = self._invoke(request, kwargs)
+            record = {"role": self.role, "text": text, "usage": usage, "truncated": truncated}
+            return {**record, "alternatives": alternatives} if want else record
 
         record, from_journal = self._journaled(key, seed_basis or key, stop, schema, send, f"sample={sample}")
         return CallOutcome(
@@ -154,6 +164,7 @@ class RoleCaller:
             usage=record["usage"],
             from_journal=from_journal,
             truncated=record.get("truncated", False),
+            alternatives=[(int(offset), dict(options)) for offset, options in record.get("alternatives", [])],
         )
 
     def complete_samples(
@@ -321,20 +332,27 @@ class RoleCaller:
             return limited()
         return call_with_retries(limited, role=self.role, where=self.where, policy=policy, on_retry=count_retry)
 
-    def _invoke(self, request: list[BaseMessage] | str, kwargs: dict[str, Any]) -> tuple[str, dict[str, int], bool]:
-        """Call the model; returns text, token usage (estimated when the provider gives none), truncation."""
+    def _invoke(
+        self, request: list[BaseMessage] | str, kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, int], bool, list[DigitAlternatives]]:
+        """Call the model; returns text, token usage (estimated when the provider gives none), truncation,
+        and the alternatives at digit tokens when log-probabilities were asked for and given."""
         usage = empty_usage()
         usage["calls"] = 1
         prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
+        alternatives: list[DigitAlternatives] = []
         if self.is_chat:
             message = self.model.invoke(request, **kwargs)
             text = message.content if isinstance(message.content, str) else str(message.content)
-            truncated = (message.response_metadata or {}).get("finish_reason") == "length"
+            metadata = message.response_metadata or {}
+            truncated = metadata.get("finish_reason") == "length"
+            if kwargs.get("logprobs") and isinstance(metadata.get("logprobs"), dict):
+                alternatives = digit_alternatives(text, metadata["logprobs"].get("content") or [])
             meta = getattr(message, "usage_metadata", None)
             if meta:
                 usage["input_tokens"] = int(meta.get("input_tokens", 0))
                 usage["output_tokens"] = int(meta.get("output_tokens", 0))
-                return text, usage, truncated
+                return text, usage, truncated, alternatives
         else:
             result = self.model.generate([prompt_text], **kwargs)
             generation = result.generations[0][0]
@@ -344,11 +362,11 @@ class RoleCaller:
             if token_usage:
                 usage["input_tokens"] = int(token_usage.get("prompt_tokens", 0))
                 usage["output_tokens"] = int(token_usage.get("completion_tokens", 0))
-                return text, usage, truncated
+                return text, usage, truncated, alternatives
         usage["input_tokens"] = estimate_tokens(prompt_text)
         usage["output_tokens"] = estimate_tokens(text)
         usage["estimated_calls"] = 1
-        return text, usage, truncated
+        return text, usage, truncated, alternatives
 
 
 def call_structured(
@@ -360,6 +378,7 @@ def call_structured(
     sample: int = 0,
     json_schema: dict[str, Any] | None = None,
     first: CallOutcome | None = None,
+    logprobs: bool = False,
 ) -> StructuredOutcome[T]:
     """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times.
 
@@ -371,12 +390,15 @@ def call_structured(
         if attempt == 0 and first is not None:
             call = first
         else:
-            call = caller.complete(messages, sample=sample, json_schema=json_schema, seed_basis=seed_basis)
+            call = caller.complete(
+                messages, sample=sample, json_schema=json_schema, seed_basis=seed_basis, logprobs=logprobs
+            )
         outcome.attempts += 1
         outcome.usage = add_usage(outcome.usage, call.usage)
         outcome.raw = call.text
         try:
             outcome.value = parse_first_valid(call.text, parse)
+            outcome.alternatives = call.alternatives
             return outcome
         except OutputParseError as error:
             if call.truncated:

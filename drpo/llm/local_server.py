@@ -39,7 +39,10 @@ class LocalServer:
         params.port = 0
         params.hostnames = ["127.0.0.1"]
         self.model_path = model_path
-        self._server: Any = xllamacpp.Server(params)
+        try:
+            self._server: Any = xllamacpp.Server(params)
+        except RuntimeError as error:  # llama.cpp could not load the file (or allocate its context)
+            raise DrpoInputError(f"cannot load local model {model_path}: {error}") from None
         self.base_url = f"{self._server.listening_address}/v1"
         log.info("embedded llama.cpp server for %s at %s", model_path.name, self.base_url)
 

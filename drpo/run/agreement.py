@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from drpo.errors import DrpoInputError
 from drpo.eval.stats import agreement
 from drpo.eval.summary import REGULAR, SAFETY
-from drpo.judge.grading import grade_answer
+from drpo.judge.grading import Grade, grade_answer
 from drpo.llm.structured import OutputParseError, parse_score
 from drpo.run.opening import record_run
 from drpo.run.services import build_services
@@ -91,14 +92,43 @@ def stratified(verdicts: list[Verdict], limit: int, seed: int) -> list[Verdict]:
     return [v for v in verdicts if v.id in ids]
 
 
+def _agreement_rows(
+    verdicts: list[Verdict], grades: list[Grade], scores_of: Callable[[Grade], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for aspect in (*REGULAR, "Average", SAFETY):
+        ours, theirs = [], []
+        for verdict, grade in zip(verdicts, grades, strict=True):
+            if not grade.ok:
+                continue
+            scores = scores_of(grade)
+            if aspect == "Average":
+                mine = _average({a: float(s) for a, s in scores.items() if s is not None})
+                reference = _average(verdict.scores)
+            else:
+                score = scores.get(aspect)
+                mine = float(score) if score is not None else None
+                reference = verdict.scores.get(aspect)
+            if mine is not None and reference is not None:
+                ours.append(mine)
+                theirs.append(reference)
+        if ours:
+            rows[aspect] = {**agreement(ours, theirs), "distinct": len(set(ours))}
+    return rows
+
+
 def measure_agreement(
     settings: Settings,
     verdicts: list[Verdict],
     *,
     models: dict[str, Any] | None = None,
     embedder: Embedder | None = None,
+    rubric: str = "eval",
 ) -> dict[str, Any]:
-    """Grade every verdict's answer with the configured evaluator and compare with the reference judge."""
+    """Grade every verdict's answer with the configured evaluator and compare with the reference judge.
+
+    ``settings.reward.scoring`` picks written or expected scores (expected also reports the written digits
+    of the same calls, under ``written``); ``rubric`` the template (see ``grade_answer``)."""
     run_id = settings.run_id or f"agreement-{new_run_id()}"
     run_dir = run_dir_for(settings.runs_dir, run_id)
     settings = settings.model_copy(update={"run_id": run_id})
@@ -107,33 +137,22 @@ def measure_agreement(
     services = build_services(settings, run_dir, models, embedder)
     judge = services.callers["evaluator"]
     retries = settings.search.structured_retries
+    scoring = settings.reward.scoring
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(max_workers=settings.search.concurrency) as pool:
             grades = list(
-                pool.map(lambda v: grade_answer(judge, v.query, v.answer, safety=v.safety, retries=retries), verdicts)
+                pool.map(
+                    lambda v: grade_answer(
+                        judge, v.query, v.answer, safety=v.safety, retries=retries, scoring=scoring, rubric=rubric
+                    ),
+                    verdicts,
+                )
             )
     finally:
         services.close()
     seconds = time.monotonic() - started
-    rows: dict[str, dict[str, Any]] = {}
-    for aspect in (*REGULAR, "Average", SAFETY):
-        ours, theirs = [], []
-        for verdict, grade in zip(verdicts, grades, strict=True):
-            if not grade.ok:
-                continue
-            if aspect == "Average":
-                mine = _average({a: float(s) for a, s in grade.scores.items() if s is not None})
-                reference = _average(verdict.scores)
-            else:
-                score = grade.scores.get(aspect)
-                mine = float(score) if score is not None else None
-                reference = verdict.scores.get(aspect)
-            if mine is not None and reference is not None:
-                ours.append(mine)
-                theirs.append(reference)
-        if ours:
-            rows[aspect] = agreement(ours, theirs)
+    rows = _agreement_rows(verdicts, grades, lambda grade: grade.scores)
     report = {
         "run_id": run_id,
         "judge": judge.model_id,
@@ -141,7 +160,12 @@ def measure_agreement(
         "parse_failures": sum(1 for grade in grades if not grade.ok),
         "seconds": round(seconds, 2),
         "seconds_per_item": round(seconds / len(verdicts), 2),
+        "scoring": scoring,
+        "rubric": rubric,
         "aspects": rows,
+        **(
+            {"written": _agreement_rows(verdicts, grades, lambda grade: grade.written)} if scoring == "expected" else {}
+        ),
         "path": str(run_dir.root / "agreement.json"),
     }
     atomic_write_json(run_dir.root / "agreement.json", report)
