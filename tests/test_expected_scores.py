@@ -82,3 +82,17 @@ def test_the_anchored_rubric_reaches_the_judge(make_settings, embedder: Embedder
     run(settings, roles(model), embedder, "anchored")
     judged = [text for text in model.finished if task_of(text) == "evaluate"]
     assert judged and all("5: exceptional: nothing worth improving; rare" in text for text in judged)
+
+
+def test_digits_glued_to_json_punctuation_are_found() -> None:
+    text = '{"Depth": {"rationale": "thin", "score":\n\n3}}'
+    cut = text.index(":\n\n3")
+    content = [
+        {"token": text[:cut], "logprob": 0.0, "top_logprobs": []},
+        {"token": ":\n\n3", "logprob": math.log(0.5), "top_logprobs": [{"token": ":\n\n3", "logprob": math.log(0.5)},
+                                                                      {"token": ": 2", "logprob": math.log(0.5)}]},
+        {"token": "}}", "logprob": 0.0, "top_logprobs": []},
+    ]  # fmt: skip
+    alternatives = digit_alternatives(text, content)
+    assert [offset for offset, _ in alternatives] == [text.index("3")]
+    assert expected_scores(text, ["Depth"], alternatives) == {"Depth": pytest.approx(2.5)}

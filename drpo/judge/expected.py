@@ -13,15 +13,15 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from drpo.llm.logprobs import SCORE_DIGITS, DigitAlternatives
+from drpo.llm.logprobs import DigitAlternatives, score_digit
 
 
 def expected_from(options: Mapping[str, float]) -> float | None:
     """The expected score over the digits 1-5 among the alternatives, renormalised; None without any."""
     weights: dict[int, float] = {}
     for token, logprob in options.items():
-        digit = token.strip(' "')
-        if digit in SCORE_DIGITS and math.isfinite(logprob):
+        digit = score_digit(token)
+        if digit is not None and math.isfinite(logprob):
             weights[int(digit)] = weights.get(int(digit), 0.0) + math.exp(logprob)
     total = sum(weights.values())
     if total <= 0:

@@ -11,6 +11,13 @@ SCORE_DIGITS = ("1", "2", "3", "4", "5")
 TOP_LOGPROBS = 5
 
 DigitAlternatives = tuple[int, dict[str, float]]  # (character offset in the reply, {token: log-probability})
+PADDING = " \t\r\n\"':,"  # what a tokenizer may glue to a score digit (JSON quotes, colons, newlines)
+
+
+def score_digit(token: str) -> str | None:
+    """The score digit a token stands for ("4", ' "4', ":\n\n4"), or None."""
+    digit = token.strip(PADDING)
+    return digit if digit in SCORE_DIGITS else None
 
 
 def digit_alternatives(text: str, logprobs: Iterable[Mapping[str, Any]]) -> list[DigitAlternatives]:
@@ -22,8 +29,8 @@ def digit_alternatives(text: str, logprobs: Iterable[Mapping[str, Any]]) -> list
     offset = 0
     for entry in logprobs:
         token = str(entry.get("token", ""))
-        digit = token.strip(' "')
-        if digit in SCORE_DIGITS and text.startswith(token, offset):
+        digit = score_digit(token)
+        if digit is not None and text.startswith(token, offset):
             position = offset + token.index(digit)
             options = {
                 str(o.get("token", "")): float(o.get("logprob", -math.inf)) for o in entry.get("top_logprobs", [])

@@ -1,0 +1,90 @@
+"""Judge agreement with GPT-4-turbo for every candidate judge configuration: model tier x template, each
+run once with log-probabilities, so written and expected (probability-weighted) scores come from the same
+replies. Runs ``drpo eval judge-agreement`` as a whole process per configuration and prints one table.
+
+Run: DRPO_SHARED_DATA=../shared/data .venv/bin/python tests/benchmarks/judge_agreement.py [--limit 30]
+     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored]
+An interrupted sweep re-run with the same --work directory repeats no finished call (each run's journal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+DRPO = [sys.executable, "-m", "drpo.cli"]
+VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
+
+
+def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int) -> dict:
+    run_id = f"agree-{tier}-{rubric}-{limit}".replace(".", "")
+    saved = work / "runs" / run_id / "agreement.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    config = work / f"{run_id}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runs_dir": str(work / "runs"),
+                "local": {"n_ctx": 16384, "parallel": 2, "threads": 2},
+                "roles": {"evaluator": {"provider": "local", "model": tier, "max_tokens": 600}},
+                "search": {"concurrency": 2},
+                "reward": {"scoring": "expected"},
+            }
+        )
+    )
+    command = [*DRPO, "eval", "judge-agreement", "--config", str(config), "--verdicts", str(data / VERDICTS),
+               "--limit", str(limit), "--rubric", rubric, "--run-id", run_id]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
+    if done.returncode != 0:
+        raise SystemExit(f"{tier}/{rubric} failed: {done.stderr.strip()}")
+    print(f"  {tier} {rubric}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    return json.loads(saved.read_text())
+
+
+def row(label: str, result: dict, block: str) -> str:
+    average = result[block].get("Average", {})
+    cells = []
+    for key in ("pearson", "spearman", "bias", "within_one"):
+        value = average.get(key)
+        cells.append("-" if value is None else f"{value:+.2f}" if key == "bias" else f"{value:.2f}")
+    text = " | ".join(cells)
+    distinct = average.get("distinct", "-")
+    return f"| {label} | {text} | {distinct} | {result['parse_failures']} | {result['seconds_per_item']:.1f} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=30)
+    parser.add_argument("--tiers", default="qwen2.5-0.5b,qwen2.5-1.5b")
+    parser.add_argument("--rubrics", default="eval,paper,anchored")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/drpo-judge-agreement"))
+    args = parser.parse_args()
+    data = Path(os.environ.get("DRPO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"Agreement with GPT-4-turbo on the average of five aspects, {args.limit} just-eval answers (stratified: "
+        "half scored below 4 by GPT-4-turbo); written = the digit the judge wrote, expected = its "
+        "probability-weighted mean over 1-5 in the same reply.",
+        "",
+        "| judge, template, score | Pearson | Spearman | bias | within one | distinct averages | unusable | s/item |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for tier in args.tiers.split(","):
+        for rubric in args.rubrics.split(","):
+            result = run_one(args.work, data, tier, rubric, args.limit)
+            lines.append(row(f"{tier}, {rubric}, written", result, "written"))
+            lines.append(row(f"{tier}, {rubric}, expected", result, "aspects"))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
