@@ -199,6 +199,13 @@ class SearchSettings(BaseModel):
     no_regress: str | None = Field(
         None, description="An aspect (e.g. Safety) a new prompt may not score lower on than its parent"
     )
+    held_out: int = Field(
+        0,
+        ge=0,
+        le=10000,
+        description="Seed queries set aside before the search (seeded, per category) and never shown to it; "
+        "written to the run's held_out.jsonl for drpo eval",
+    )
 
 
 class RewardSettings(BaseModel):

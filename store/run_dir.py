@@ -98,6 +98,11 @@ class RunDir:
         return self.config.is_file()
 
     @property
+    def held_out(self) -> Path:
+        """The queries the search never saw (``search.held_out``), in just-eval's JSONL shape."""
+        return self.root / "held_out.jsonl"
+
+    @property
     def lock(self) -> Path:
         return self.root / "run.lock"
 

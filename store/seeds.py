@@ -155,6 +155,37 @@ def default_icl_examples() -> list[IclExample]:
     ]
 
 
+def split_held_out(queries: list[SeedQuery], count: int, seed: int) -> tuple[list[SeedQuery], list[SeedQuery]]:
+    """(searched, held out): ``count`` queries set aside, spread over the categories in proportion, seeded,
+    so the same seed set and seed always hold out the same queries. The search never sees the held-out ones."""
+    if count == 0:
+        return queries, []
+    if count >= len(queries):
+        raise DrpoInputError(f"held_out {count} leaves no seed query to search ({len(queries)} in the seed set)")
+    rng = random.Random(f"held-out:{seed}")
+    by_category: dict[str, list[str]] = {}
+    for query in queries:
+        by_category.setdefault(query.category, []).append(query.id)
+    quotas = {name: count * len(ids) // len(queries) for name, ids in by_category.items()}
+    for name in sorted(by_category, key=lambda n: -len(by_category[n]))[: count - sum(quotas.values())]:
+        quotas[name] += 1  # the remainder goes to the largest categories
+    held = {qid for name, ids in sorted(by_category.items()) for qid in rng.sample(ids, min(quotas[name], len(ids)))}
+    return [q for q in queries if q.id not in held], [q for q in queries if q.id in held]
+
+
+def held_out_records(queries: list[SeedQuery]) -> list[dict[str, str]]:
+    """The held-out queries in just-eval's shape; harmful ones are red-team (judged on safety)."""
+    return [
+        {
+            "id": query.id,
+            "instruction": query.text,
+            "dataset": f"drpo-seeds/{query.category or 'uncategorized'}",
+            "category": "red_teaming" if query.category == "harmful" else "regular",
+        }
+        for query in queries
+    ]
+
+
 def query_order(queries: list[SeedQuery], seed: int) -> list[str]:
     """A seeded, reproducible order of query ids."""
     ids = [query.id for query in queries]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator
@@ -28,15 +29,16 @@ from drpo.run.opening import (
     pending_review_of,
     record_run,
 )
-from drpo.run.services import build_services, preflight
+from drpo.run.services import build_services, held_out_seeds, preflight
 from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.files import is_writable_dir
 from drpo.store.postgres import save_status
 from drpo.store.records import RunResult, result_summary
 from drpo.store.redaction import RedactingFilter
-from drpo.store.run_dir import RunDir, ensure_runs_dir, new_run_id, run_dir_for
+from drpo.store.run_dir import RunDir, atomic_write_text, ensure_runs_dir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
+from drpo.store.seeds import held_out_records
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 ReviewCallback = Callable[[ReviewSummary], Any]
@@ -310,6 +312,11 @@ def optimize(
     settings = settings.model_copy(update={"run_id": run_id})
     preflight(settings, models)
     record_run(settings, run_dir, kind)
+    if kind == "prompt" and settings.search.held_out:
+        records = held_out_records(held_out_seeds(settings))
+        atomic_write_text(
+            run_dir.held_out, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        )
     return drive(
         DriveRequest(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
     )

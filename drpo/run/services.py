@@ -35,13 +35,24 @@ from drpo.store.seeds import (
     load_icl_file,
     load_seed_file,
     query_order,
+    split_held_out,
 )
 
 
-def load_seeds(settings: Settings) -> list[SeedQuery]:
+def all_seeds(settings: Settings) -> list[SeedQuery]:
+    """The whole seed set, held-out part included."""
     if settings.seed_file is None:
         return default_seed_queries()
     return load_seed_file(settings.seed_file, settings.seed_format)
+
+
+def load_seeds(settings: Settings) -> list[SeedQuery]:
+    """The seed queries the search may use: the held-out ones (``search.held_out``) are never among them."""
+    return split_held_out(all_seeds(settings), settings.search.held_out, settings.search.seed)[0]
+
+
+def held_out_seeds(settings: Settings) -> list[SeedQuery]:
+    return split_held_out(all_seeds(settings), settings.search.held_out, settings.search.seed)[1]
 
 
 def open_named_collection(client: Any, name: str, embedder: Embedder) -> IclStore:
