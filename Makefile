@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/drpo optimize --config examples/demo.yaml
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DRPO=$(BIN)/drpo sh examples/demo.sh
 
 test: $(STAMP)
 	$(BIN)/ruff check .

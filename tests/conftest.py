@@ -96,6 +96,7 @@ SERVER_MODULES = {
     "test_eval_cli",
     "test_hostile",
     "test_search_report",
+    "test_expected_scores",
 }
 EMBEDDED_MODULES = {"test_embedded"}
 

@@ -14,10 +14,26 @@ from support.cli import drpo
 
 
 def test_cli_optimizes_on_the_embedded_model(tmp_path: Path) -> None:
+    # SmolLM2 answers, selects aspects and judges; it cannot write a usable system prompt (the sanity rule
+    # rejects its "The prompt should..."), so the optimizer is the default 0.5B model.
+    config = tmp_path / "embedded.yaml"
+    local = {"provider": "local", "model": "smollm2-135m"}
+    config.write_text(
+        json.dumps(
+            {
+                "roles": {
+                    "base": {**local, "max_tokens": 160},
+                    "evaluator": dict(local),
+                    "aspect_selector": dict(local),
+                    "optimizer": {"provider": "local", "model": "qwen2.5-0.5b", "temperature": 0.7},
+                }
+            }
+        )
+    )
     done = drpo(
         "optimize",
-        "--local-model",
-        "smollm2-135m",
+        "--config",
+        str(config),
         "--depth",
         "2",
         "--beam-width",

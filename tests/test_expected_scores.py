@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,46 @@ def test_digits_glued_to_json_punctuation_are_found() -> None:
     alternatives = digit_alternatives(text, content)
     assert [offset for offset, _ in alternatives] == [text.index("3")]
     assert expected_scores(text, ["Depth"], alternatives) == {"Depth": pytest.approx(2.5)}
+
+
+def test_expected_scores_over_http_and_a_kill_9_resume_reach_the_unbroken_result(tmp_path: Path) -> None:
+    """The OpenAI-style path end to end: log-probabilities asked for, kept in the journal, weighed; a run killed
+    mid-way and resumed ends with the unbroken run's result."""
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from support.cli import drpo, drpo_background, fake_server_config
+    from support.fake_openai import FakeOpenAIServer
+
+    results = {}
+    for name in ("unbroken", "killed"):
+        work = tmp_path / name
+        work.mkdir()
+        log = work / "requests.jsonl"
+        with FakeOpenAIServer(log_path=log, latency=0.02) as server:
+            config = fake_server_config(work / "c.yaml", server.base_url, depth=3, max_depth_increase=0)
+            data = yaml.safe_load(config.read_text())
+            data["reward"] = {"scoring": "expected"}
+            config.write_text(yaml.safe_dump(data))
+            command = ("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs")
+            if name == "killed":
+                process = drpo_background(*command, cwd=work)
+                deadline = time.time() + 120
+                while (not log.exists() or len(log.read_text().splitlines()) < 12) and time.time() < deadline:
+                    time.sleep(0.01)
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+                command = ("resume", "r", "--runs-dir", "runs")
+            done = drpo(*command, cwd=work)
+            assert done.returncode == 0, done.stderr
+        results[name] = json.loads((work / "runs" / "r" / "result.json").read_text())
+    assert results["killed"] == results["unbroken"]
+    verdicts = [v for d in results["unbroken"]["depths"] for c in d["candidates"] for v in c["evaluations"]]
+    assert verdicts and all(v["expected_fallbacks"] == 0 for v in verdicts)
+    expected = {1: 0.8 / 0.7, 5: 4.2 / 0.9}  # at the ends one neighbour is no score: renormalised over the rest
+    for verdict in verdicts:  # the fake server's known distribution: d - 0.2 for 2-4
+        for aspect, written in verdict["written"].items():
+            assert verdict["scores"][aspect] == pytest.approx(expected.get(written, written - 0.2), abs=1e-3)

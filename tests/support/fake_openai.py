@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,26 @@ def request_hash(body: dict[str, Any]) -> str:
 def joined_messages(messages: list[dict[str, Any]]) -> str:
     kinds = {"system": "system", "user": "human", "assistant": "ai"}
     return "\n".join(f"{kinds.get(m.get('role', ''), m.get('role'))}: {m.get('content', '')}" for m in messages)
+
+
+def token_logprobs(reply: str) -> list[dict[str, Any]]:
+    """One token per character; at a digit d of 1-5 the alternatives d (0.6), d-1 (0.3) and d+1 (0.1), so an
+    expected score is d - 0.2 where both neighbours are scores (a known distribution, checked by tests)."""
+    content = []
+    for char in reply:
+        options = [(char, 0.0)]
+        if char in "12345":
+            digit = int(char)
+            options = [(char, math.log(0.6))]
+            options += [(str(n), math.log(p)) for n, p in ((digit - 1, 0.3), (digit + 1, 0.1)) if 1 <= n <= 5]
+        content.append(
+            {
+                "token": char,
+                "logprob": options[0][1],
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in options],
+            }
+        )
+    return content
 
 
 class FakeOpenAIServer:
@@ -194,6 +215,9 @@ class FakeOpenAIServer:
                         {"index": i, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
                         for i, reply in enumerate(replies)
                     ]
+                    if body.get("logprobs"):
+                        for choice, reply in zip(choices, replies, strict=True):
+                            choice["logprobs"] = {"content": token_logprobs(reply)}
                     kind = "chat"
                 elif self.path.endswith("/completions"):
                     text = str(body.get("prompt", ""))
