@@ -176,7 +176,7 @@ def test_wrong_api_key_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     # generation and aspect selection start together, so either role may meet the bad key first
-    assert re.search(r"role (base|aspect_selector) \(openai_compatible ", done.stderr), done.stderr
+    assert re.search(r"role (base|aspect_selector) \(openai_compatible:fake at http", done.stderr), done.stderr
     assert "authentication failed (401)" in done.stderr
 
 
