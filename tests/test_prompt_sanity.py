@@ -88,3 +88,38 @@ def test_a_degenerate_proposal_that_stays_so_is_counted(make_settings, embedder:
         run(settings, roles(ScriptedChatModel(responder=always_repetitive)), embedder, "insane")
     kinds = Counter(f["kind"] for f in checkpoint_values(run_dir_for(settings.runs_dir, "insane"))["failures"])
     assert kinds == {"unusable_prompt": 2}
+
+
+def topic_selector(text: str, sample: int) -> str:
+    if task_of(text) == "aspects":
+        first_try = "names what the query is about" not in text
+        return json.dumps(
+            {
+                "query_analysis": {},
+                "aspects_selection": {
+                    "reasoning": "r",
+                    "selected_aspects": ["Sheep", "Clarity"] if first_try else ["Helpfulness", "Clarity"],
+                },
+                "new_aspect_definitions": {"Sheep": "How many sheep the answer counts."},
+            }
+        )
+    return respond(text, sample)
+
+
+def test_an_aspect_that_names_the_querys_topic_is_re_asked(make_settings, embedder: Embedder, tmp_path: Path) -> None:
+    from drpo.judge.aspects import without_topics
+    from drpo.llm.structured import OutputParseError
+
+    reply = {"aspects_selection": {"reasoning": "r", "selected_aspects": ["Sheep", "Clarity"]},
+             "new_aspect_definitions": {"Sheep": "counts sheep"}}  # fmt: skip
+    with pytest.raises(OutputParseError, match="Sheep names what the query is about"):
+        without_topics("A farmer has 17 sheep and 9 run away. How many sheep are left?")(reply)
+    assert without_topics("Write a haiku about autumn.")(reply)["aspects"] == ["Sheep", "Clarity"]
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("A farmer has 17 sheep and 9 run away. How many sheep are left?\nHow do sheep sleep?\n")
+    settings = make_settings(depth=1).model_copy(update={"seed_file": seeds})
+    model = ScriptedChatModel(responder=topic_selector)
+    result = run(settings, roles(model), embedder, "topics").result
+    assert [record["aspects"] for record in result["aspects"].values()] == [["Helpfulness", "Clarity"]]
+    assert sum(task_of(text) == "aspects" for text in model.finished) == 2  # asked, refused, asked again
+    assert result["failures"] == []

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 from drpo.graph.state import AspectRecord, FailureRecord, unusable_output
 from drpo.llm.caller import RoleCaller, call_structured
-from drpo.llm.structured import AspectSelectionReply, parse_aspect_selection, reply_schema
+from drpo.llm.structured import AspectSelectionReply, OutputParseError, parse_aspect_selection, reply_schema
 from drpo.prompts import ASPECT_SELECTION, aspect_definitions, render, template_hash
 from drpo.prompts.texts import aspect_list_text
 from drpo.store.aspect_cache import AspectCache
@@ -38,11 +42,39 @@ def fallback_record() -> AspectRecord:
     )
 
 
+SELECTION_RULES = "topic-rule-1"  # part of the cache key: selections made under older rules are not reused
+WORD = re.compile(r"[a-z]{3,}")
+
+
+def without_topics(query: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The selection parser, refusing (so re-asking) new aspects that name the query's topic ("Sheep",
+    "Flight delay") instead of a quality of an answer: small selectors do this, and the judge then scores
+    how much an answer is about sheep."""
+    query_words = set(WORD.findall(query.lower()))
+
+    def parse(data: dict[str, Any]) -> dict[str, Any]:
+        parsed = parse_aspect_selection(data)
+        topical = [name for name in parsed["new_aspects"] if set(WORD.findall(name.lower())) & query_words]
+        if topical:
+            raise OutputParseError(
+                f"{', '.join(topical)} names what the query is about, not a quality of an answer; "
+                "select qualities such as Helpfulness, Clarity, Factuality, Harmlessness"
+            )
+        return parsed
+
+    return parse
+
+
+def selection_fingerprint() -> str:
+    """The aspect cache's key part for how selections are made: the template and the rules that check them."""
+    return f"{template_hash(ASPECT_SELECTION)}:{SELECTION_RULES}"
+
+
 def select_aspects_for(
     caller: RoleCaller, cache: AspectCache, *, query: str, query_id: str, depth: int, retries: int, run_id: str
 ) -> tuple[AspectRecord, dict[str, int], list[FailureRecord]]:
     """One query's selection: cache, else the selector model, else the counted fallback."""
-    fingerprint = template_hash(ASPECT_SELECTION)
+    fingerprint = selection_fingerprint()
     cached = cache.get(query, caller.model_id, fingerprint)
     if cached is not None and not isinstance(cached.get("record"), dict):
         cached = None  # an entry in an older format: select again (and overwrite it)
@@ -53,7 +85,7 @@ def select_aspects_for(
         return AspectRecord(**cached["record"]), (cached.get("usage", {}) if own else {}), []
     prompt = render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
     outcome = call_structured(
-        caller, prompt, parse_aspect_selection, retries=retries, json_schema=reply_schema(AspectSelectionReply)
+        caller, prompt, without_topics(query), retries=retries, json_schema=reply_schema(AspectSelectionReply)
     )
     if outcome.value is None:
         failure = unusable_output(

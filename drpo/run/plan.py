@@ -13,7 +13,7 @@ from statistics import fmean
 from typing import Any
 
 from drpo.errors import DrpoInputError
-from drpo.judge.aspects import FALLBACK_ASPECTS
+from drpo.judge.aspects import FALLBACK_ASPECTS, selection_fingerprint
 from drpo.llm.pricing import call_cost
 from drpo.llm.providers import model_identity
 from drpo.llm.usage import estimate_tokens
@@ -24,7 +24,6 @@ from drpo.prompts import (
     PROMPT_TRANSITION,
     aspect_definitions,
     render,
-    template_hash,
 )
 from drpo.prompts.texts import aspect_list_text, eval_skeleton
 from drpo.run.services import load_icl, load_seeds
@@ -63,7 +62,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     if cache_path.is_file():  # a dry run never creates files
         cache = AspectCache(cache_path)
         selector = model_identity(settings.roles.aspect_selector)
-        fingerprint = template_hash(ASPECT_SELECTION)
+        fingerprint = selection_fingerprint()
         planned_queries = order[: len(expected) * b]
         cached = sum(1 for qid in planned_queries if cache.get(texts[qid], selector, fingerprint) is not None)
         cache.close()
