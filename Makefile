@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up .venv and optimize a system prompt on the embedded local model (no key, no network)
+#   make demo   set up .venv, optimize a system prompt on the embedded models and measure it on held-out queries
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
