@@ -3,13 +3,12 @@ figures embedded as PNG data) and the figures as PNG files, all written from eva
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
 
+from drpo.eval.html_parts import embedded_figures, num, png_bytes
 from drpo.eval.stats import fmt_interval
 from drpo.eval.summary import AVERAGE, REGULAR, SAFETY
 
@@ -54,8 +53,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
         "## Systems",
         *[
             f"- {s['name']}: {s['label']}; extra prompt tokens per request "
-            f"{_num(summary['alignment_tokens'].get(s['name']))}; mean answer tokens "
-            f"{_num(summary['answer_tokens'][s['name']]['mean'])}; N/A "
+            f"{num(summary['alignment_tokens'].get(s['name']))}; mean answer tokens "
+            f"{num(summary['answer_tokens'][s['name']]['mean'])}; N/A "
             f"{sum(summary['not_applicable'][s['name']].values())}; unusable grades "
             f"{summary['parse_failures'][s['name']]}; left out as seen in optimization "
             f"{summary['queries']['excluded_as_seen'].get(s['name'], 0)}"
@@ -70,8 +69,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
         ]
         for name, row in summary["pairwise"].items():
             parts.append(
-                f"| {name} | {row['win']} | {row['tie']} | {row['loss']} | {_num(row['flip_rate'])} | "
-                f"{_num(row['mean_tokens'])} | {_num(row['reference_mean_tokens'])} |"
+                f"| {name} | {row['win']} | {row['tie']} | {row['loss']} | {num(row['flip_rate'])} | "
+                f"{num(row['mean_tokens'])} | {num(row['reference_mean_tokens'])} |"
             )
     cost = summary.get("cost")
     judge_usage = summary["usage"].get("evaluator", {})
@@ -81,10 +80,6 @@ def markdown_report(summary: dict[str, Any]) -> str:
         f"cost {'unknown (no prices)' if cost is None else '$' + format(cost['total'], '.4f')}.",
     ]
     return "\n".join(parts) + "\n"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _figures(summary: dict[str, Any]) -> dict[str, bytes]:
@@ -97,11 +92,7 @@ def _figures(summary: dict[str, Any]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
 
     def save(fig: Any, key: str) -> None:
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=110)
-        plt.close(fig)
-        out[key] = buffer.getvalue()
+        out[key] = png_bytes(fig)
 
     fig, axis = plt.subplots(figsize=(7, 3.6))
     width = 0.38
@@ -167,22 +158,20 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
         for s in summary["systems"]
     )
     table = f"<table><tr><th>system</th>{''.join(f'<th>{c}</th>' for c in columns)}</tr>{rows}</table>"
-    images = "".join(
-        f'<figure><img alt="{key}" src="data:image/png;base64,{base64.b64encode(figures[key]).decode()}">'
-        f"<figcaption>{caption}</figcaption></figure>"
-        for key, caption in (
+    images = embedded_figures(
+        figures,
+        (
             ("bars", "Average and safety per system, with 95% bootstrap intervals"),
             ("radar", "Aspects per system"),
             ("datasets", "Average (safety for red-team sets) per dataset"),
             ("lengths", "Answer length distributions (tokens)"),
-        )
-        if key in figures
+        ),
     )
     pairwise = ""
     if summary["pairwise"]:
         body = "".join(
             f"<tr><th>{html.escape(n)}</th><td>{r['win']}</td><td>{r['tie']}</td><td>{r['loss']}</td>"
-            f"<td>{_num(r['flip_rate'])}</td><td>{_num(r['mean_tokens'])}</td><td>{_num(r['reference_mean_tokens'])}</td></tr>"
+            f"<td>{num(r['flip_rate'])}</td><td>{num(r['mean_tokens'])}</td><td>{num(r['reference_mean_tokens'])}</td></tr>"
             for n, r in summary["pairwise"].items()
         )
         pairwise = (

@@ -4,29 +4,13 @@ parent, the aspects chosen per query and the failures. Pure: a result.json in, H
 
 from __future__ import annotations
 
-import base64
 import difflib
 import html
-import io
 import re
 from collections import Counter
-from typing import Any
 
+from drpo.eval.html_parts import embedded_figures, num, png_bytes
 from drpo.store.records import CandidateRow, RunResult
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def depth_series(result: RunResult) -> dict[str, list[float | None]]:
@@ -61,7 +45,7 @@ def figures(result: RunResult) -> dict[str, bytes]:
     axis.set_ylabel("reward (1-5)")
     axis.set_xticks(depths)
     axis.legend(fontsize=8)
-    out["rewards"] = _png(fig)
+    out["rewards"] = png_bytes(fig)
 
     position: dict[str, tuple[int, int]] = {}
     fig, axis = plt.subplots(figsize=(max(6, 1.2 * len(depths) + 2), 4.2))
@@ -77,13 +61,13 @@ def figures(result: RunResult) -> dict[str, bytes]:
                 axis.plot([px, x], [py, y], color="#999999", linewidth=0.8, zorder=1)
             kept = candidate["kept"]
             axis.scatter([x], [y], s=90 if kept else 40, color="#1f77b4" if kept else "#cccccc", zorder=2)
-            axis.annotate(f"{candidate['id']} {_num(candidate['reward'])}", (x, y), fontsize=6, xytext=(4, 4),
+            axis.annotate(f"{candidate['id']} {num(candidate['reward'])}", (x, y), fontsize=6, xytext=(4, 4),
                           textcoords="offset points")  # fmt: skip
     axis.set_xlabel("depth")
     axis.set_yticks([])
     axis.set_xticks(depths)
     axis.set_title("search tree (blue: kept in the beam)", fontsize=9)
-    out["tree"] = _png(fig)
+    out["tree"] = png_bytes(fig)
     return out
 
 
@@ -114,7 +98,7 @@ def _tree_html(result: RunResult) -> str:
         candidate = rows[candidate_id]
         label = (
             f"{html.escape(candidate_id)} (depth {depth_of[candidate_id]}, {candidate['origin']}): "
-            f"reward {_num(candidate['reward'])}, path {_num(candidate['path_value'])}"
+            f"reward {num(candidate['reward'])}, path {num(candidate['path_value'])}"
         )
         label = f"<b>{label} [beam]</b>" if candidate["kept"] else label
         below = [child for child in children.get(candidate_id, []) if child not in seen]
@@ -174,19 +158,14 @@ def _failures_html(result: RunResult) -> str:
 def search_report_html(result: RunResult, pictures: dict[str, bytes]) -> str:
     series = depth_series(result)
     table_rows = "".join(
-        f"<tr><td>{row['depth']}</td><td>{len(row['candidates'])}</td><td>{_num(series['best reward'][i])}</td>"
-        f"<td>{_num(series['mean reward'][i])}</td><td>{_num(series['best path value'][i])}</td>"
+        f"<tr><td>{row['depth']}</td><td>{len(row['candidates'])}</td><td>{num(series['best reward'][i])}</td>"
+        f"<td>{num(series['mean reward'][i])}</td><td>{num(series['best path value'][i])}</td>"
         f"<td>{html.escape(' '.join(row['beam']))}</td></tr>"
         for i, row in enumerate(result["depths"])
     )
-    images = "".join(
-        f'<figure><img alt="{key}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-        f"<figcaption>{caption}</figcaption></figure>"
-        for key, caption in (
-            ("rewards", "Reward and path value by depth (grey: every candidate)"),
-            ("tree", "The search tree"),
-        )  # fmt: skip
-        if (data := pictures.get(key))
+    images = embedded_figures(
+        pictures,
+        (("rewards", "Reward and path value by depth (grey: every candidate)"), ("tree", "The search tree")),
     )
     best = result["best"]
     style = (
@@ -200,8 +179,8 @@ def search_report_html(result: RunResult, pictures: dict[str, bytes]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>drpo search {run_id}</title>"
         f"<style>{style}</style></head><body><h1>Search report: run {run_id}</h1>"
         f"<p>{result['depths_run']} depths, stopped: {html.escape(result['stop_reason'])}. Best candidate "
-        f"{html.escape(best['candidate_id'])} (depth {best['depth']}): reward {_num(best['reward'])}, "
-        f"path value {_num(best['path_value'])}.</p><h2>Best prompt</h2><pre>{html.escape(result['best_prompt'])}</pre>"
+        f"{html.escape(best['candidate_id'])} (depth {best['depth']}): reward {num(best['reward'])}, "
+        f"path value {num(best['path_value'])}.</p><h2>Best prompt</h2><pre>{html.escape(result['best_prompt'])}</pre>"
         f"<h2>By depth</h2><table><tr><th>depth</th><th>candidates</th><th>best reward</th><th>mean reward</th>"
         f"<th>best path value (beam)</th><th>beam</th></tr>{table_rows}</table>{images}"
         f"<h2>Search tree</h2>{_tree_html(result)}<h2>Kept prompts against their parents</h2>{_diffs_html(result)}"
