@@ -36,6 +36,18 @@ def score_offset(text: str, aspect: str) -> int | None:
     return match.start(1) if match else None
 
 
+def weigh_written(
+    text: str, written: Mapping[str, int | None], alternatives: list[DigitAlternatives]
+) -> tuple[dict[str, float | None], int]:
+    """The scores to use for a reply's written digits: the expected score where the log-probabilities give
+    one, else the digit itself (None, an N/A, stays None); and how many digits had to stand for themselves."""
+    numeric = [aspect for aspect, score in written.items() if score is not None]
+    expected = expected_scores(text, numeric, alternatives)
+    scores: dict[str, float | None] = dict(written)
+    scores.update({aspect: round(value, 3) for aspect, value in expected.items() if value is not None})
+    return scores, sum(1 for value in expected.values() if value is None)
+
+
 def expected_scores(
     text: str, aspects: Iterable[str], alternatives: list[DigitAlternatives]
 ) -> dict[str, float | None]:

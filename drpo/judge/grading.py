@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drpo.judge.expected import expected_scores
+from drpo.judge.expected import weigh_written
 from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import OutputParseError, aspect_entries, bounded, fold_name, parse_score, reply_schema
 from drpo.prompts import EVAL_JUDGE, EVAL_PAIRWISE, EVALUATION, EVALUATION_ANCHORED, render
@@ -125,9 +125,7 @@ def grade_answer(
     written = {aspect: entry["score"] for aspect, entry in grades.items()}
     scores: dict[str, float | None] = dict(written)
     if scoring == "expected" and outcome.value is not None:
-        numeric = [aspect for aspect, score in written.items() if score is not None]
-        expected = expected_scores(outcome.raw, numeric, outcome.alternatives)
-        scores.update({a: round(v, 3) for a, v in expected.items() if v is not None})
+        scores = weigh_written(outcome.raw, written, outcome.alternatives)[0]
     return Grade(
         written=written if scoring == "expected" else {},
         scores=scores,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drpo.graph.state import AspectRecord, FailureRecord, unusable_output
-from drpo.judge.expected import expected_scores
+from drpo.judge.expected import weigh_written
 from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import evaluation_schema, parse_evaluation
 from drpo.prompts import EVALUATION, EVALUATION_ANCHORED, render
@@ -63,11 +63,8 @@ def judge_answer(
     scores: dict[str, float] = dict(written)
     fallbacks = 0
     if scoring == "expected" and outcome.value is not None:
-        expected = expected_scores(outcome.raw, list(written), outcome.alternatives)
-        fallbacks = sum(1 for value in expected.values() if value is None)
-        scores = {
-            aspect: round(value, 3) if value is not None else written[aspect] for aspect, value in expected.items()
-        }
+        weighed, fallbacks = weigh_written(outcome.raw, written, outcome.alternatives)
+        scores = {aspect: value for aspect, value in weighed.items() if value is not None}  # no N/A here
     return Verdict(
         written=written if scoring == "expected" else {},
         fallbacks=fallbacks,
