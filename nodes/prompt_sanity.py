@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import cache
 
 from drpo.prompts import PROMPT_TRANSITION, load_template
 
@@ -61,15 +62,16 @@ STOPWORDS = frozenset(
 )
 
 
-def _template_lines() -> list[str]:
+@cache
+def _template_lines() -> tuple[str, ...]:
     """Lines of the transition template long enough that copying one back is no accident."""
     lines = (line.strip(" #-0123456789.") for line in load_template(PROMPT_TRANSITION).splitlines())
     about_prompts = ("prompt", "bullet", "json")  # lines about writing the prompt, not advice it may repeat
-    return [
+    return tuple(
         line
         for line in lines
         if len(line) >= 40 and "{{" not in line and any(word in line.lower() for word in about_prompts)
-    ]
+    )
 
 
 def _words(text: str) -> list[str]:
