@@ -36,6 +36,34 @@ class SqliteKV:
             )
             self._conn.commit()
 
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The values of the keys present, in one query per 500 keys."""
+        found: dict[str, Any] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT key, value FROM {self._table} WHERE key IN ({marks})", chunk
+                ).fetchall()
+                found.update((key, json.loads(value)) for key, value in rows)
+        return found
+
+    def put_many(self, values: dict[str, Any]) -> None:
+        """Write several values in one transaction (skipped on a read-only file: a cache may stay cold)."""
+        if self.read_only or not values:
+            return
+        with self._lock:
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO {self._table} (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in values.items()],
+            )
+            self._conn.commit()
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return [key for (key,) in self._conn.execute(f"SELECT key FROM {self._table}").fetchall()]
+
     def items(self) -> list[tuple[str, Any]]:
         with self._lock:
             rows = self._conn.execute(f"SELECT key, value FROM {self._table} ORDER BY rowid").fetchall()
