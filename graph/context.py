@@ -14,16 +14,19 @@ from typing import Any
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
+from drpo.background import Background
 from drpo.eval.queries import EvalQuery
 from drpo.llm.caller import CallStats, RoleCaller
 from drpo.llm.local_server import LocalServerPool
 from drpo.settings import EvaluationSettings, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
+from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclExample, IclStore
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
+from drpo.store.server_features import ServerFeatures
 
 
 @dataclass
@@ -39,13 +42,23 @@ class EvalResources:
 
 
 @dataclass
+class IclStores:
+    """The Chroma client and the collection the run retrieves its examples from."""
+
+    client: Any
+    store: IclStore
+
+
+@dataclass
 class Services:
-    """Models, stores and data one run uses."""
+    """Models, stores and data one run uses. The ICL store opens, and the reachable seed queries are
+    embedded, on a background thread (``start_warm_up``): the first depth's aspect selection needs
+    neither, so it does not wait for Chroma or the embedding model."""
 
     settings: Settings
     run_dir: RunDir
     callers: dict[str, RoleCaller]
-    icl_store: IclStore
+    stores: Background[IclStores]
     aspect_cache: AspectCache
     journal: CallJournal
     seeds: dict[str, SeedQuery]
@@ -53,11 +66,29 @@ class Services:
     stats: CallStats
     icl_examples: list[IclExample]
     embedder: Embedder
-    chroma_client: Any
     pool: LocalServerPool | None = None
     evaluation: EvalResources | None = None  # evaluation runs only
+    embedding_cache: EmbeddingCache | None = None
+    server_features: ServerFeatures | None = None
+    n_decision: Background[bool] | None = None
     _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def icl_store(self) -> IclStore:
+        return self.stores.get().store
+
+    @property
+    def chroma_client(self) -> Any:
+        return self.stores.get().client
+
+    def start_warm_up(self) -> None:
+        self.stores.start()
+
+    def embed_reachable_queries(self) -> None:
+        """Embed every seed query the search can reach (the warm-up's last step)."""
+        if self.seed_order:
+            self.query_embedding(self.seed_order[0])
 
     def query_text(self, query_id: str) -> str:
         return self.seeds[query_id].text
@@ -76,8 +107,15 @@ class Services:
             return self._query_embeddings[query_id]
 
     def close(self) -> None:
+        self.stores.wait()
+        if self.n_decision is not None:
+            self.n_decision.wait()
+        if self.server_features is not None:
+            self.server_features.close()
         self.journal.close()
         self.aspect_cache.close()
+        if self.embedding_cache is not None:
+            self.embedding_cache.close()
         if self.pool is not None:
             self.pool.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,13 +28,26 @@ class KeyValue(Protocol):
 
     def items(self) -> list[tuple[str, Any]]: ...
 
+    def keys(self) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
 class CallJournal:
+    """Finished calls and answers. The keys of the finished calls are read once, so the common case of a
+    fresh run (a call not in the journal) costs no database read."""
+
     def __init__(self, calls: KeyValue, answers: KeyValue) -> None:
         self._calls = calls
         self._answers = answers
+        self._finished: set[str] | None = None
+        self._keys_lock = threading.Lock()
+
+    def _finished_keys(self) -> set[str]:
+        with self._keys_lock:
+            if self._finished is None:
+                self._finished = set(self._calls.keys())
+            return self._finished
 
     @classmethod
     def sqlite(cls, path: Path) -> CallJournal:
@@ -48,10 +62,13 @@ class CallJournal:
         return cls(PostgresKV(dsn, run_id, "calls"), PostgresKV(dsn, run_id, "answers"))
 
     def get_call(self, key: str) -> dict[str, Any] | None:
+        if key not in self._finished_keys():
+            return None
         return self._calls.get(key)
 
     def put_call(self, key: str, record: dict[str, Any]) -> None:
         self._calls.put(key, record)
+        self._finished_keys().add(key)
 
     def spent_by_role(self) -> dict[str, dict[str, int]]:
         """Token usage of every finished call of this run, per role (what a budget counts)."""

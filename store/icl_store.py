@@ -84,6 +84,7 @@ class IclStore:
             metadata={"hnsw:space": "cosine", "embedder": embedder.name},
         )
         self.name = collection_name
+        self._by_id: dict[str, IclExample] = {}
 
     @classmethod
     def open_existing(cls, client: Any, collection_name: str, embedder: Embedder) -> IclStore:
@@ -92,6 +93,7 @@ class IclStore:
         store._embedder = embedder
         store._collection = client.get_collection(name=collection_name, embedding_function=None)
         store.name = collection_name
+        store._by_id = {}
         return store
 
     def count(self) -> int:
@@ -102,6 +104,7 @@ class IclStore:
         if not examples:
             return
         extra = metadata or [{} for _ in examples]
+        self._by_id.clear()
         self._collection.upsert(
             ids=[example.id for example in examples],
             embeddings=self._embedder.embed([example.query for example in examples]),
@@ -132,15 +135,14 @@ class IclStore:
         return list(result["ids"][0])
 
     def get(self, ids: list[str]) -> list[IclExample]:
-        """Examples by id, in the order asked."""
-        if not ids:
-            return []
-        found = self._collection.get(ids=ids, include=["documents", "metadatas"])
-        by_id = {
-            item_id: IclExample(id=item_id, query=str(meta["query"]), answer=str(doc))
-            for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-        }
-        missing = [item_id for item_id in ids if item_id not in by_id]
+        """Examples by id, in the order asked; each read from Chroma once (every candidate of a depth asks
+        for the same few, and a Chroma read costs milliseconds on the path between model calls)."""
+        wanted = [item_id for item_id in dict.fromkeys(ids) if item_id not in self._by_id]
+        if wanted:
+            found = self._collection.get(ids=wanted, include=["documents", "metadatas"])
+            for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True):
+                self._by_id[item_id] = IclExample(id=item_id, query=str(meta["query"]), answer=str(doc))
+        missing = [item_id for item_id in ids if item_id not in self._by_id]
         if missing:
             raise KeyError(f"ICL examples missing from collection {self.name}: {missing}")
-        return [by_id[item_id] for item_id in ids]
+        return [self._by_id[item_id] for item_id in ids]

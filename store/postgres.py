@@ -97,6 +97,13 @@ class PostgresKV:
             ).fetchall()
         return [(key, json.loads(value)) for key, value in rows]
 
+    def keys(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT key FROM drpo_journal WHERE run_id = %s AND kind = %s", (self._run_id, self._kind)
+            ).fetchall()
+        return [key for (key,) in rows]
+
     def __len__(self) -> int:
         return len(self.items())
 

@@ -221,6 +221,7 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             started = True
             if request.kind == "eval":
                 services.evaluation = build_eval_resources(settings, services, request.models or {})
+            services.start_warm_up()  # Chroma and the embeddings load while the first requests go out
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam
                 _stream(graph, None, config, services, request.on_progress)

@@ -8,15 +8,18 @@ from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
 
+from drpo.background import Background
 from drpo.errors import DrpoInputError
-from drpo.graph.context import Services
+from drpo.graph.context import IclStores, Services
 from drpo.llm.caller import CallerDeps, CallStats, RoleCaller
 from drpo.llm.local_server import LocalServerPool
+from drpo.llm.n_support import decide_n
 from drpo.llm.pricing import BudgetGuard
 from drpo.llm.providers import build_role_model, model_identity, server_key, shared_rate_limiters
 from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
+from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import (
     IclExample,
@@ -37,6 +40,7 @@ from drpo.store.seeds import (
     query_order,
     split_held_out,
 )
+from drpo.store.server_features import ServerFeatures
 
 
 def all_seeds(settings: Settings) -> list[SeedQuery]:
@@ -114,13 +118,16 @@ def build_services(
     seeds = load_seeds(settings)
     examples = load_icl(settings)
     store_dir = settings.resolved_store_dir()
-    embedder = embedder or Embedder(settings.embedding_model)
-    client = chroma_client_for(settings.chroma_url, store_dir)
-    if settings.icl_collection:
-        icl_store = open_named_collection(client, settings.icl_collection, embedder)
-    else:
-        icl_store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
-        icl_store.ensure(examples)
+    embedding_cache = EmbeddingCache(store_dir / "embeddings.sqlite")
+    embedder = (embedder or Embedder(settings.embedding_model)).with_cache(embedding_cache)
+    # a Chroma server is reached now, so an unreachable one is a clear error before the search starts
+    server_client = chroma_client_for(settings.chroma_url, store_dir) if settings.chroma_url else None
+
+    def warm_up() -> IclStores:
+        opened = open_icl_stores(settings, examples, embedder, server_client)
+        services.embed_reachable_queries()
+        return opened
+
     journal = open_journal(settings, run_dir)
     stats = CallStats()
     needs_local = any(settings.roles.get(role).provider == "local" and role not in models for role in ROLE_NAMES)
@@ -135,6 +142,7 @@ def build_services(
         response_cache=ResponseCache(store_dir / "response_cache.sqlite") if settings.cache.enabled else None,
     )
     callers: dict[str, RoleCaller] = {}
+    server_features = ServerFeatures(store_dir / "server_features.sqlite")
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
         role_deps = replace(deps, rate_limiter=limiters.get(server_key(spec)))
@@ -153,11 +161,16 @@ def build_services(
             openai_style=openai_style,
             cache_responses=settings.caches_role(spec),
         )
-    return Services(
+    optimizer = callers["optimizer"]
+    spec = settings.roles.get("optimizer")
+    if "optimizer" not in models and spec.provider == "openai_compatible" and spec.sample_with_n is None:
+        optimizer.n_decision = Background(lambda: decide_n(optimizer, journal, server_features), name="drpo-n-probe")
+        optimizer.n_decision.start()  # one tiny request, answered long before the first transition
+    services = Services(
         settings=settings,
         run_dir=run_dir,
         callers=callers,
-        icl_store=icl_store,
+        stores=Background(warm_up, name="drpo-warm-up"),
         aspect_cache=AspectCache(store_dir / "aspect_cache.sqlite"),
         journal=journal,
         seeds={seed.id: seed for seed in seeds},
@@ -165,6 +178,19 @@ def build_services(
         stats=stats,
         icl_examples=examples,
         embedder=embedder,
-        chroma_client=client,
         pool=pool,
+        embedding_cache=embedding_cache,
+        server_features=server_features,
+        n_decision=optimizer.n_decision,
     )
+    return services
+
+
+def open_icl_stores(settings: Settings, examples: list[IclExample], embedder: Embedder, client: Any) -> IclStores:
+    """The run's ICL collection (built on first use); ``client``: an open Chroma server client, if any."""
+    client = client if client is not None else chroma_client_for(None, settings.resolved_store_dir())
+    if settings.icl_collection:
+        return IclStores(client, open_named_collection(client, settings.icl_collection, embedder))
+    store = IclStore(client, collection_name_for(examples, settings.embedding_model), embedder)
+    store.ensure(examples)
+    return IclStores(client, store)
