@@ -97,6 +97,7 @@ SERVER_MODULES = {
     "test_hostile",
     "test_search_report",
     "test_expected_scores",
+    "test_n_support",
 }
 EMBEDDED_MODULES = {"test_embedded"}
 

@@ -37,7 +37,10 @@ def without_run_id(result: dict) -> dict:
 def test_optimize_prints_progress_and_the_best_prompt(reference_run) -> None:
     result, hashes, work = reference_run
     assert result["best_prompt"] and result["depths_run"] >= 4
-    assert sum(hashes.values()) == sum(u["calls"] for u in result["usage"].values())
+    entries = [json.loads(line) for line in (work / "requests.jsonl").read_text().splitlines()]
+    probes = [entry for entry in entries if entry["task"] == "probe"]
+    assert len(probes) == 1  # whether the server honours n: asked once, then remembered
+    assert len(entries) - len(probes) == sum(u["calls"] for u in result["usage"].values())
 
 
 def test_kill_9_then_resume_reaches_the_unbroken_result(reference_run, tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ def flaky_config(path: Path, base_url: str, **search: Any) -> Path:
     text = config.read_text().replace(
         "max_retries: 0", "max_retries: 6\n    retry_base_delay: 0.02\n    retry_max_delay: 0.2\n    timeout: 1.0"
     )
+    # one request per optimizer sample: enough requests for every fault kind to occur (the n probe, itself
+    # retried like any call, is covered by test_n_support)
+    text = text.replace("temperature: 0.7", "temperature: 0.7\n    sample_with_n: false")
     config.write_text(text)
     return config
 

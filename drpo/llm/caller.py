@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from drpo.background import Background
 from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
 from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries
@@ -105,6 +106,7 @@ class RoleCaller:
         self._deps = deps
         self._openai_style = openai_style
         self._cache = deps.response_cache if cache_responses else None
+        self.n_decision: Background[bool] | None = None  # set when a probe decides n (drpo.llm.n_support)
 
     @property
     def is_chat(self) -> bool:
@@ -129,8 +131,13 @@ class RoleCaller:
 
     @property
     def samples_with_n(self) -> bool:
-        """Whether M samples come from one request with ``n`` (OpenAI-style chat servers that support it)."""
-        return self._openai_style and self.is_chat and self.spec.uses_n()
+        """Whether M samples come from one request with ``n``: OpenAI-style chat servers that support it,
+        as the settings force or (``sample_with_n`` unset on an OpenAI-compatible server) a probe found."""
+        if not (self._openai_style and self.is_chat):
+            return False
+        if self.n_decision is not None and self.spec.sample_with_n is None:
+            return self.n_decision.get()
+        return self.spec.uses_n()
 
     def complete(
         self,
@@ -309,6 +316,11 @@ class RoleCaller:
         if stop:
             kwargs["stop"] = list(stop)
         return kwargs
+
+    def request(self, action: Callable[[], T]) -> T:
+        """One provider request outside the journal (a capability probe), under the run's budget check,
+        concurrency cap, rate limit and retry policy like every call."""
+        return self._send(action)
 
     def _send(self, action: Callable[[], T]) -> T:
         """Run one provider request under the budget, concurrency cap, rate limit and retry policy."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from drpo.errors import DrpoInputError
 from drpo.judge.aspects import FALLBACK_ASPECTS, selection_fingerprint
+from drpo.llm.n_support import FEATURE
 from drpo.llm.pricing import call_cost
 from drpo.llm.providers import model_identity
 from drpo.llm.usage import estimate_tokens
@@ -30,6 +31,7 @@ from drpo.run.services import load_icl, load_seeds
 from drpo.settings import Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.seeds import query_order
+from drpo.store.server_features import ServerFeatures
 from drpo.strategy import strategy_for
 
 
@@ -41,6 +43,24 @@ def frontier_sizes(depths: int, width: int, actions: int) -> list[int]:
     return sizes
 
 
+def optimizer_uses_n(settings: Settings) -> bool:
+    """As the run would decide, without a request: the setting, else what an earlier probe of the
+    server found (remembered in the store), else one request per sample."""
+    spec = settings.roles.optimizer
+    if spec.provider == "local":
+        return False
+    if spec.sample_with_n is not None or spec.provider != "openai_compatible":
+        return spec.uses_n()
+    path = settings.resolved_store_dir() / "server_features.sqlite"
+    if not path.is_file():  # a dry run never creates files
+        return False
+    features = ServerFeatures(path)
+    try:
+        return bool(features.get(FEATURE, str(spec.base_url), spec.model))
+    finally:
+        features.close()
+
+
 def plan_run(settings: Settings) -> dict[str, Any]:
     search = settings.search
     seeds = load_seeds(settings)
@@ -49,8 +69,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     width = strategy_for(search.strategy).width(search.beam_width)
     expected = frontier_sizes(search.depth, width, search.num_actions)
     bound = frontier_sizes(search.depth + search.max_depth_increase, width, search.num_actions)
-    optimizer_spec = settings.roles.optimizer
-    per_node = 1 if (optimizer_spec.uses_n() and optimizer_spec.provider != "local") else search.num_actions
+    per_node = 1 if optimizer_uses_n(settings) else search.num_actions
 
     def optimizer_requests(sizes: list[int]) -> int:
         return sum(min(width, size) for size in sizes[:-1]) * per_node
@@ -97,11 +116,12 @@ def plan_run(settings: Settings) -> dict[str, Any]:
             )
         ),
     }
+    samples_per_request = search.num_actions if per_node == 1 else 1
     outputs = {
         "aspect_selector": 250,
         "base": base_reply,
         "evaluator": 70 * len(aspects),
-        "optimizer": min(int(optimizer_spec.max_tokens * 0.75), 600) * (search.num_actions if per_node == 1 else 1),
+        "optimizer": min(int(settings.roles.optimizer.max_tokens * 0.75), 600) * samples_per_request,
     }
     static = settings.reward.mode == "static"
     calls = {

@@ -51,6 +51,11 @@ def token_logprobs(reply: str) -> list[dict[str, Any]]:
     return content
 
 
+def is_n_probe(body: dict[str, Any]) -> bool:
+    """drpo's one-token request asking whether ``n`` is honoured (drpo.llm.n_support)."""
+    return (body.get("max_tokens") or body.get("max_completion_tokens")) == 1 and body.get("n") == 2
+
+
 class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer(...) as server: server.base_url``."""
 
@@ -65,6 +70,7 @@ class FakeOpenAIServer:
         fault_kinds: tuple[str, ...] = FAULT_KINDS,
         timeout_sleep: float = 1.5,
         empty_tasks: set[str] | None = None,
+        n_mode: str = "honour",
     ) -> None:
         self.log_path = log_path
         self.latency = latency
@@ -72,6 +78,7 @@ class FakeOpenAIServer:
         self.fault_kinds = fault_kinds
         self.timeout_sleep = timeout_sleep
         self.empty_tasks = empty_tasks if empty_tasks is not None else set()  # a broken provider; clear() fixes it
+        self.n_mode = n_mode  # honour | ignore (one choice whatever n says) | refuse (400 when n > 1)
         self._attempts: dict[str, int] = {}
         self.required_key = required_key
         self.echo_authorization = echo_authorization  # a careless provider: the 401 body repeats the key
@@ -201,6 +208,11 @@ class FakeOpenAIServer:
                     users = [m for m in messages if m.get("role") == "user"]
                     text = str(users[0].get("content", "")) if structured and users else joined_messages(messages)
                     count = int(body.get("n") or 1)
+                    if count > 1 and server.n_mode == "refuse":
+                        self._send(400, {"error": {"message": "n > 1 is not supported", "type": "invalid_request"}})
+                        return
+                    if server.n_mode == "ignore":
+                        count = 1
                     seed = int(body.get("seed") or 0)
                     replies = [respond(text, seed + index) for index in range(count)]
                     if structured and task_of(text) in server.empty_tasks:
@@ -228,7 +240,14 @@ class FakeOpenAIServer:
                     self._send(404, {"error": {"message": f"unknown path {self.path}"}})
                     return
                 server._record(
-                    {"hash": body_hash, "kind": kind, "start": started, "end": time.time(), "n": len(replies)}
+                    {
+                        "hash": body_hash,
+                        "kind": kind,
+                        "task": "probe" if is_n_probe(body) else task_of(text),
+                        "start": started,
+                        "end": time.time(),
+                        "n": len(replies),
+                    }
                 )
                 prompt_tokens = len(text) // 4
                 completion_tokens = sum(len(reply) // 4 for reply in replies)
