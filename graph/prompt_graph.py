@@ -1,9 +1,13 @@
 """The prompt-optimization graph (Algorithm 2): one loop iteration per depth.
 
-sample_queries -> retrieve_icl -> [select_aspects + Send(generate) per (candidate, query)]
--> dispatch_evaluation -> Send(evaluate) per answer -> prune_beam -> [review: an interrupt, when
-review is on] -> Send(transition) per beam node
--> sample_queries ... -> finalize
+sample_queries -> Send(generate) per (candidate, query) -> dispatch_evaluation -> Send(evaluate) per
+answer -> prune_beam -> [review: an interrupt, when review is on] -> Send(transition) per beam node,
+beside select_aspects and retrieve_icl for the next depth's queries -> sample_queries ... -> finalize.
+
+At depth 1 (and whenever a depth's queries lack aspects or examples, e.g. after a resume) sample_queries
+sends select_aspects and retrieve_icl first, which lead to dispatch_generation and on to generation.
+Preparing the next depth beside the transitions keeps aspect selection and retrieval off the path
+between model calls: a depth is three rounds of requests (generate, evaluate, transition).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from drpo.graph.context import DrpoContext
 from drpo.graph.state import (
     EvaluatePayload,
     GeneratePayload,
+    PreparePayload,
     PromptOptInput,
     PromptOptState,
     StrategyRecord,
@@ -38,11 +43,25 @@ from drpo.scoring import eval_key, path_ids
 from drpo.strategy import strategy_for
 
 
-def fan_out_generation(state: PromptOptState) -> list[Send | str]:
-    """Aspect selection and one generate branch per (candidate, query), all in the same step:
-    answers do not depend on the aspects, so selecting them overlaps generation."""
+def missing_preparation(state: PromptOptState, depth: int, then: str) -> list[Send]:
+    """select_aspects / retrieve_icl branches for the depth's queries that still lack aspects / examples."""
+    queries = state["queries"].get(str(depth), [])
+    sends = []
+    for node, key in (("select_aspects", "aspects"), ("retrieve_icl", "icl")):
+        missing = [query_id for query_id in queries if query_id not in state.get(key, {})]
+        if missing:
+            sends.append(Send(node, PreparePayload(depth=depth, queries=missing, then=then)))  # type: ignore[typeddict-item]
+    return sends
+
+
+def fan_out_generation(state: PromptOptState) -> list[Send] | str:
+    """One generate branch per (candidate, query) once the depth's queries have their aspects and
+    examples (prepared beside the previous depth's transitions, or first, at depth 1 and after a resume)."""
     depth = state["depth"]
-    sends: list[Send | str] = ["select_aspects"]
+    preparing = missing_preparation(state, depth, "dispatch_generation")
+    if preparing:
+        return preparing
+    sends: list[Send] = []
     for candidate_id in state["frontier"]:
         prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
@@ -52,7 +71,12 @@ def fan_out_generation(state: PromptOptState) -> list[Send | str]:
                 depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
             )
             sends.append(Send("generate", payload))
-    return sends
+    return sends or "dispatch_evaluation"
+
+
+def dispatch_generation(state: PromptOptState) -> dict[str, Any]:
+    """Join point: runs once after the depth's aspects and examples are prepared."""
+    return {}
 
 
 def fan_out_evaluation(state: PromptOptState) -> list[Send]:
@@ -82,7 +106,7 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
 
 
 def dispatch_evaluation(state: PromptOptState) -> dict[str, Any]:
-    """Join point: runs once after every generate branch and the aspect selection have finished."""
+    """Join point: runs once after every generate branch has finished."""
     return {}
 
 
@@ -124,15 +148,28 @@ def route_after_review(state: PromptOptState) -> list[Send] | str:
         if retry := transition_round(state, candidate_id, depth, shape["num_actions"] or 1):
             payload["retry_round"] = retry
         sends.append(Send("transition", payload))
-    return sends or "sample_queries"
+    if not sends:
+        return "sample_queries"
+    return sends + prepared_ahead(state, depth + 1)
+
+
+def prepared_ahead(state: PromptOptState, depth: int) -> list[Send]:
+    """The next depth's queries are known (a seeded order): their aspects and examples are prepared
+    beside this depth's transitions, so the next depth starts generating at once."""
+    width = len(state["queries"][str(state["depth"])])
+    upcoming = state["query_order"][(depth - 1) * width : depth * width]
+    if not upcoming:
+        return []
+    return missing_preparation({**state, "queries": {str(depth): upcoming}}, depth, "sample_queries")
 
 
 def build_prompt_graph() -> StateGraph:
     """The uncompiled graph; nodes reach models and stores through the DrpoContext run context."""
     builder = StateGraph(PromptOptState, context_schema=DrpoContext, input_schema=PromptOptInput)
     builder.add_node("sample_queries", sample_queries)
-    builder.add_node("retrieve_icl", retrieve_icl)
-    builder.add_node("select_aspects", select_aspects)
+    builder.add_node("select_aspects", select_aspects, destinations=("dispatch_generation", "sample_queries"))
+    builder.add_node("retrieve_icl", retrieve_icl, destinations=("dispatch_generation", "sample_queries"))
+    builder.add_node("dispatch_generation", dispatch_generation)
     builder.add_node("generate", generate)
     builder.add_node("dispatch_evaluation", dispatch_evaluation)
     builder.add_node("evaluate", evaluate)
@@ -141,16 +178,15 @@ def build_prompt_graph() -> StateGraph:
     builder.add_node("transition", transition)
     builder.add_node("finalize", finalize)
     builder.add_edge(START, "sample_queries")
-    builder.add_edge("sample_queries", "retrieve_icl")
-    builder.add_conditional_edges("retrieve_icl", fan_out_generation, ["select_aspects", "generate"])
-    builder.add_edge("select_aspects", "dispatch_evaluation")
+    generation = ["select_aspects", "retrieve_icl", "generate", "dispatch_evaluation"]
+    builder.add_conditional_edges("sample_queries", fan_out_generation, generation)
+    builder.add_conditional_edges("dispatch_generation", fan_out_generation, generation)
     builder.add_edge("generate", "dispatch_evaluation")
     builder.add_conditional_edges("dispatch_evaluation", fan_out_evaluation, ["evaluate", "prune_beam"])
     builder.add_edge("evaluate", "prune_beam")
-    builder.add_conditional_edges(
-        "prune_beam", route_after_prune, ["review", "transition", "finalize", "sample_queries"]
-    )
-    builder.add_conditional_edges("review", route_after_review, ["transition", "finalize", "sample_queries"])
+    after_depth = ["review", "transition", "select_aspects", "retrieve_icl", "finalize", "sample_queries"]
+    builder.add_conditional_edges("prune_beam", route_after_prune, after_depth)
+    builder.add_conditional_edges("review", route_after_review, after_depth[1:])
     builder.add_edge("transition", "sample_queries")
     builder.add_edge("finalize", END)
     return builder

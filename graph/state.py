@@ -166,6 +166,16 @@ class PromptOptState(TypedDict):
     best: NotRequired[Annotated[dict[str, Any], described("The best candidate id and prompt, once finished")]]
 
 
+class PreparePayload(TypedDict):
+    """Input of select_aspects and retrieve_icl: a depth's queries still lacking aspects or examples, and
+    where to go after (``dispatch_generation`` when the depth waits for them, ``sample_queries`` when they
+    are prepared ahead, beside the previous depth's transitions)."""
+
+    depth: int
+    queries: list[str]
+    then: Literal["dispatch_generation", "sample_queries"]
+
+
 class GeneratePayload(TypedDict):
     """Input of one generate branch."""
 

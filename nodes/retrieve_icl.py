@@ -1,21 +1,25 @@
-"""Retrieve the K most similar ICL examples from Chroma for each of the depth's queries."""
+"""Retrieve the K most similar ICL examples from Chroma for each of a depth's queries."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
-from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.state import PromptOptState
+from drpo.graph.context import DrpoContext, Services, services_of
+from drpo.nodes.prepare import prepare_input
 
 
-def retrieve_icl(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = services_of(runtime)
+def retrieved_examples(services: Services, queries: list[str]) -> dict[str, list[str]]:
+    """Query id -> ids of its K nearest examples."""
     k = services.settings.search.icl_k
-    found = {}
-    for query_id in state["queries"][str(state["depth"])]:
-        if query_id not in state.get("icl", {}):
-            text = services.query_text(query_id)
-            found[query_id] = services.icl_store.nearest_ids(text, k, services.query_embedding(query_id))
-    return {"icl": found}
+    return {
+        query_id: services.icl_store.nearest_ids(services.query_text(query_id), k, services.query_embedding(query_id))
+        for query_id in queries
+    }
+
+
+def retrieve_icl(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:
+    payload = prepare_input(data, "icl")
+    return Command(update={"icl": retrieved_examples(services_of(runtime), payload["queries"])}, goto=payload["then"])

@@ -1,27 +1,26 @@
-"""The dynamic reward: pick 2-5 aspects for each of the depth's queries."""
+"""The dynamic reward: pick 2-5 aspects for each of a depth's queries."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
-from drpo.graph.context import DrpoContext, services_of
-from drpo.graph.state import AspectRecord, FailureRecord, PromptOptState, usage_update
+from drpo.graph.context import DrpoContext, Services, services_of
+from drpo.graph.state import AspectRecord, FailureRecord, usage_update
 from drpo.judge.aspects import select_aspects_for, static_record
 from drpo.llm.usage import add_usage
+from drpo.nodes.prepare import prepare_input
 
 
-def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    services = services_of(runtime)
-    depth = state["depth"]
+def selected_aspects(services: Services, depth: int, queries: list[str]) -> dict[str, Any]:
+    """The state update selecting aspects for ``queries`` (cache, selector model, or counted fallback)."""
     selections: dict[str, AspectRecord] = {}
     failures: list[FailureRecord] = []
     usage: dict[str, int] = {}
     static = services.settings.reward.mode == "static"
-    for query_id in state["queries"][str(depth)]:
-        if query_id in state.get("aspects", {}):
-            continue
+    for query_id in queries:
         if static:
             selections[query_id] = static_record()
             continue
@@ -41,3 +40,9 @@ def select_aspects(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
     if usage:
         update.update(usage_update(depth, {"aspect_selector": usage}))
     return update
+
+
+def select_aspects(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:
+    payload = prepare_input(data, "aspects")
+    update = selected_aspects(services_of(runtime), payload["depth"], payload["queries"])
+    return Command(update=update, goto=payload["then"])

@@ -81,11 +81,14 @@ def test_retrieve_and_select_for_the_depths_queries(runtime: Runtime) -> None:
     services = runtime.context.services
     qid = services.seed_order[0]
     state = {"depth": 1, "queries": {"1": [qid]}, "icl": {}, "aspects": {}}
-    icl = retrieve_icl(state, runtime)["icl"]
-    assert list(icl) == [qid] and len(icl[qid]) == 2
-    selected = select_aspects(state, runtime)
+    retrieved = retrieve_icl(state, runtime)
+    icl = retrieved.update["icl"]
+    assert list(icl) == [qid] and len(icl[qid]) == 2 and retrieved.goto == "dispatch_generation"
+    selected = select_aspects(state, runtime).update
     assert 2 <= len(selected["aspects"][qid]["aspects"]) <= 5 and selected["usage"]["aspect_selector"]["calls"] == 1
-    assert select_aspects({**state, "aspects": selected["aspects"]}, runtime)["aspects"] == {}
+    assert select_aspects({**state, "aspects": selected["aspects"]}, runtime).update["aspects"] == {}
+    ahead = select_aspects({"depth": 2, "queries": [services.seed_order[1]], "then": "sample_queries"}, runtime)
+    assert list(ahead.update["aspects"]) == [services.seed_order[1]] and ahead.goto == "sample_queries"
 
 
 def test_generate_then_evaluate_one_branch(runtime: Runtime) -> None:

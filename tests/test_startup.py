@@ -1,0 +1,87 @@
+"""Start fast, prepare ahead: the embedding cache, the background warm-up, and the next depth's aspects
+selected beside the current depth's transitions."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from support.cli import fake_server_config
+from support.fake_openai import FakeOpenAIServer
+
+from drpo.background import Background
+from drpo.run.driver import optimize
+from drpo.run.services import build_services
+from drpo.settings import load_settings
+from drpo.store.embedding_cache import EmbeddingCache
+from drpo.store.embeddings import Embedder
+from drpo.store.run_dir import RunDir
+
+EMBEDDER = "packaged:all-minilm-l6-v2"
+
+
+def test_cached_embeddings_need_no_model(tmp_path: Path, embedder: Embedder) -> None:
+    cache = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    texts = ["How do I boil an egg?", "Why is the sky blue?", "How do I boil an egg?"]
+    first = embedder.with_cache(cache).embed(texts)
+    assert first[0] == first[2] and len(cache) == 2  # one entry per distinct text
+    cold = Embedder(EMBEDDER, cache)  # a new process: nothing loaded
+    assert cold.embed(texts) == first  # exact: the cache keeps every digit
+    assert not cold.model_loaded
+    cold.embed(["A text never embedded before"])
+    assert cold.model_loaded and len(cache) == 3
+    other = EmbeddingCache(tmp_path / "embeddings.sqlite")
+    assert other.get_many("another-model", texts) == {}  # keyed by the model too
+    other.close()
+    cache.close()
+
+
+def test_a_second_run_over_the_same_store_loads_no_embedding_model(tmp_path: Path, embedder: Embedder) -> None:
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url)
+        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs"), "store_dir": str(tmp_path / "store")})
+        for name, model in (("first", embedder), ("second", Embedder(EMBEDDER))):
+            run_dir = RunDir(tmp_path / "runs" / name)
+            run_dir.root.mkdir(parents=True)
+            services = build_services(settings, run_dir, embedder=model)
+            services.start_warm_up()
+            assert services.icl_store.count() > 0
+            assert len(services.query_embedding(services.seed_order[0])) == 384
+            loaded = services.embedder.model_loaded
+            services.close()
+        assert not loaded  # the ICL examples and the reachable queries came from the store's cache
+
+
+def test_background_errors_reach_the_caller() -> None:
+    def broken() -> int:
+        raise ValueError("no Chroma today")
+
+    task = Background(broken, name="test")
+    task.start()
+    with pytest.raises(ValueError, match="no Chroma today"):
+        task.get()
+    calls = []
+    counted = Background(lambda: calls.append(threading.current_thread().name) or 7, name="once")
+    assert counted.get() == counted.get() == 7 and calls == ["once"]  # built once, on its own thread
+
+
+def test_next_depth_aspects_are_selected_beside_the_transitions(tmp_path: Path, embedder: Embedder) -> None:
+    """From depth 2 on, a depth's aspect selection overlaps the previous depth's transition requests,
+    so a depth costs three rounds of requests: generate, evaluate, transition."""
+    log = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log, latency=0.1) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=3, max_depth_increase=0)
+        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs"), "store_dir": str(tmp_path / "s")})
+        outcome = optimize(settings, embedder=embedder)
+    assert outcome.result is not None and outcome.result["depths_run"] == 3
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    aspects = sorted((e for e in entries if e["task"] == "aspects"), key=lambda e: e["start"])
+    transitions = sorted((e for e in entries if e["task"] == "transition"), key=lambda e: e["start"])
+    answers = sorted((e for e in entries if e["task"] == "answer"), key=lambda e: e["start"])
+    assert len(aspects) == 3
+    # depth 1 prepares first; depths 2 and 3 were prepared while a transition request was in flight
+    assert aspects[0]["end"] <= answers[0]["start"] + 0.05
+    for prepared in aspects[1:]:
+        assert any(t["start"] < prepared["end"] and prepared["start"] < t["end"] for t in transitions)
