@@ -7,6 +7,11 @@ Exit codes are listed in :mod:`drpo.cli.common`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+
 import typer
 
 from drpo.cli import runs, serve, supervise
@@ -22,7 +27,25 @@ supervise.register(app)
 
 
 def main() -> None:
-    app()
+    """The console entry point. Once the command has finished and everything is written and flushed, the
+    process ends without the interpreter's teardown: unloading torch, Chroma and llama.cpp modules takes
+    a second or more and writes nothing of ours (``app`` itself, used by tests, exits normally)."""
+    try:
+        app()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+    exit_now(code)
+
+
+def exit_now(code: int) -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
