@@ -278,8 +278,16 @@ class LocalServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_ctx: int = Field(16384, ge=512, description="Total context across parallel slots")
-    parallel: int = Field(2, ge=1, le=16, description="Requests served at once")
+    parallel: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Requests served at once. 1 (the default) is reproducible: with more slots llama.cpp's "
+        "batched decoding changes replies with what else is running, even at temperature 0; on 2 cores "
+        "one slot was also as fast (tests/benchmarks/embedded_server.py)",
+    )
     threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")
+    batch: int = Field(0, ge=0, le=8192, description="Prompt tokens processed per step (0 = llama.cpp's 512)")
 
 
 SYSTEM_KINDS = ("base", "fixed", "run")

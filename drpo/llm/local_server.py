@@ -35,6 +35,9 @@ class LocalServer:
         threads = settings.threads or (os.cpu_count() or 2)
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        if settings.batch:
+            params.n_batch = max(settings.batch, params.n_batch)
+            params.n_ubatch = settings.batch
         params.verbosity = -1
         params.port = 0
         params.hostnames = ["127.0.0.1"]
