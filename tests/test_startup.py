@@ -8,8 +8,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from support.cli import fake_server_config
-from support.fake_openai import FakeOpenAIServer
 
 from drpo.background import Background
 from drpo.run.driver import optimize
@@ -18,6 +16,8 @@ from drpo.settings import load_settings
 from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import RunDir
+from support.cli import fake_server_config
+from support.fake_openai import FakeOpenAIServer
 
 EMBEDDER = "packaged:all-minilm-l6-v2"
 
