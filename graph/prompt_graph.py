@@ -43,9 +43,8 @@ from drpo.scoring import eval_key, path_ids
 from drpo.strategy import strategy_for
 
 
-def missing_preparation(state: PromptOptState, depth: int, then: str) -> list[Send]:
-    """select_aspects / retrieve_icl branches for the depth's queries that still lack aspects / examples."""
-    queries = state["queries"].get(str(depth), [])
+def missing_preparation(state: PromptOptState, depth: int, queries: list[str], then: str) -> list[Send]:
+    """select_aspects / retrieve_icl branches for the queries (of ``depth``) still lacking aspects / examples."""
     sends = []
     for node, key in (("select_aspects", "aspects"), ("retrieve_icl", "icl")):
         missing = [query_id for query_id in queries if query_id not in state.get(key, {})]
@@ -58,7 +57,7 @@ def fan_out_generation(state: PromptOptState) -> list[Send] | str:
     """One generate branch per (candidate, query) once the depth's queries have their aspects and
     examples (prepared beside the previous depth's transitions, or first, at depth 1 and after a resume)."""
     depth = state["depth"]
-    preparing = missing_preparation(state, depth, "dispatch_generation")
+    preparing = missing_preparation(state, depth, state["queries"][str(depth)], "dispatch_generation")
     if preparing:
         return preparing
     sends: list[Send] = []
@@ -158,9 +157,7 @@ def prepared_ahead(state: PromptOptState, depth: int) -> list[Send]:
     beside this depth's transitions, so the next depth starts generating at once."""
     width = len(state["queries"][str(state["depth"])])
     upcoming = state["query_order"][(depth - 1) * width : depth * width]
-    if not upcoming:
-        return []
-    return missing_preparation({**state, "queries": {str(depth): upcoming}}, depth, "sample_queries")
+    return missing_preparation(state, depth, upcoming, "sample_queries")
 
 
 def build_prompt_graph() -> StateGraph:
