@@ -113,6 +113,11 @@ class RoleSpec(BaseModel):
     def uses_n(self) -> bool:
         return self.sample_with_n if self.sample_with_n is not None else self.provider == "openai"
 
+    def probes_n(self) -> bool:
+        """Whether ``n`` support is found out by a probe (an OpenAI-compatible server, setting unset)
+        instead of being known from the settings (``uses_n``)."""
+        return self.provider == "openai_compatible" and self.sample_with_n is None
+
     def key_env_name(self) -> str | None:
         """Environment variable to read the key from, if the provider needs one."""
         if self.api_key_env:

@@ -135,7 +135,7 @@ class RoleCaller:
         as the settings force or (``sample_with_n`` unset on an OpenAI-compatible server) a probe found."""
         if not (self._openai_style and self.is_chat):
             return False
-        if self.n_decision is not None and self.spec.sample_with_n is None:
+        if self.n_decision is not None:  # only set when the settings leave it to a probe
             return self.n_decision.get()
         return self.spec.uses_n()
 

@@ -49,7 +49,7 @@ def optimizer_uses_n(settings: Settings) -> bool:
     spec = settings.roles.optimizer
     if spec.provider == "local":
         return False
-    if spec.sample_with_n is not None or spec.provider != "openai_compatible":
+    if not spec.probes_n():
         return spec.uses_n()
     path = settings.resolved_store_dir() / "server_features.sqlite"
     if not path.is_file():  # a dry run never creates files

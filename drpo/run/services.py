@@ -142,7 +142,6 @@ def build_services(
         response_cache=ResponseCache(store_dir / "response_cache.sqlite") if settings.cache.enabled else None,
     )
     callers: dict[str, RoleCaller] = {}
-    server_features = ServerFeatures(store_dir / "server_features.sqlite")
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
         role_deps = replace(deps, rate_limiter=limiters.get(server_key(spec)))
@@ -162,9 +161,10 @@ def build_services(
             cache_responses=settings.caches_role(spec),
         )
     optimizer = callers["optimizer"]
-    spec = settings.roles.get("optimizer")
-    if "optimizer" not in models and spec.provider == "openai_compatible" and spec.sample_with_n is None:
-        optimizer.n_decision = Background(lambda: decide_n(optimizer, journal, server_features), name="drpo-n-probe")
+    server_features: ServerFeatures | None = None
+    if "optimizer" not in models and settings.roles.optimizer.probes_n():
+        features = server_features = ServerFeatures(store_dir / "server_features.sqlite")
+        optimizer.n_decision = Background(lambda: decide_n(optimizer, journal, features), name="drpo-n-probe")
         optimizer.n_decision.start()  # one tiny request, answered long before the first transition
     services = Services(
         settings=settings,
