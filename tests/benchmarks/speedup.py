@@ -17,14 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -34,24 +29,7 @@ from drpo.run.driver import optimize
 from drpo.settings import load_settings
 from drpo.store.embeddings import Embedder
 from support.cli import fake_server_config
-
-TESTS = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def fake_server(latency: float, log: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "support.fake_openai", str(latency), str(log)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.kill()
-        process.wait(timeout=30)
+from support.fake_openai import fake_server_process
 
 
 def requests_in(log: Path) -> int:
@@ -60,7 +38,7 @@ def requests_in(log: Path) -> int:
 
 def timed_run(root: Path, name: str, latency: float, concurrency: int, depth: int, embedder: Embedder) -> dict:
     log = root / f"{name}.requests.jsonl"
-    with fake_server(latency, log) as base_url:
+    with fake_server_process(latency, log) as base_url:
         config = fake_server_config(
             root / f"{name}.yaml", base_url, depth=depth, concurrency=concurrency, max_depth_increase=0
         )
@@ -80,7 +58,7 @@ def timed_run(root: Path, name: str, latency: float, concurrency: int, depth: in
 
 def transport_baseline(root: Path, requests: int, concurrency: int) -> float:
     """Seconds per request for the bare client-server round trip at the run's concurrency."""
-    with fake_server(0.0, root / "baseline.requests.jsonl") as base_url:
+    with fake_server_process(0.0, root / "baseline.requests.jsonl") as base_url:
         model = ChatOpenAI(model="fake", base_url=base_url, api_key="unused", max_retries=0, temperature=0)
 
         def call(index: int) -> None:

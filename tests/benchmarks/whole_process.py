@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,26 +37,10 @@ from typing import Any
 import yaml
 
 from support.cli import cli_env, fake_server_config
+from support.fake_openai import fake_server_process
 
-TESTS = Path(__file__).resolve().parent.parent
 REFERENCE = {"requests": 276, "wall": 66.7, "startup": 5.5, "exit": 1.35}
 TASK_ROLE = {"aspects": "aspect_selector", "answer": "base", "evaluate": "evaluator", "transition": "optimizer"}
-
-
-@contextmanager
-def fake_server(latency: float, log: Path) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "support.fake_openai", str(latency), str(log)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(TESTS)},
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.kill()
-        process.wait(timeout=30)
 
 
 @dataclass
@@ -75,7 +56,7 @@ class Timing:
 
 def run_once(root: Path, name: str, latency: float, store: Path, use_n: bool | None, depth: int) -> Timing:
     log = root / f"{name}.requests.jsonl"
-    with fake_server(latency, log) as base_url:
+    with fake_server_process(latency, log) as base_url:
         config = fake_server_config(
             root / f"{name}.yaml", base_url, depth=depth, concurrency=8, max_depth_increase=0, icl_k=2
         )

@@ -12,6 +12,8 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,29 @@ class FakeOpenAIServer:
                 )
 
         return Handler
+
+
+@contextmanager
+def fake_server_process(latency: float, log: Path) -> Iterator[str]:
+    """The fake server in its own process (benchmarks: its work does not share the measured process's
+    interpreter); yields its base URL, kills it on exit."""
+    import os
+    import subprocess
+    import sys
+
+    tests = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "support.fake_openai", str(latency), str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tests)},
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def serve_forever_main() -> None:
