@@ -224,10 +224,12 @@ class RewardSettings(BaseModel):
     icl_mode: Literal["dynamic", "static"] | None = Field(
         None, description="The same for ICL optimization (default: mode)"
     )
-    scoring: Literal["absolute", "expected"] = Field(
+    scoring: Literal["absolute", "expected", "relative"] = Field(
         "absolute",
         description="absolute: the 1-5 digit the judge writes (paper); expected: its probability-weighted mean "
-        "over 1-5 from token log-probabilities (breaks ties; falls back to the digit where none are given)",
+        "over 1-5 from token log-probabilities (breaks ties; falls back to the digit where none are given); "
+        "relative: each answer graded against the initial prompt's answer to the same query (3 = as good), "
+        "probability-weighted where log-probabilities are given",
     )
     rubric: Literal["paper", "anchored"] = Field(
         "paper",

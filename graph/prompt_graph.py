@@ -8,6 +8,10 @@ At depth 1 (and whenever a depth's queries lack aspects or examples, e.g. after 
 sends select_aspects and retrieve_icl first, which lead to dispatch_generation and on to generation.
 Preparing the next depth beside the transitions keeps aspect selection and retrieval off the path
 between model calls: a depth is three rounds of requests (generate, evaluate, transition).
+
+Under ``reward.scoring: relative`` the initial prompt also answers every depth's queries, and every other
+candidate's answer is graded against its answer to the same query (the initial prompt's own answers are
+graded absolutely, so the first depth's feedback and skip rule mean what they do in the paper).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from langgraph.types import Send
 
 from drpo.graph.context import DrpoContext
 from drpo.graph.state import (
+    ROOT_ID,
     EvaluatePayload,
     GeneratePayload,
     PreparePayload,
@@ -61,16 +66,29 @@ def fan_out_generation(state: PromptOptState) -> list[Send] | str:
     if preparing:
         return preparing
     sends: list[Send] = []
-    for candidate_id in state["frontier"]:
+    for candidate_id in answering(state):
         prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
             if eval_key(candidate_id, query_id) in state.get("evaluations", {}):
                 continue
+            if candidate_id not in state["frontier"] and query_id in state.get("references", {}):
+                continue  # a reference answer already written
             payload = GeneratePayload(
                 depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
             )
             sends.append(Send("generate", payload))
     return sends or "dispatch_evaluation"
+
+
+def relative(state: PromptOptState) -> bool:
+    return state.get("scoring") == "relative"
+
+
+def answering(state: PromptOptState) -> list[str]:
+    """The candidates that answer the depth's queries: the frontier, and under relative scoring the initial
+    prompt too (its answers are what every other answer is graded against)."""
+    frontier = list(state["frontier"])
+    return frontier if not relative(state) or ROOT_ID in frontier else [*frontier, ROOT_ID]
 
 
 def dispatch_generation(state: PromptOptState) -> dict[str, Any]:
@@ -98,6 +116,8 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
                 aspects=state["aspects"][query_id],
                 answer_id=answer_id,
             )
+            if relative(state) and candidate_id != ROOT_ID:
+                payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
             if done is not None:  # its verdict stayed unusable: asked again as a new sample
                 payload["round"] = evaluation_round(state, answer_id)
             sends.append(Send("evaluate", payload))

@@ -142,6 +142,10 @@ class PromptOptState(TypedDict):
     depth_increases: NotRequired[Annotated[int, described("Extra depths granted so far")]]
     query_order: NotRequired[Annotated[list[str], described("Seed query ids in the run's seeded order")]]
     strategy: NotRequired[Annotated[StrategyRecord, described("Search strategy: beam, greedy or mc")]]
+    scoring: NotRequired[Annotated[str, described("reward.scoring at the start: absolute, expected or relative")]]
+    references: Annotated[
+        dict[str, str], described("Query id -> the initial prompt's answer id (relative scoring)"), merge_dicts
+    ]
     queries: Annotated[dict[str, list[str]], described("Depth -> seed query ids scored there"), merge_dicts]
     icl: Annotated[dict[str, list[str]], described("Query id -> retrieved ICL example ids"), merge_dicts]
     aspects: Annotated[dict[str, AspectRecord], described("Query id -> selected reward aspects"), merge_dicts]
@@ -191,6 +195,7 @@ class EvaluatePayload(GeneratePayload):
 
     aspects: AspectRecord
     answer_id: str
+    reference_answer_id: NotRequired[str]  # relative scoring: the answer this one is graded against
     round: NotRequired[int]  # > 0 when an earlier verdict on this answer stayed unusable (asked again on resume)
 
 

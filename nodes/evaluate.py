@@ -15,6 +15,8 @@ from drpo.judge.verdict import evaluation_failure, judge_answer, judging
 def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
     answer = services.journal.get_answer(payload["answer_id"])["answer"]
+    reference_id = payload.get("reference_answer_id")
+    reference = services.journal.get_answer(reference_id)["answer"] if reference_id else None
     verdict = judge_answer(
         services.callers["evaluator"],
         services.query_text(payload["query"]),
@@ -22,6 +24,7 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         payload["aspects"],
         retries=services.settings.search.structured_retries,
         sample=payload.get("round", 0),
+        reference=reference,
         **judging(services),
     )
     record = EvalRecord(

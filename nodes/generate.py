@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import AnswerEvent, emit
-from drpo.graph.state import GeneratePayload, usage_update
+from drpo.graph.state import ROOT_ID, GeneratePayload, usage_update
 from drpo.scoring import eval_key
 from drpo.serve.formatter import clean_completion, format_base_input
 
@@ -34,4 +34,7 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[st
         },
     )
     emit(AnswerEvent(event="answer", depth=payload["depth"], candidate=payload["candidate"], query=payload["query"]))
-    return usage_update(payload["depth"], {"base": call.usage})
+    update = usage_update(payload["depth"], {"base": call.usage})
+    if payload["candidate"] == ROOT_ID:  # the initial prompt's answers are relative scoring's references
+        update["references"] = {payload["query"]: answer_id}
+    return update

@@ -52,6 +52,7 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         update["strategy"] = StrategyRecord(
             name=search.strategy, beam_width=search.beam_width, num_actions=search.num_actions
         )
+        update["scoring"] = services.settings.reward.scoring
     else:
         check_proposals(state, services)  # a depth with no usable proposal would only carry the old prompts
         order = state["query_order"]

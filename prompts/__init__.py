@@ -18,6 +18,7 @@ PLACEHOLDER = re.compile(r"\{\{([a-z_][a-z0-9_]*)\}\}")
 ASPECT_SELECTION = "aspect_selection"
 EVALUATION = "evaluation"
 EVALUATION_ANCHORED = "evaluation_anchored"
+EVALUATION_RELATIVE = "evaluation_relative"
 PROMPT_TRANSITION = "prompt_transition"
 TRANSITION_FEEDBACK = "transition_feedback"
 BASE_COMPLETION = "base_completion"

@@ -10,11 +10,11 @@ def aspect_list_text(definitions: dict[str, str]) -> str:
     return "\n".join(f"- {name}: {text}" for name, text in definitions.items())
 
 
-def eval_skeleton(aspects: list[str]) -> str:
+def eval_skeleton(aspects: list[str], subject: str = "of the output") -> str:
     """The JSON shape the judge fills: a rationale and a score per aspect."""
     skeleton = {
         aspect: {
-            "rationale": f"<your thoughts on the {aspect.lower()} of the output>",
+            "rationale": f"<your thoughts on the {aspect.lower()} {subject}>",
             "score": f"<your {aspect.lower()} score, 1-5>",
         }
         for aspect in aspects

@@ -92,6 +92,8 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     aspects = list(FALLBACK_ASPECTS[:4])
     definitions = {name: aspect_definitions()[name] for name in aspects}
     prompt_chars = 1200
+    relative = settings.reward.scoring == "relative"
+    references = (b * (len(expected) - 1), b * (len(bound) - 1)) if relative else (0, 0)  # initial prompt's answers
     inputs = {
         "aspect_selector": estimate_tokens(
             render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
@@ -101,7 +103,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
             render(
                 EVALUATION,
                 query=query,
-                output="a" * (base_reply * 4),
+                output="a" * (base_reply * 4 * (2 if relative else 1)),  # relative: the reference answer too
                 aspect_list=aspect_list_text(definitions),
                 aspect_reasoning="r" * 300,
                 eval_skeleton=eval_skeleton(aspects),
@@ -126,7 +128,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     static = settings.reward.mode == "static"
     calls = {
         "aspect_selector": (0, 0) if static else (len(expected) * b - cached, len(bound) * b),
-        "base": (sum(expected) * b, sum(bound) * b),
+        "base": (sum(expected) * b + references[0], sum(bound) * b + references[1]),
         "evaluator": (sum(expected) * b, sum(bound) * b),
         "optimizer": (optimizer_requests(expected), optimizer_requests(bound)),
     }

@@ -17,6 +17,7 @@ TRANSITION_TASK = "## Task: system prompt rewrite"
 REWRITE_TASK = "## Task: answer rewrite"
 GRADE_TASK = "## Task: grade a response"
 PAIR_TASK = "## Task: compare two responses"
+RELATIVE_TASK = "## Task: relative evaluation"
 ASPECT_POOL = ["Helpfulness", "Clarity", "Factuality", "Depth", "Engagement", "Safety", "Limitations"]
 
 
@@ -29,6 +30,8 @@ def task_of(text: str) -> str:
         return "aspects"
     if EVAL_TASK in text:
         return "evaluate"
+    if RELATIVE_TASK in text:
+        return "relative"
     if TRANSITION_TASK in text:
         return "transition"
     if REWRITE_TASK in text:
@@ -73,6 +76,18 @@ def evaluate_reply(prompt: str) -> str:
         score = 1 + digest("score", aspect, output) % 5
         verdict[aspect] = {"rationale": f"{aspect} looks {score}", "score": str(score)}
     return "Here is my evaluation:\n```json\n" + json.dumps(verdict) + "\n```"
+
+
+def relative_reply(prompt: str) -> str:
+    """Scores of response B against response A, from a hash of both."""
+    reference = _between(prompt, "<response_a>", "</response_a>")
+    output = _between(prompt, "<response_b>", "</response_b>")
+    aspects = re.findall(r"^- ([A-Za-z-]+):", prompt.split("## Aspects to compare", 1)[1], re.MULTILINE)
+    verdict = {}
+    for aspect in aspects:
+        score = 1 + digest("relative", aspect, output, reference) % 5
+        verdict[aspect] = {"rationale": f"B is {score} against A", "score": score}
+    return json.dumps(verdict)
 
 
 def transition_reply(prompt: str, sample: int) -> str:
@@ -121,6 +136,8 @@ def respond(text: str, sample: int = 0) -> str:
         return aspects_reply(text)
     if task == "evaluate":
         return evaluate_reply(text)
+    if task == "relative":
+        return relative_reply(text)
     if task == "transition":
         return transition_reply(text, sample)
     if task == "rewrite":
