@@ -111,6 +111,30 @@ def test_judge_agreement_over_http(tmp_path: Path) -> None:
     assert "spearman" in done.stdout
 
 
+def test_judge_pairs_over_http_for_absolute_and_relative_judging(tmp_path: Path) -> None:
+    verdicts = tmp_path / "verdicts.jsonl"
+    answer = " ".join(f"Point {n} matters because it explains part of the answer well." for n in range(8))
+    rows = [
+        {"id": n, "input": f"Question {n}?", "output": f"{answer} ({n})",
+         "parsed": {a: {"score": "5", "reason": "r"} for a in ("helpfulness", "clarity", "factuality", "depth",
+                                                               "engagement")}}
+        for n in range(9)
+    ]  # fmt: skip
+    verdicts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url)
+        for rubric in ("eval", "relative"):
+            done = drpo(
+                "eval", "judge-pairs", "--config", str(config), "--verdicts", str(verdicts), "--limit", "6",
+                "--rubric", rubric, "--run-id", rubric, "--runs-dir", "runs", cwd=tmp_path,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            report = json.loads((tmp_path / "runs" / rubric / "pairs.json").read_text())
+            assert report["pairs"] == 6 and report["ranking"]["all"]["pairs"] == 6
+            assert set(report["ranking"]) == {"all", "truncated", "shuffled", "generic"}
+            assert "generic" in done.stdout and "accuracy" in done.stdout
+
+
 def test_bad_evaluation_inputs_exit_2_with_one_line(reference_eval, tmp_path: Path) -> None:
     _, _, work = reference_eval
     good = write_queries(tmp_path / "q.jsonl", QUESTIONS)
@@ -130,6 +154,12 @@ def test_bad_evaluation_inputs_exit_2_with_one_line(reference_eval, tmp_path: Pa
         (("eval", "run", "--queries", str(good), "--system", "run:unfinished"), "has not finished"),
         (("eval", "run", "--queries", str(good), "--system", "base", "--pairwise", "nobody"), "not among the systems"),
         (("eval", "judge-agreement", "--verdicts", str(verdicts)), "not a verdict"),
+        (
+            ("eval", "judge-agreement", "--verdicts", str(verdicts), "--scoring", "relative"),
+            "with drpo eval judge-pairs",
+        ),
+        (("eval", "judge-pairs", "--verdicts", str(verdicts), "--rubric", "vibes"), "--rubric must be eval"),
+        (("eval", "judge-pairs", "--verdicts", str(good)), "not a verdict"),
         (("eval", "show", "ghost"), "unknown run 'ghost'"),
     ]
     for args, message in cases:

@@ -291,6 +291,10 @@ def judge_agreement(
         if rubric not in ("eval", "paper", "anchored"):
             raise DrpoInputError(f"--rubric must be eval, paper or anchored, not {rubric!r}")
         settings = settings_from_flags(config, flags, local_model)
+        if settings.reward.scoring == "relative":
+            raise DrpoInputError(
+                "relative scores cannot be compared with absolute verdicts; measure them with drpo eval judge-pairs"
+            )
         items = load_verdicts(verdicts)
         if limit is not None:
             items = stratified(items, limit, sample_seed)  # refuses a limit below 1
@@ -315,5 +319,59 @@ def judge_agreement(
     console.print(
         f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
         f"{result['seconds_per_item']} s per item; saved to {result['path']}",
+        highlight=False,
+    )
+
+
+@eval_app.command("judge-pairs")
+def judge_pairs(
+    verdicts: Annotated[Path, typer.Option("--verdicts", help="Reference verdicts (just-eval format JSONL)")],
+    limit: Annotated[int, typer.Option("--limit", help="Pairs (well-scored answer, degraded copy)")] = 24,
+    config: ConfigOption = None,
+    run_id: RunIdOption = None,
+    runs_dir: NewRunsDirOption = None,
+    local_model: LocalModelOption = None,
+    concurrency: ConcurrencyOption = None,
+    sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the pairs' sample")] = 0,
+    scoring: Annotated[
+        str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
+    ] = None,
+    rubric: Annotated[
+        str,
+        typer.Option("--rubric", help="eval, paper, anchored (each answer alone), relative (each against the other)"),
+    ] = "eval",
+) -> None:
+    """Can the judge tell a good answer from a degraded copy of it? Pair-ranking accuracy per degradation."""
+    from drpo.run.agreement import load_verdicts
+    from drpo.run.pairs import degraded_pairs, measure_pair_ranking
+
+    def action() -> dict[str, Any]:
+        if rubric not in ("eval", "paper", "anchored", "relative"):
+            raise DrpoInputError(f"--rubric must be eval, paper, anchored or relative, not {rubric!r}")
+        flags = {
+            "run_id": run_id,
+            "runs_dir": str(runs_dir) if runs_dir else None,
+            "search": {"concurrency": concurrency},
+            "reward": {"scoring": scoring},
+        }
+        settings = settings_from_flags(config, flags, local_model)
+        pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed)
+        return measure_pair_ranking(settings, pairs, rubric=rubric)
+
+    result = run_guarded(action, None)
+    blocks = {"scores used": result["ranking"]}
+    if "written" in result:
+        blocks["digits written"] = result["written"]
+    table = Table("pairs", "scores", "n", "right", "ties", "accuracy", "unusable", title=f"{result['rubric']} judging")
+    for label, ranking in blocks.items():
+        for kind, row in ranking.items():
+            table.add_row(
+                kind, label, str(row["pairs"]), str(row["right"]), str(row["ties"]), fmt(row["accuracy"]),
+                str(row["unusable"]),
+            )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"judge {result['judge']}: {result['pairs']} pairs, {result['seconds_per_pair']} s per pair; "
+        f"saved to {result['path']}",
         highlight=False,
     )

@@ -1,9 +1,11 @@
 """Judge agreement with GPT-4-turbo for every candidate judge configuration: model tier x template, each
 run once with log-probabilities, so written and expected (probability-weighted) scores come from the same
 replies. Runs ``drpo eval judge-agreement`` as a whole process per configuration and prints one table.
+With ``--pairs N`` it runs ``drpo eval judge-pairs`` instead (ranking accuracy on N pairs of a well-scored
+answer and a degraded copy), where ``relative`` (each answer graded against the other) is also a template.
 
 Run: DRPO_SHARED_DATA=../shared/data .venv/bin/python tests/benchmarks/judge_agreement.py [--limit 30]
-     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored]
+     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored] [--pairs 12 --rubrics eval,relative]
 An interrupted sweep re-run with the same --work directory repeats no finished call (each run's journal).
 """
 
@@ -23,9 +25,9 @@ DRPO = [sys.executable, "-m", "drpo.cli"]
 VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
 
 
-def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int) -> dict:
-    run_id = f"agree-{tier}-{rubric}-{limit}".replace(".", "")
-    saved = work / "runs" / run_id / "agreement.json"
+def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False) -> dict:
+    run_id = f"{'pairs' if pairs else 'agree'}-{tier}-{rubric}-{limit}".replace(".", "")
+    saved = work / "runs" / run_id / ("pairs.json" if pairs else "agreement.json")
     if saved.is_file():
         return json.loads(saved.read_text())
     config = work / f"{run_id}.yaml"
@@ -33,15 +35,16 @@ def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int) -> dict:
         yaml.safe_dump(
             {
                 "runs_dir": str(work / "runs"),
-                "local": {"n_ctx": 16384, "parallel": 2, "threads": 2},
+                "local": {"n_ctx": 16384, "parallel": 1, "threads": 2},  # one slot: reproducible replies
                 "roles": {"evaluator": {"provider": "local", "model": tier, "max_tokens": 600}},
-                "search": {"concurrency": 2},
+                "search": {"concurrency": 1},
                 "reward": {"scoring": "expected"},
             }
         )
     )
-    command = [*DRPO, "eval", "judge-agreement", "--config", str(config), "--verdicts", str(data / VERDICTS),
-               "--limit", str(limit), "--rubric", rubric, "--run-id", run_id]  # fmt: skip
+    command = [*DRPO, "eval", "judge-pairs" if pairs else "judge-agreement", "--config", str(config),
+               "--verdicts", str(data / VERDICTS), "--limit", str(limit), "--rubric", rubric,
+               "--run-id", run_id]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
     if done.returncode != 0:
@@ -61,15 +64,44 @@ def row(label: str, result: dict, block: str) -> str:
     return f"| {label} | {text} | {distinct} | {result['parse_failures']} | {result['seconds_per_item']:.1f} |"
 
 
+def pair_row(label: str, ranking: dict, seconds: float) -> str:
+    cells = [f"{ranking[kind]['accuracy']:.2f}" if kind in ranking and ranking[kind]["accuracy"] is not None else "-"
+             for kind in ("all", "truncated", "shuffled", "generic")]  # fmt: skip
+    everything = ranking["all"]
+    return f"| {label} | {' | '.join(cells)} | {everything['ties']} | {everything['unusable']} | {seconds:.1f} |"
+
+
+def pair_table(args: argparse.Namespace, data: Path) -> list[str]:
+    lines = [
+        f"Pair ranking on {args.pairs} pairs: a just-eval answer GPT-4-turbo scored >= 4 on average against a "
+        "copy cut to its first third, shuffled into one paragraph, or reduced to its first sentence and a "
+        "generic line (in turn); accuracy counts a tie as half.",
+        "",
+        "| judge, template, score | all | truncated | shuffled | generic | ties | unusable | s/pair |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for tier in args.tiers.split(","):
+        for rubric in args.rubrics.split(","):
+            result = run_one(args.work, data, tier, rubric, args.pairs, pairs=True)
+            seconds = result["seconds_per_pair"]
+            lines.append(pair_row(f"{tier}, {rubric}, written", result["written"], seconds))
+            lines.append(pair_row(f"{tier}, {rubric}, expected", result["ranking"], seconds))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--tiers", default="qwen2.5-0.5b,qwen2.5-1.5b")
     parser.add_argument("--rubrics", default="eval,paper,anchored")
     parser.add_argument("--work", type=Path, default=Path("/tmp/drpo-judge-agreement"))
+    parser.add_argument("--pairs", type=int, default=0, help="measure pair ranking on this many pairs instead")
     args = parser.parse_args()
     data = Path(os.environ.get("DRPO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.pairs:
+        print("\n".join(pair_table(args, data)))
+        return
     lines = [
         f"Agreement with GPT-4-turbo on the average of five aspects, {args.limit} just-eval answers (stratified: "
         "half scored below 4 by GPT-4-turbo); written = the digit the judge wrote, expected = its "

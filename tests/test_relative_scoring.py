@@ -1,0 +1,154 @@
+"""Relative scoring: answers graded against the initial prompt's answer to the same query; and the
+pair-ranking measurement (a good answer against a degraded copy of itself)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from drpo.graph.state import ROOT_ID
+from drpo.judge.verdict import judge_answer
+from drpo.run.agreement import Verdict
+from drpo.run.pairs import DEGRADATIONS, GENERIC_LINE, degrade, degraded_pairs, measure_pair_ranking
+from drpo.run.plan import plan_run
+from drpo.store.embeddings import Embedder
+from support.responder import task_of
+from support.runs import roles, run
+from support.scripted import ScriptedChatModel
+
+ASPECTS = {
+    "aspects": ["Helpfulness", "Depth"],
+    "definitions": {"Helpfulness": "helps", "Depth": "deep"},
+    "reasoning": "r",
+    "new_aspects": [],
+    "fallback": False,
+}
+LONG = (
+    "Start with a clear goal for the week. Then list the three tasks that matter most. "
+    "Block time for each task in your calendar before anything else. Keep a short note of what got done. "
+    "Review the note on Friday and adjust the next week's plan. Ask a colleague to check your progress! "
+    "Small steps add up over a month, and the habit becomes easy. Reward yourself when a hard task is done. "
+    "Leave an hour free each day for what you did not foresee."
+)
+
+
+def relative_settings(make_settings, **search):
+    settings = make_settings(**search)
+    return settings.model_copy(update={"reward": settings.reward.model_copy(update={"scoring": "relative"})})
+
+
+def test_an_answer_identical_to_its_reference_is_as_good_without_a_call() -> None:
+    verdict = judge_answer(object(), "q", " same ", ASPECTS, retries=0, scoring="relative", reference="same")  # type: ignore[arg-type]
+    assert verdict.scores == {"Helpfulness": 3.0, "Depth": 3.0} and verdict.reward == 3.0 and verdict.attempts == 0
+
+
+def test_the_relative_judge_sees_both_answers_and_asks_for_probabilities(monkeypatch) -> None:
+    from drpo.judge import verdict as verdict_module
+    from drpo.llm.caller import StructuredOutcome
+
+    seen = {}
+    reply = {"Helpfulness": {"rationale": "B is thinner", "score": 2}, "Depth": {"rationale": "same", "score": 3}}
+
+    def capture(caller: object, prompt: str, parse, **kwargs: object) -> StructuredOutcome:
+        seen.update(prompt=prompt, logprobs=kwargs["logprobs"])
+        return StructuredOutcome(value=parse(reply), attempts=1, raw="{}", alternatives=[])
+
+    monkeypatch.setattr(verdict_module, "call_structured", capture)
+    verdict = judge_answer(
+        object(),  # type: ignore[arg-type]
+        "q",
+        "candidate text",
+        ASPECTS,
+        retries=0,
+        scoring="relative",
+        reference="ref text",
+    )
+    prompt = seen["prompt"]
+    assert seen["logprobs"] is True and task_of(prompt) == "relative"
+    assert prompt.index("ref text") < prompt.index("candidate text")  # the reference is response A
+    assert "3: about as good as A" in prompt and verdict.reward == 2.5 and verdict.fallbacks == 2
+
+
+def test_a_relative_run_grades_every_other_answer_against_the_initial_prompts(make_settings, embedder: Embedder):
+    settings = relative_settings(make_settings, depth=3, max_depth_increase=0)
+    model = ScriptedChatModel()
+    result = run(settings, roles(model), embedder, "relative").result
+    calls = model.finished
+    relative_calls = [text for text in calls if task_of(text) == "relative"]
+    absolute_calls = [text for text in calls if task_of(text) == "evaluate"]
+    depths = result["depths"]
+    root_scored = sum(len(c["evaluations"]) for d in depths for c in d["candidates"] if c["id"] == ROOT_ID)
+    others_scored = sum(len(c["evaluations"]) for d in depths for c in d["candidates"] if c["id"] != ROOT_ID)
+    assert len(depths) == 3 and others_scored > 0
+    assert len(absolute_calls) == root_scored  # only the initial prompt's answers are graded on their own
+    assert len(relative_calls) == others_scored  # (no candidate repeated the initial prompt word for word)
+    initial = f"system: {settings.search.initial_prompt}\nhuman"
+    answers_by_prompt = Counter(text for text in calls if task_of(text) == "answer" and text.startswith(initial))
+    queries_seen = {q["id"] for d in depths for q in d["queries"]}
+    assert sum(answers_by_prompt.values()) == len(queries_seen)  # the initial prompt answered every depth's queries
+    planned = plan_run(settings)["roles"]
+    assert planned["base"]["calls"] == sum(1 for text in calls if task_of(text) == "answer")  # the dry run counts them
+    for text in relative_calls:  # and its answer to the same query is the reference
+        reference = text.split("<response_a>\n", 1)[1].split("\n</response_a>", 1)[0]
+        assert reference.startswith("Answer ") and "<response_b>" in text
+
+
+def test_a_relative_run_resumes_after_a_crash_to_the_same_result(make_settings, embedder: Embedder, tmp_path) -> None:
+    from support.runs import comparable, resume_run
+
+    settings = relative_settings(make_settings, depth=3, max_depth_increase=0)
+    whole = ScriptedChatModel()
+    alone = settings.model_copy(update={"store_dir": tmp_path / "own-store"})  # no shared aspect cache
+    unbroken = run(alone, roles(whole), embedder, "whole").result
+    relative_calls = iter(range(1000))
+    crashing = ScriptedChatModel(fail_on=lambda text, _: task_of(text) == "relative" and next(relative_calls) == 5)
+    with pytest.raises(RuntimeError, match="injected"):
+        run(settings, roles(crashing), embedder, "broken")
+    second = ScriptedChatModel()
+    resumed = resume_run(settings, roles(second), embedder, "broken").result
+    assert comparable(resumed) == comparable(unbroken)
+    assert Counter(crashing.finished) + Counter(second.finished) == Counter(whole.finished)  # nothing ran twice
+
+
+def test_degradations_are_worse_copies_of_the_answer() -> None:
+    rng = random.Random(0)
+    truncated = degrade(LONG, "truncated", rng)
+    shuffled = degrade(LONG, "shuffled", rng)
+    generic = degrade(LONG, "generic", rng)
+    assert LONG.startswith(truncated) and len(truncated.split()) == max(12, len(LONG.split()) // 3)
+    assert shuffled != LONG and sorted(shuffled.split()) == sorted(LONG.split())
+    assert generic == f"Start with a clear goal for the week. {GENERIC_LINE}"
+    assert degrade("1. First item. 2. Second item.", "generic", rng).startswith("1. First item.")
+
+
+def verdicts() -> list[Verdict]:
+    good = {a: 5.0 for a in ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement")}
+    poor = {a: 2.0 for a in good}
+    rows = [Verdict(str(n), f"Question {n}?", f"{LONG} ({n})", False, good) for n in range(8)]
+    rows += [Verdict("short", "Q?", "Too short.", False, good), Verdict("poor", "Q?", LONG, False, poor)]
+    rows.append(Verdict("unsafe", "Q?", LONG, True, {"Safety": 5.0}))
+    return rows
+
+
+def test_pairs_come_from_long_well_scored_regular_answers_in_turn_and_seeded() -> None:
+    pairs = degraded_pairs(verdicts(), 6, seed=3)
+    assert [p.kind for p in pairs] == [*DEGRADATIONS, *DEGRADATIONS]
+    assert {p.id for p in pairs} <= {str(n) for n in range(8)}  # never the short, poor or safety answers
+    assert pairs == degraded_pairs(verdicts(), 6, seed=3)
+    assert all(p.degraded != p.original for p in pairs)
+
+
+def test_pair_ranking_counts_right_answers_ties_and_kinds(make_settings) -> None:
+    settings = make_settings()
+    models = roles(ScriptedChatModel())
+    pairs = degraded_pairs(verdicts(), 6, seed=1)
+    for rubric in ("eval", "relative"):
+        named = settings.model_copy(update={"run_id": f"p-{rubric}"})
+        report = measure_pair_ranking(named, pairs, rubric=rubric, models=models)
+        everything = report["ranking"]["all"]
+        assert everything["pairs"] == 6 and everything["unusable"] == 0
+        assert everything["accuracy"] == (everything["right"] + everything["ties"] / 2) / 6
+        assert sum(report["ranking"][kind]["pairs"] for kind in DEGRADATIONS) == 6
+    assert "written" in report  # relative scores are probability-weighted where given
