@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from functools import cache
 
 from drpo.prompts import PROMPT_TRANSITION, load_template
@@ -100,8 +101,32 @@ def _repetition(words: list[str]) -> str | None:
     return None
 
 
-def prompt_problem(prompt: str) -> str | None:
-    """Why ``prompt`` is no usable system prompt (one short reason the optimizer is shown), or None."""
+COPIED_WORDS = 8  # a run of this many words from a query or answer the optimizer was shown is no accident
+
+
+def copied_passage(prompt: str, shown: Sequence[str], current: str = "") -> str | None:
+    """The first run of COPIED_WORDS words the prompt shares with a query or answer it was shown (and that
+    the current prompt does not already hold): the third measured demo's best prompt carried a base-model
+    answer about adopting a dog, which helps no other query."""
+    words = _words(prompt)
+    if len(words) < COPIED_WORDS or not shown:
+        return None
+
+    def windows(text: str) -> set[tuple[str, ...]]:
+        tokens = _words(text)
+        return {tuple(tokens[i : i + COPIED_WORDS]) for i in range(len(tokens) - COPIED_WORDS + 1)}
+
+    seen = set().union(*(windows(text) for text in shown)) - windows(current)
+    for index in range(len(words) - COPIED_WORDS + 1):
+        window = tuple(words[index : index + COPIED_WORDS])
+        if window in seen:
+            return " ".join(window)
+    return None
+
+
+def prompt_problem(prompt: str, shown: Sequence[str] = (), current: str = "") -> str | None:
+    """Why ``prompt`` is no usable system prompt (one short reason the optimizer is shown), or None.
+    ``shown``: the queries and answers the optimizer saw as feedback (a prompt must not copy them)."""
     words = _words(prompt)
     if len(words) < MIN_WORDS:
         return f"it has {len(words)} words; write complete instructions to the assistant"
@@ -115,4 +140,7 @@ def prompt_problem(prompt: str) -> str | None:
         return "it describes a prompt instead of instructing the assistant (start like: You are ...)"
     if NO_REFUSALS.search(prompt):
         return "it tells the assistant not to refuse harmful requests; a system prompt must keep refusals of those"
+    passage = copied_passage(prompt, shown, current)
+    if passage is not None:
+        return f"it copies {passage!r} from a query or answer it was shown; write general instructions instead"
     return _repetition(words)

@@ -3,7 +3,7 @@ or carries the prompt forward unchanged under the skip rule."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -32,20 +32,23 @@ def child_id(depth: int, rank: int, sample: int) -> str:
     return f"d{depth}-{rank}-{sample}"
 
 
-def feedback_text(services: Services, payload: TransitionPayload) -> str:
-    parts = []
-    for record in payload["evaluations"]:
-        if record["reward"] is None:
-            continue
-        parts.append(
-            render(
-                TRANSITION_FEEDBACK,
-                query=services.query_text(record["query"]),
-                output=services.journal.get_answer(record["answer_id"])["answer"],
-                evaluation=evaluation_text(record["scores"], record["rationales"]),
-            )
+def feedback_shown(services: Services, payload: TransitionPayload) -> list[tuple[str, str, str]]:
+    """(query, answer, verdict) of every scored evaluation the optimizer is shown."""
+    return [
+        (
+            services.query_text(record["query"]),
+            services.journal.get_answer(record["answer_id"])["answer"],
+            evaluation_text(record["scores"], record["rationales"]),
         )
-    return "\n".join(parts)
+        for record in payload["evaluations"]
+        if record["reward"] is not None
+    ]
+
+
+def feedback_text(shown: list[tuple[str, str, str]]) -> str:
+    return "\n".join(
+        render(TRANSITION_FEEDBACK, query=query, output=answer, evaluation=verdict) for query, answer, verdict in shown
+    )
 
 
 def carried(payload: TransitionPayload, because: CarryReason, note: str) -> CandidateRecord:
@@ -66,13 +69,16 @@ TOO_LONG = "tokens; keep the system prompt under"
 RETRY_SAMPLES = 1000  # a retried transition asks samples 1000*round + i: new journal keys and seeds
 
 
-def length_guarded(limit: int | None) -> Callable[[dict[str, Any]], dict[str, str]]:
-    """The transition parser, refusing (so re-asking) degenerate proposals (see ``prompt_sanity``) and ones
-    longer than ``limit`` tokens: judges with a length bias would otherwise reward ever longer prompts."""
+def length_guarded(
+    limit: int | None, shown: Sequence[str] = (), current: str = ""
+) -> Callable[[dict[str, Any]], dict[str, str]]:
+    """The transition parser, refusing (so re-asking) degenerate proposals (see ``prompt_sanity``; ``shown``
+    are the feedback's queries and answers, ``current`` the prompt being rewritten) and ones longer than
+    ``limit`` tokens: judges with a length bias would otherwise reward ever longer prompts."""
 
     def parse(data: dict[str, Any]) -> dict[str, str]:
         parsed = parse_transition(data)
-        problem = prompt_problem(parsed["new_system_prompt"])
+        problem = prompt_problem(parsed["new_system_prompt"], shown, current)
         if problem is not None:
             raise OutputParseError(f"new_system_prompt {UNUSABLE}: {problem}")
         size = estimate_tokens(parsed["new_system_prompt"])
@@ -89,10 +95,11 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     skip = should_skip(payload["evaluations"], search.skip_threshold)
     if skip is not None:
         return {"proposals": [carried(payload, "skip", f"skip: {skip}")]}
+    shown = feedback_shown(services, payload)
     prompt = render(
         PROMPT_TRANSITION,
         current_prompt=payload["candidate"]["prompt"],
-        feedback=feedback_text(services, payload),
+        feedback=feedback_text(shown),
         former_prompts=former_prompts_text(payload["history"][-search.prompt_history :]),
     )
     proposals: list[CandidateRecord] = []
@@ -101,7 +108,11 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     outcomes = call_structured_samples(
         services.callers["optimizer"],
         prompt,
-        length_guarded(search.max_prompt_tokens),
+        length_guarded(
+            search.max_prompt_tokens,
+            [text for query, answer, _ in shown for text in (query, answer)],
+            payload["candidate"]["prompt"],
+        ),  # fmt: skip
         search.num_actions,
         retries=search.structured_retries,
         json_schema=reply_schema(TransitionReply),

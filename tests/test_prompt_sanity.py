@@ -62,6 +62,34 @@ def test_the_reference_runs_optimized_prompts_all_pass(shared_data: Path) -> Non
     assert "The prompt MUST stay general" in load_template(PROMPT_TRANSITION)  # the copied guideline is real
 
 
+DOG_ANSWER = "Adopting a dog from a shelter gives a home to an animal in need and often costs less than a breeder."
+
+
+def test_a_prompt_copying_an_answer_it_was_shown_is_unusable() -> None:
+    copied = f"You are a helpful assistant. {DOG_ANSWER} Be clear."
+    problem = prompt_problem(copied, shown=["Should I adopt a dog?", DOG_ANSWER])
+    assert problem is not None and "'adopting a dog from a shelter gives a'" in problem
+    assert prompt_problem(copied) is None  # nothing was shown: nothing to copy from
+    assert prompt_problem(copied, shown=[DOG_ANSWER], current=copied) is None  # already in the current prompt
+    short_quote = "You are a helpful assistant. When asked about adopting a dog, weigh the costs."
+    assert prompt_problem(short_quote, shown=["Should I adopt a dog?", DOG_ANSWER]) is None
+
+
+def test_the_reference_runs_prompts_copy_none_of_its_seed_queries(shared_data: Path) -> None:
+    reference = shared_data / "drpo-reference"
+    queries = [row["instruction"] for row in json.loads((reference / "alpaca_train.json").read_text())]
+    queries += [row["query"] for row in json.loads((reference / "lima_subsample_train.json").read_text())]
+    queries += (reference / "mal_train.txt").read_text().splitlines()
+    prompts = [
+        level["Prompt"]
+        for path in sorted((reference / "optimized").rglob("output.json"))
+        for level in json.loads(path.read_text()).values()
+        if isinstance(level, dict) and level.get("Prompt")
+    ]
+    assert len(queries) > 100 and len(prompts) > 200
+    assert [prompt for prompt in prompts if prompt_problem(prompt, shown=queries)] == []
+
+
 def repetitive_optimizer(text: str, sample: int) -> str:
     if task_of(text) == "transition":
         first_try = "not a usable system prompt" not in text
@@ -84,6 +112,28 @@ def test_a_degenerate_proposal_is_re_asked_with_the_reason(make_settings, embedd
     asked = [text for text in model.finished if task_of(text) == "transition"]
     assert len(asked) == 4 and sum("repeats 'specific' 4 times" in text for text in asked) == 2
     assert result["failures"] == []
+
+
+def copying_optimizer(text: str, sample: int) -> str:
+    """Answers carry a long passage; the optimizer's first try pastes the answer it was shown."""
+    task = task_of(text)
+    if task == "answer":
+        return f"{respond(text, sample)} {DOG_ANSWER}"
+    if task == "transition":
+        shown = text.split("<output>\n", 1)[1].split("\n</output>", 1)[0]
+        first_try = "not a usable system prompt" not in text
+        prompt = f"You are a helpful assistant. {shown}" if first_try else "You are a careful, general tutor."
+        return json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": prompt})
+    return respond(text, sample)
+
+
+def test_a_proposal_pasting_an_answer_from_its_feedback_is_re_asked(make_settings, embedder: Embedder) -> None:
+    model = ScriptedChatModel(responder=copying_optimizer)
+    result = run(make_settings(depth=2, num_actions=2), roles(model), embedder, "copier").result
+    proposed = [c for c in result["depths"][1]["candidates"] if c["origin"] == "optimizer"]
+    assert proposed and all(c["prompt"] == "You are a careful, general tutor." for c in proposed)
+    asked = [text for text in model.finished if task_of(text) == "transition"]
+    assert sum("from a query or answer it was shown" in text for text in asked) == 2
 
 
 def test_a_degenerate_proposal_that_stays_so_is_counted(make_settings, embedder: Embedder) -> None:
