@@ -152,3 +152,25 @@ def test_pair_ranking_counts_right_answers_ties_and_kinds(make_settings) -> None
         assert everything["accuracy"] == (everything["right"] + everything["ties"] / 2) / 6
         assert sum(report["ranking"][kind]["pairs"] for kind in DEGRADATIONS) == 6
     assert "written" in report  # relative scores are probability-weighted where given
+
+
+def test_grading_one_call_per_aspect_asks_each_aspect_alone_and_merges(make_settings) -> None:
+    from drpo.judge.grading import REGULAR_ASPECTS, grade_answer
+    from drpo.run.services import build_services
+    from drpo.store.run_dir import run_dir_for
+
+    settings = make_settings().model_copy(update={"run_id": "split"})
+    model = ScriptedChatModel()
+    services = build_services(settings, run_dir_for(settings.runs_dir, "split"), roles(model))
+    try:
+        judge = services.callers["evaluator"]
+        together = grade_answer(judge, "Q?", LONG, safety=False, retries=0)
+        split = grade_answer(judge, "Q?", LONG, safety=False, retries=0, per_aspect=True)
+    finally:
+        services.close()
+    graded = [text for text in model.finished if task_of(text) == "grade"]
+    assert len(graded) == 1 + len(REGULAR_ASPECTS)
+    for aspect, text in zip(REGULAR_ASPECTS, graded[1:], strict=True):  # each call names one aspect only
+        assert f"- {aspect}:" in text and sum(f"- {other}:" in text for other in REGULAR_ASPECTS) == 1
+    assert split.ok and set(split.scores) == set(together.scores) == set(REGULAR_ASPECTS)
+    assert split.attempts == len(REGULAR_ASPECTS) and split.usage["input_tokens"] > together.usage["input_tokens"]

@@ -277,6 +277,9 @@ def judge_agreement(
     rubric: Annotated[
         str, typer.Option("--rubric", help="eval (the evaluation's template), or paper / anchored (the reward's)")
     ] = "eval",
+    per_aspect: Annotated[
+        bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")
+    ] = False,
 ) -> None:
     """Grade answers a reference judge already scored with the configured evaluator, and compare."""
     from drpo.run.agreement import load_verdicts, measure_agreement, stratified
@@ -298,10 +301,11 @@ def judge_agreement(
         items = load_verdicts(verdicts)
         if limit is not None:
             items = stratified(items, limit, sample_seed)  # refuses a limit below 1
-        return measure_agreement(settings, items, rubric=rubric)
+        return measure_agreement(settings, items, rubric=rubric, per_aspect=per_aspect)
 
     result = run_guarded(action, None)
-    tables = {f"{result['scoring']} scores, {result['rubric']} template": result["aspects"]}
+    calls = ", one call per aspect" if result["per_aspect"] else ""
+    tables = {f"{result['scoring']} scores, {result['rubric']} template{calls}": result["aspects"]}
     if "written" in result:
         tables["the digits written in the same replies"] = result["written"]
     for title, rows in tables.items():
@@ -340,6 +344,9 @@ def judge_pairs(
         str,
         typer.Option("--rubric", help="eval, paper, anchored (each answer alone), relative (each against the other)"),
     ] = "eval",
+    per_aspect: Annotated[
+        bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")
+    ] = False,
 ) -> None:
     """Can the judge tell a good answer from a degraded copy of it? Pair-ranking accuracy per degradation."""
     from drpo.run.agreement import load_verdicts
@@ -356,7 +363,7 @@ def judge_pairs(
         }
         settings = settings_from_flags(config, flags, local_model)
         pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed)
-        return measure_pair_ranking(settings, pairs, rubric=rubric)
+        return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect)
 
     result = run_guarded(action, None)
     blocks = {"scores used": result["ranking"]}

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drpo.judge.expected import weigh_written
 from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import OutputParseError, aspect_entries, bounded, fold_name, parse_score, reply_schema
+from drpo.llm.usage import add_usage
 from drpo.prompts import EVAL_JUDGE, EVAL_PAIRWISE, EVALUATION, EVALUATION_ANCHORED, render
 from drpo.prompts.texts import aspect_list_text
 
@@ -99,13 +100,51 @@ def grade_answer(
     retries: int,
     scoring: str = "absolute",
     rubric: str = "eval",
+    per_aspect: bool = False,
 ) -> Grade:
     """Grade one answer; unusable output is re-asked, then reported as not ok (never scored).
 
     ``rubric`` ``eval`` is the evaluation's own template; ``paper`` and ``anchored`` grade with the
     optimization judge's templates (``reward.rubric``), to measure them on the same verdicts.
-    ``scoring`` ``expected`` weighs 1-5 by the judge's token probabilities (the digits stay in ``written``)."""
+    ``scoring`` ``expected`` weighs 1-5 by the judge's token probabilities (the digits stay in ``written``).
+    ``per_aspect`` asks one call per aspect instead of all aspects in one reply (measured, see README)."""
     definitions = aspects_for(safety)
+    if per_aspect and len(definitions) > 1:
+        return merged(
+            [
+                _grade(caller, query, answer, {name: text}, retries=retries, scoring=scoring, rubric=rubric)
+                for name, text in definitions.items()
+            ]
+        )
+    return _grade(caller, query, answer, definitions, retries=retries, scoring=scoring, rubric=rubric)
+
+
+def merged(grades: list[Grade]) -> Grade:
+    """One answer's grades asked aspect by aspect, as one Grade (ok only if every aspect's call was)."""
+    usage: dict[str, int] = {}
+    for grade in grades:
+        usage = add_usage(usage, grade.usage)
+    return Grade(
+        scores={a: s for grade in grades for a, s in grade.scores.items()},
+        rationales={a: r for grade in grades for a, r in grade.rationales.items()},
+        ok=all(grade.ok for grade in grades),
+        attempts=sum(grade.attempts for grade in grades),
+        usage=usage,
+        errors=[error for grade in grades for error in grade.errors],
+        written={a: w for grade in grades for a, w in grade.written.items()},
+    )
+
+
+def _grade(
+    caller: RoleCaller,
+    query: str,
+    answer: str,
+    definitions: dict[str, str],
+    *,
+    retries: int,
+    scoring: str,
+    rubric: str,
+) -> Grade:
     aspects = list(definitions)
     values = {"query": query, "output": answer, "aspect_list": aspect_list_text(definitions)}
     if rubric in REWARD_TEMPLATES:

@@ -124,6 +124,7 @@ def measure_agreement(
     models: dict[str, Any] | None = None,
     embedder: Embedder | None = None,
     rubric: str = "eval",
+    per_aspect: bool = False,
 ) -> dict[str, Any]:
     """Grade every verdict's answer with the configured evaluator and compare with the reference judge.
 
@@ -144,7 +145,14 @@ def measure_agreement(
             grades = list(
                 pool.map(
                     lambda v: grade_answer(
-                        judge, v.query, v.answer, safety=v.safety, retries=retries, scoring=scoring, rubric=rubric
+                        judge,
+                        v.query,
+                        v.answer,
+                        safety=v.safety,
+                        retries=retries,
+                        scoring=scoring,
+                        rubric=rubric,
+                        per_aspect=per_aspect,
                     ),
                     verdicts,
                 )
@@ -162,6 +170,7 @@ def measure_agreement(
         "seconds_per_item": round(seconds / len(verdicts), 2),
         "scoring": scoring,
         "rubric": rubric,
+        "per_aspect": per_aspect,
         "aspects": rows,
         **(
             {"written": _agreement_rows(verdicts, grades, lambda grade: grade.written)} if scoring == "expected" else {}

@@ -102,9 +102,11 @@ def _regular_mean(scores: dict[str, Any]) -> float | None:
     return fmean(known) if known else None
 
 
-def _absolute_scorer(rubric: str, scoring: str, retries: int) -> Scorer:
+def _absolute_scorer(rubric: str, scoring: str, retries: int, per_aspect: bool) -> Scorer:
     def score(judge: RoleCaller, query: str, answer: str, other: str) -> tuple[float | None, float | None]:
-        grade = grade_answer(judge, query, answer, safety=False, retries=retries, scoring=scoring, rubric=rubric)
+        grade = grade_answer(
+            judge, query, answer, safety=False, retries=retries, scoring=scoring, rubric=rubric, per_aspect=per_aspect
+        )
         if not grade.ok:
             return None, None
         return _regular_mean(grade.scores), _regular_mean(grade.written or grade.scores)
@@ -154,13 +156,15 @@ def measure_pair_ranking(
     pairs: list[Pair],
     *,
     rubric: str = "eval",
+    per_aspect: bool = False,
     models: dict[str, Any] | None = None,
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Score both answers of every pair with the configured evaluator and count the pairs ranked right.
 
     ``rubric`` ``eval``/``paper``/``anchored`` grades each answer alone (``reward.scoring`` picks written or
-    expected scores); ``relative`` grades each against the other (probability-weighted where given)."""
+    expected scores; ``per_aspect`` one call per aspect); ``relative`` grades each against the other
+    (probability-weighted where given)."""
     run_id = settings.run_id or f"pairs-{new_run_id()}"
     run_dir = run_dir_for(settings.runs_dir, run_id)
     settings = settings.model_copy(update={"run_id": run_id})
@@ -168,7 +172,11 @@ def measure_pair_ranking(
         record_run(settings, run_dir, "agreement")
     retries = settings.search.structured_retries
     relative = rubric == "relative"
-    scorer = _relative_scorer(retries) if relative else _absolute_scorer(rubric, settings.reward.scoring, retries)
+    scorer = (
+        _relative_scorer(retries)
+        if relative
+        else _absolute_scorer(rubric, settings.reward.scoring, retries, per_aspect)
+    )
     services = build_services(settings, run_dir, models, embedder)
     judge = services.callers["evaluator"]
     started = time.monotonic()
@@ -185,6 +193,7 @@ def measure_pair_ranking(
         "run_id": run_id,
         "judge": judge.model_id,
         "rubric": rubric,
+        "per_aspect": per_aspect and not relative,
         "scoring": "relative" if relative else settings.reward.scoring,
         "pairs": len(pairs),
         "built_from": "just-eval answers averaging >= 4 from the reference judge, each against a degraded copy "

@@ -5,7 +5,8 @@ With ``--pairs N`` it runs ``drpo eval judge-pairs`` instead (ranking accuracy o
 answer and a degraded copy), where ``relative`` (each answer graded against the other) is also a template.
 
 Run: DRPO_SHARED_DATA=../shared/data .venv/bin/python tests/benchmarks/judge_agreement.py [--limit 30]
-     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored] [--pairs 12 --rubrics eval,relative]
+     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored,eval-split] [--pairs 12 --rubrics eval,relative]
+(``eval-split``: the eval template, one call per aspect.)
 An interrupted sweep re-run with the same --work directory repeats no finished call (each run's journal).
 """
 
@@ -23,6 +24,7 @@ import yaml
 
 DRPO = [sys.executable, "-m", "drpo.cli"]
 VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
+SPLIT = "-split"  # a template name ending so asks one call per aspect (--per-aspect)
 
 
 def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False) -> dict:
@@ -42,9 +44,10 @@ def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: b
             }
         )
     )
+    template, split = rubric.removesuffix(SPLIT), rubric.endswith(SPLIT)
     command = [*DRPO, "eval", "judge-pairs" if pairs else "judge-agreement", "--config", str(config),
-               "--verdicts", str(data / VERDICTS), "--limit", str(limit), "--rubric", rubric,
-               "--run-id", run_id]  # fmt: skip
+               "--verdicts", str(data / VERDICTS), "--limit", str(limit), "--rubric", template,
+               "--run-id", run_id, *(["--per-aspect"] if split else [])]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
     if done.returncode != 0:
