@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.progress import ProposalsEvent, emit
 from drpo.graph.state import (
+    ROOT_ID,
     CandidateRecord,
     CarryReason,
     FailureRecord,
@@ -32,13 +33,22 @@ def child_id(depth: int, rank: int, sample: int) -> str:
     return f"d{depth}-{rank}-{sample}"
 
 
+RELATIVE_NOTE = (
+    "(These scores compare the output, B, with a reference answer to the same query, A, written with the "
+    "initial system prompt: 3 = as good as A, 5 = much better, 1 = much worse.)\n"
+)
+
+
 def feedback_shown(services: Services, payload: TransitionPayload) -> list[tuple[str, str, str]]:
-    """(query, answer, verdict) of every scored evaluation the optimizer is shown."""
+    """(query, answer, verdict) of every scored evaluation the optimizer is shown; a relative verdict
+    says what its scale and its "A" and "B" mean."""
+    relative = services.settings.reward.scoring == "relative"
     return [
         (
             services.query_text(record["query"]),
             services.journal.get_answer(record["answer_id"])["answer"],
-            evaluation_text(record["scores"], record["rationales"]),
+            (RELATIVE_NOTE if relative and record["candidate"] != ROOT_ID else "")
+            + evaluation_text(record["scores"], record["rationales"]),
         )
         for record in payload["evaluations"]
         if record["reward"] is not None

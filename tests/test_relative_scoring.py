@@ -90,6 +90,11 @@ def test_a_relative_run_grades_every_other_answer_against_the_initial_prompts(ma
     assert sum(answers_by_prompt.values()) == len(queries_seen)  # the initial prompt answered every depth's queries
     planned = plan_run(settings)["roles"]
     assert planned["base"]["calls"] == sum(1 for text in calls if task_of(text) == "answer")  # the dry run counts them
+    rewrites = [text for text in calls if task_of(text) == "transition"]
+    for text in rewrites:  # relative verdicts say what their scale means; the initial prompt's own do not
+        current = text.split("<current_system_prompt>\n", 1)[1].split("\n</current_system_prompt>", 1)[0]
+        noted = "These scores compare the output" in text
+        assert noted == (current != settings.search.initial_prompt), current
     for text in relative_calls:  # and its answer to the same query is the reference
         reference = text.split("<response_a>\n", 1)[1].split("\n</response_a>", 1)[0]
         assert reference.startswith("Answer ") and "<response_b>" in text

@@ -201,6 +201,9 @@ def measure_pair_ranking(
         "seconds": round(seconds, 2),
         "seconds_per_pair": round(seconds / len(pairs), 2),
         "ranking": _ranking(results, 0),
+        "items": [
+            {"id": pair.id, "kind": pair.kind, "original": good[0], "degraded": bad[0]} for pair, good, bad in results
+        ],
         **({"written": _ranking(results, 1)} if weighted else {}),
         "path": str(run_dir.root / "pairs.json"),
     }
