@@ -73,6 +73,7 @@ class RunResult(TypedDict):
     failures: list[dict[str, Any]]
     usage: dict[str, dict[str, int]]
     search: NotRequired[dict[str, Any]]
+    reward: NotRequired[dict[str, Any]]
     max_depth: NotRequired[int]
     depth_increases: NotRequired[int]
     aspects: NotRequired[dict[str, Any]]

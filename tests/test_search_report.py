@@ -53,6 +53,12 @@ def test_the_report_holds_the_runs_depths_prompts_beam_aspects_and_failures(fini
     assert len(series["best reward"]) == finished["depths_run"]
 
 
+def test_a_relative_runs_report_says_what_its_rewards_mean(finished: dict) -> None:
+    assert "Rewards are relative" not in search_report_html(finished, {})
+    relative = {**finished, "reward": {**finished["reward"], "scoring": "relative"}}
+    assert "3 = as good, 5 = much better" in search_report_html(relative, {})
+
+
 def test_failures_are_listed_by_role_and_kind(finished: dict) -> None:
     hurt = {**finished, "failures": [{"depth": 2, "role": "evaluator", "kind": "unparseable_evaluation",
                                       "target": "d2-0-0|q", "attempts": 3, "error": "no JSON object"}]}  # fmt: skip

@@ -42,7 +42,7 @@ def figures(result: RunResult) -> dict[str, bytes]:
         points = [(d, v) for d, v in zip(depths, values, strict=True) if v is not None]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label, zorder=2)
     axis.set_xlabel("depth")
-    axis.set_ylabel("reward (1-5)")
+    axis.set_ylabel("reward (3 = as good as the initial prompt)" if is_relative(result) else "reward (1-5)")
     axis.set_xticks(depths)
     axis.legend(fontsize=8)
     out["rewards"] = png_bytes(fig)
@@ -155,6 +155,17 @@ def _failures_html(result: RunResult) -> str:
     )
 
 
+RELATIVE_NOTE = (
+    "<p>Rewards are relative (<code>reward.scoring: relative</code>): each answer graded against the initial "
+    "prompt's answer to the same query, 3 = as good, 5 = much better; the initial prompt's own reward (depth 1) "
+    "is its absolute 1-5 grade.</p>"
+)
+
+
+def is_relative(result: RunResult) -> bool:
+    return result.get("reward", {}).get("scoring") == "relative"
+
+
 def search_report_html(result: RunResult, pictures: dict[str, bytes]) -> str:
     series = depth_series(result)
     table_rows = "".join(
@@ -181,6 +192,7 @@ def search_report_html(result: RunResult, pictures: dict[str, bytes]) -> str:
         f"<p>{result['depths_run']} depths, stopped: {html.escape(result['stop_reason'])}. Best candidate "
         f"{html.escape(best['candidate_id'])} (depth {best['depth']}): reward {num(best['reward'])}, "
         f"path value {num(best['path_value'])}.</p><h2>Best prompt</h2><pre>{html.escape(result['best_prompt'])}</pre>"
+        f"{RELATIVE_NOTE if is_relative(result) else ''}"
         f"<h2>By depth</h2><table><tr><th>depth</th><th>candidates</th><th>best reward</th><th>mean reward</th>"
         f"<th>best path value (beam)</th><th>beam</th></tr>{table_rows}</table>{images}"
         f"<h2>Search tree</h2>{_tree_html(result)}<h2>Kept prompts against their parents</h2>{_diffs_html(result)}"
