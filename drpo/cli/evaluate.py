@@ -259,9 +259,34 @@ def report(
         console.print(str(path), highlight=False)
 
 
+VerdictsOption = Annotated[Path, typer.Option("--verdicts", help="Reference verdicts (just-eval format JSONL)")]
+JudgeScoringOption = Annotated[
+    str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
+]
+PerAspectOption = Annotated[bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")]
+
+
+def judge_settings(
+    config: Path | None,
+    local_model: str | None,
+    run_id: str | None,
+    runs_dir: Path | None,
+    concurrency: int | None,
+    scoring: str | None,
+) -> Settings:
+    """The settings a judge measurement runs with: the config, with the command's flags on top."""
+    flags = {
+        "run_id": run_id,
+        "runs_dir": str(runs_dir) if runs_dir else None,
+        "search": {"concurrency": concurrency},
+        "reward": {"scoring": scoring},
+    }
+    return settings_from_flags(config, flags, local_model)
+
+
 @eval_app.command("judge-agreement")
 def judge_agreement(
-    verdicts: Annotated[Path, typer.Option("--verdicts", help="Reference verdicts (just-eval format JSONL)")],
+    verdicts: VerdictsOption,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Items, half of them low-scored by the reference")
     ] = None,
@@ -271,29 +296,19 @@ def judge_agreement(
     local_model: LocalModelOption = None,
     concurrency: ConcurrencyOption = None,
     sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the stratified sample")] = 0,
-    scoring: Annotated[
-        str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
-    ] = None,
+    scoring: JudgeScoringOption = None,
     rubric: Annotated[
         str, typer.Option("--rubric", help="eval (the evaluation's template), or paper / anchored (the reward's)")
     ] = "eval",
-    per_aspect: Annotated[
-        bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")
-    ] = False,
+    per_aspect: PerAspectOption = False,
 ) -> None:
     """Grade answers a reference judge already scored with the configured evaluator, and compare."""
     from drpo.run.agreement import load_verdicts, measure_agreement, stratified
 
     def action() -> dict[str, Any]:
-        flags = {
-            "run_id": run_id,
-            "runs_dir": str(runs_dir) if runs_dir else None,
-            "search": {"concurrency": concurrency},
-            "reward": {"scoring": scoring},
-        }
         if rubric not in ("eval", "paper", "anchored"):
             raise DrpoInputError(f"--rubric must be eval, paper or anchored, not {rubric!r}")
-        settings = settings_from_flags(config, flags, local_model)
+        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring)
         if settings.reward.scoring == "relative":
             raise DrpoInputError(
                 "relative scores cannot be compared with absolute verdicts; measure them with drpo eval judge-pairs"
@@ -329,7 +344,7 @@ def judge_agreement(
 
 @eval_app.command("judge-pairs")
 def judge_pairs(
-    verdicts: Annotated[Path, typer.Option("--verdicts", help="Reference verdicts (just-eval format JSONL)")],
+    verdicts: VerdictsOption,
     limit: Annotated[int, typer.Option("--limit", help="Pairs (well-scored answer, degraded copy)")] = 24,
     config: ConfigOption = None,
     run_id: RunIdOption = None,
@@ -337,16 +352,12 @@ def judge_pairs(
     local_model: LocalModelOption = None,
     concurrency: ConcurrencyOption = None,
     sample_seed: Annotated[int, typer.Option("--sample-seed", help="Seed of the pairs' sample")] = 0,
-    scoring: Annotated[
-        str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
-    ] = None,
+    scoring: JudgeScoringOption = None,
     rubric: Annotated[
         str,
         typer.Option("--rubric", help="eval, paper, anchored (each answer alone), relative (each against the other)"),
     ] = "eval",
-    per_aspect: Annotated[
-        bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")
-    ] = False,
+    per_aspect: PerAspectOption = False,
 ) -> None:
     """Can the judge tell a good answer from a degraded copy of it? Pair-ranking accuracy per degradation."""
     from drpo.run.agreement import load_verdicts
@@ -355,13 +366,7 @@ def judge_pairs(
     def action() -> dict[str, Any]:
         if rubric not in ("eval", "paper", "anchored", "relative"):
             raise DrpoInputError(f"--rubric must be eval, paper, anchored or relative, not {rubric!r}")
-        flags = {
-            "run_id": run_id,
-            "runs_dir": str(runs_dir) if runs_dir else None,
-            "search": {"concurrency": concurrency},
-            "reward": {"scoring": scoring},
-        }
-        settings = settings_from_flags(config, flags, local_model)
+        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring)
         pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed)
         return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect)
 

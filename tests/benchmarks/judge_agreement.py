@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -83,13 +84,18 @@ def pair_table(args: argparse.Namespace, data: Path) -> list[str]:
         "| judge, template, score | all | truncated | shuffled | generic | ties | unusable | s/pair |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    for label, result in results(args, data, args.pairs, pairs=True):
+        seconds = result["seconds_per_pair"]
+        lines.append(pair_row(f"{label}, written", result["written"], seconds))
+        lines.append(pair_row(f"{label}, expected", result["ranking"], seconds))
+    return lines
+
+
+def results(args: argparse.Namespace, data: Path, size: int, pairs: bool = False) -> Iterator[tuple[str, dict]]:
+    """("tier, template", result) for every configuration asked for, measured or read back."""
     for tier in args.tiers.split(","):
         for rubric in args.rubrics.split(","):
-            result = run_one(args.work, data, tier, rubric, args.pairs, pairs=True)
-            seconds = result["seconds_per_pair"]
-            lines.append(pair_row(f"{tier}, {rubric}, written", result["written"], seconds))
-            lines.append(pair_row(f"{tier}, {rubric}, expected", result["ranking"], seconds))
-    return lines
+            yield f"{tier}, {rubric}", run_one(args.work, data, tier, rubric, size, pairs=pairs)
 
 
 def main() -> None:
@@ -113,11 +119,9 @@ def main() -> None:
         "| judge, template, score | Pearson | Spearman | bias | within one | distinct averages | unusable | s/item |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for tier in args.tiers.split(","):
-        for rubric in args.rubrics.split(","):
-            result = run_one(args.work, data, tier, rubric, args.limit)
-            lines.append(row(f"{tier}, {rubric}, written", result, "written"))
-            lines.append(row(f"{tier}, {rubric}, expected", result, "aspects"))
+    for label, result in results(args, data, args.limit):
+        lines.append(row(f"{label}, written", result, "written"))
+        lines.append(row(f"{label}, expected", result, "aspects"))
     print("\n".join(lines))
 
 
