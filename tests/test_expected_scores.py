@@ -99,9 +99,10 @@ def test_digits_glued_to_json_punctuation_are_found() -> None:
     assert expected_scores(text, ["Depth"], alternatives) == {"Depth": pytest.approx(2.5)}
 
 
-def test_expected_scores_over_http_and_a_kill_9_resume_reach_the_unbroken_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scoring", ["expected", "relative"])
+def test_expected_scores_over_http_and_a_kill_9_resume_reach_the_unbroken_result(tmp_path: Path, scoring: str) -> None:
     """The OpenAI-style path end to end: log-probabilities asked for, kept in the journal, weighed; a run killed
-    mid-way and resumed ends with the unbroken run's result."""
+    mid-way and resumed ends with the unbroken run's result (relative scores are weighed the same way)."""
     import os
     import signal
     import time
@@ -119,7 +120,7 @@ def test_expected_scores_over_http_and_a_kill_9_resume_reach_the_unbroken_result
         with FakeOpenAIServer(log_path=log, latency=0.02) as server:
             config = fake_server_config(work / "c.yaml", server.base_url, depth=3, max_depth_increase=0)
             data = yaml.safe_load(config.read_text())
-            data["reward"] = {"scoring": "expected"}
+            data["reward"] = {"scoring": scoring}
             config.write_text(yaml.safe_dump(data))
             command = ("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs")
             if name == "killed":
