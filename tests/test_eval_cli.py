@@ -131,7 +131,7 @@ def test_judge_pairs_over_http_for_absolute_and_relative_judging(tmp_path: Path)
             assert done.returncode == 0, done.stderr
             report = json.loads((tmp_path / "runs" / rubric / "pairs.json").read_text())
             assert report["pairs"] == 6 and report["ranking"]["all"]["pairs"] == 6 and len(report["items"]) == 6
-            assert set(report["ranking"]) == {"all", "truncated", "shuffled", "generic"}
+            assert set(report["ranking"]) == {"all", "truncated", "shuffled", "generic", "padded"}
             assert "generic" in done.stdout and "accuracy" in done.stdout
 
 

@@ -11,7 +11,7 @@ import pytest
 from drpo.graph.state import ROOT_ID
 from drpo.judge.verdict import judge_answer
 from drpo.run.agreement import Verdict
-from drpo.run.pairs import DEGRADATIONS, GENERIC_LINE, degrade, degraded_pairs, measure_pair_ranking
+from drpo.run.pairs import DEGRADATIONS, GENERIC_LINE, PADDING, degrade, degraded_pairs, measure_pair_ranking
 from drpo.run.plan import plan_run
 from drpo.store.embeddings import Embedder
 from support.responder import task_of
@@ -125,6 +125,8 @@ def test_degradations_are_worse_copies_of_the_answer() -> None:
     assert LONG.startswith(truncated) and len(truncated.split()) == max(12, len(LONG.split()) // 3)
     assert shuffled != LONG and sorted(shuffled.split()) == sorted(LONG.split())
     assert generic == f"Start with a clear goal for the week. {GENERIC_LINE}"
+    padded = degrade(LONG, "padded", rng)
+    assert padded.startswith(LONG) and padded.endswith(PADDING) and len(padded) > len(LONG)
     assert degrade("1. First item. 2. Second item.", "generic", rng).startswith("1. First item.")
 
 
@@ -139,7 +141,7 @@ def verdicts() -> list[Verdict]:
 
 def test_pairs_come_from_long_well_scored_regular_answers_in_turn_and_seeded() -> None:
     pairs = degraded_pairs(verdicts(), 6, seed=3)
-    assert [p.kind for p in pairs] == [*DEGRADATIONS, *DEGRADATIONS]
+    assert [p.kind for p in pairs] == [*DEGRADATIONS, *DEGRADATIONS][:6]
     assert {p.id for p in pairs} <= {str(n) for n in range(8)}  # never the short, poor or safety answers
     assert pairs == degraded_pairs(verdicts(), 6, seed=3)
     assert all(p.degraded != p.original for p in pairs)

@@ -3,10 +3,12 @@
 Relative judging (a candidate graded against a reference answer) cannot be compared with a reference
 judge's absolute verdicts, so every judge configuration is also measured on pairs whose order is fixed by
 construction: a just-eval answer the reference judge scored well (average >= 4) and a copy degraded in one
-of three deterministic ways (cut to its first third, its sentences shuffled into one paragraph, or its
-substance replaced by a generic line). An absolute judge ranks the pair right when it scores the original
-higher; a relative judge when the original graded against the copy scores higher than the copy graded
-against the original (both roles, so a preference for one position cancels out).
+of four deterministic ways: cut to its first third, its sentences shuffled into one paragraph, its substance
+replaced by a generic line, or padded with a paragraph of empty generalities (longer, yet worse: a judge that
+prefers longer answers gets this kind wrong, while the first and third are also shorter). An absolute
+judge ranks the pair right when it scores the original higher; a relative judge when the original graded
+against the copy scores higher than the copy graded against the original (both roles, so a preference for
+one position cancels out).
 """
 
 from __future__ import annotations
@@ -34,8 +36,14 @@ from drpo.settings import Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import atomic_write_json, new_run_id, run_dir_for
 
-DEGRADATIONS = ("truncated", "shuffled", "generic")
+DEGRADATIONS = ("truncated", "shuffled", "generic", "padded")
 GENERIC_LINE = "The details depend on your situation, so it is best to look into it further with a reliable source."
+PADDING = (
+    "In general, it is always important to think carefully about questions like this one. Many people have "
+    "different opinions, and there are many factors that can play a role. It is worth keeping an open mind and "
+    "considering various perspectives. Every situation is unique, and what works for one person may not work for "
+    "another. Ultimately, the best approach depends on your own goals and circumstances, so take your time."
+)
 MIN_WORDS = 60  # shorter answers lose too little when cut
 SENTENCE_END = re.compile(r"(?<=[A-Za-z)\"'][.!?])\s+|\n+")  # not after "1." of a list
 
@@ -56,7 +64,7 @@ def _sentences(text: str) -> list[str]:
 
 
 def degrade(answer: str, kind: str, rng: random.Random) -> str:
-    """A copy of ``answer`` that is worse in one way: ``truncated``, ``shuffled`` or ``generic``."""
+    """A copy of ``answer`` that is worse in one way: ``truncated``, ``shuffled``, ``generic`` or ``padded``."""
     if kind == "truncated":
         words = answer.split()
         return " ".join(words[: max(12, len(words) // 3)])
@@ -68,12 +76,14 @@ def degrade(answer: str, kind: str, rng: random.Random) -> str:
         return " ".join(shuffled)
     if kind == "generic":
         return f"{sentences[0]} {GENERIC_LINE}" if sentences else GENERIC_LINE
+    if kind == "padded":
+        return f"{answer}\n\n{PADDING}"
     raise ValueError(f"unknown degradation {kind!r}")
 
 
 def degraded_pairs(verdicts: list[Verdict], limit: int, seed: int) -> list[Pair]:
-    """``limit`` pairs from well-scored regular answers of at least MIN_WORDS words, the three
-    degradations taken in turn; seeded, so a re-run builds the same pairs."""
+    """``limit`` pairs from well-scored regular answers of at least MIN_WORDS words, the degradations
+    taken in turn; seeded, so a re-run builds the same pairs."""
     if limit < 1:
         raise DrpoInputError("--limit must be at least 1")
     eligible = [
@@ -89,8 +99,9 @@ def degraded_pairs(verdicts: list[Verdict], limit: int, seed: int) -> list[Pair]
     rng = random.Random(seed)
     chosen = rng.sample(eligible, min(limit, len(eligible)))
     return [
-        Pair(v.id, v.query, v.answer, degrade(v.answer, DEGRADATIONS[i % 3], rng), DEGRADATIONS[i % 3])
+        Pair(v.id, v.query, v.answer, degrade(v.answer, kind, rng), kind)
         for i, v in enumerate(chosen)
+        for kind in [DEGRADATIONS[i % len(DEGRADATIONS)]]
     ]
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from drpo.run.pairs import DEGRADATIONS
+
 DRPO = [sys.executable, "-m", "drpo.cli"]
 VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
 SPLIT = "-split"  # a template name ending so asks one call per aspect (--per-aspect)
@@ -70,7 +72,7 @@ def row(label: str, result: dict, block: str) -> str:
 
 def pair_row(label: str, ranking: dict, seconds: float) -> str:
     cells = [f"{ranking[kind]['accuracy']:.2f}" if kind in ranking and ranking[kind]["accuracy"] is not None else "-"
-             for kind in ("all", "truncated", "shuffled", "generic")]  # fmt: skip
+             for kind in ("all", *DEGRADATIONS)]  # fmt: skip
     everything = ranking["all"]
     return f"| {label} | {' | '.join(cells)} | {everything['ties']} | {everything['unusable']} | {seconds:.1f} |"
 
@@ -78,11 +80,11 @@ def pair_row(label: str, ranking: dict, seconds: float) -> str:
 def pair_table(args: argparse.Namespace, data: Path) -> list[str]:
     lines = [
         f"Pair ranking on {args.pairs} pairs: a just-eval answer GPT-4-turbo scored >= 4 on average against a "
-        "copy cut to its first third, shuffled into one paragraph, or reduced to its first sentence and a "
-        "generic line (in turn); accuracy counts a tie as half.",
+        "copy cut to its first third, shuffled into one paragraph, reduced to its first sentence and a generic "
+        "line, or padded with a paragraph of generalities (in turn); accuracy counts a tie as half.",
         "",
-        "| judge, template, score | all | truncated | shuffled | generic | ties | unusable | s/pair |",
-        "|---|---|---|---|---|---|---|---|",
+        "| judge, template, score | all | truncated | shuffled | generic | padded | ties | unusable | s/pair |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, result in results(args, data, args.pairs, pairs=True):
         seconds = result["seconds_per_pair"]
