@@ -71,7 +71,18 @@ def test_kill_9_then_resume_reaches_the_unbroken_result(reference_run, tmp_path:
     assert not reference_hashes - hashes
 
 
-def test_ctrl_c_leaves_a_resumable_run(reference_run, tmp_path: Path) -> None:
+@pytest.fixture
+def sigint_not_ignored():
+    """A shell that starts the tests in the background ignores SIGINT, and children inherit that; Python
+    then installs no KeyboardInterrupt handler. Ctrl-C is what this test is about, so it restores the default."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_leaves_a_resumable_run(reference_run, tmp_path: Path, sigint_not_ignored) -> None:
     reference, _, _ = reference_run
     log = tmp_path / "requests.jsonl"
     with FakeOpenAIServer(log_path=log, latency=0.05) as server:
