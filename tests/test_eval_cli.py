@@ -133,6 +133,13 @@ def test_judge_pairs_over_http_for_absolute_and_relative_judging(tmp_path: Path)
             assert report["pairs"] == 6 and report["ranking"]["all"]["pairs"] == 6 and len(report["items"]) == 6
             assert set(report["ranking"]) == {"all", "truncated", "shuffled", "generic", "padded"}
             assert "generic" in done.stdout and "accuracy" in done.stdout
+        only = drpo(
+            "eval", "judge-pairs", "--config", str(config), "--verdicts", str(verdicts), "--limit", "3",
+            "--kinds", "padded", "--run-id", "padded", "--runs-dir", "runs", cwd=tmp_path,
+        )  # fmt: skip
+    assert only.returncode == 0, only.stderr
+    report = json.loads((tmp_path / "runs" / "padded" / "pairs.json").read_text())
+    assert set(report["ranking"]) == {"all", "padded"} and report["ranking"]["padded"]["pairs"] == 3
 
 
 def test_bad_evaluation_inputs_exit_2_with_one_line(reference_eval, tmp_path: Path) -> None:
@@ -160,6 +167,7 @@ def test_bad_evaluation_inputs_exit_2_with_one_line(reference_eval, tmp_path: Pa
         ),
         (("eval", "judge-pairs", "--verdicts", str(verdicts), "--rubric", "vibes"), "--rubric must be eval"),
         (("eval", "judge-pairs", "--verdicts", str(good)), "not a verdict"),
+        (("eval", "judge-pairs", "--verdicts", str(verdicts), "--kinds", "padded,long"), "--kinds takes"),
         (("eval", "show", "ghost"), "unknown run 'ghost'"),
     ]
     for args, message in cases:

@@ -8,10 +8,19 @@ from collections import Counter
 
 import pytest
 
+from drpo.errors import DrpoInputError
 from drpo.graph.state import ROOT_ID
 from drpo.judge.verdict import judge_answer
 from drpo.run.agreement import Verdict
-from drpo.run.pairs import DEGRADATIONS, GENERIC_LINE, PADDING, degrade, degraded_pairs, measure_pair_ranking
+from drpo.run.pairs import (
+    DEGRADATIONS,
+    GENERIC_LINE,
+    PADDING,
+    degrade,
+    degraded_pairs,
+    measure_pair_ranking,
+    parse_kinds,
+)
 from drpo.run.plan import plan_run
 from drpo.store.embeddings import Embedder
 from support.responder import task_of
@@ -145,6 +154,21 @@ def test_pairs_come_from_long_well_scored_regular_answers_in_turn_and_seeded() -
     assert {p.id for p in pairs} <= {str(n) for n in range(8)}  # never the short, poor or safety answers
     assert pairs == degraded_pairs(verdicts(), 6, seed=3)
     assert all(p.degraded != p.original for p in pairs)
+
+
+def test_pairs_of_chosen_kinds_keep_the_same_answers() -> None:
+    everything = degraded_pairs(verdicts(), 4, seed=3)
+    padded = degraded_pairs(verdicts(), 4, seed=3, kinds=parse_kinds("padded"))
+    assert [p.kind for p in padded] == ["padded"] * 4
+    assert [p.id for p in padded] == [p.id for p in everything]  # the same sample, only degraded otherwise
+    assert all(p.degraded == f"{p.original}\n\n{PADDING}" for p in padded)
+    assert parse_kinds(" generic, truncated ") == ("generic", "truncated")
+
+
+@pytest.mark.parametrize("text", ["", "padded,vibes", "padded, padded"])
+def test_bad_kinds_are_refused(text: str) -> None:
+    with pytest.raises(DrpoInputError, match="--kinds"):
+        parse_kinds(text)
 
 
 def test_pair_ranking_counts_right_answers_ties_and_kinds(make_settings) -> None:

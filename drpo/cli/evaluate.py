@@ -358,16 +358,20 @@ def judge_pairs(
         typer.Option("--rubric", help="eval, paper, anchored (each answer alone), relative (each against the other)"),
     ] = "eval",
     per_aspect: PerAspectOption = False,
+    kinds: Annotated[
+        str, typer.Option("--kinds", help="Degradations taken in turn: truncated, shuffled, generic, padded")
+    ] = "truncated,shuffled,generic,padded",
 ) -> None:
     """Can the judge tell a good answer from a degraded copy of it? Pair-ranking accuracy per degradation."""
     from drpo.run.agreement import load_verdicts
-    from drpo.run.pairs import degraded_pairs, measure_pair_ranking
+    from drpo.run.pairs import degraded_pairs, measure_pair_ranking, parse_kinds
 
     def action() -> dict[str, Any]:
         if rubric not in ("eval", "paper", "anchored", "relative"):
             raise DrpoInputError(f"--rubric must be eval, paper, anchored or relative, not {rubric!r}")
         settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring)
-        pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed)
+        chosen_kinds = parse_kinds(kinds)  # before the verdicts are read or a model is loaded
+        pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed, chosen_kinds)
         return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect)
 
     result = run_guarded(action, None)

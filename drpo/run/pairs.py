@@ -81,9 +81,21 @@ def degrade(answer: str, kind: str, rng: random.Random) -> str:
     raise ValueError(f"unknown degradation {kind!r}")
 
 
-def degraded_pairs(verdicts: list[Verdict], limit: int, seed: int) -> list[Pair]:
-    """``limit`` pairs from well-scored regular answers of at least MIN_WORDS words, the degradations
-    taken in turn; seeded, so a re-run builds the same pairs."""
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """``--kinds truncated,padded`` -> the named degradations, in the order given (each known, none twice)."""
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in DEGRADATIONS]
+    if not kinds or unknown:
+        named = ", ".join(repr(kind) for kind in unknown) or "nothing"
+        raise DrpoInputError(f"--kinds takes a comma-separated list of {', '.join(DEGRADATIONS)}, not {named}")
+    if len(set(kinds)) != len(kinds):
+        raise DrpoInputError(f"--kinds names a degradation twice: {text!r}")
+    return kinds
+
+
+def degraded_pairs(verdicts: list[Verdict], limit: int, seed: int, kinds: tuple[str, ...] = DEGRADATIONS) -> list[Pair]:
+    """``limit`` pairs from well-scored regular answers of at least MIN_WORDS words, the ``kinds`` of
+    degradation taken in turn; seeded, so a re-run builds the same pairs."""
     if limit < 1:
         raise DrpoInputError("--limit must be at least 1")
     eligible = [
@@ -101,7 +113,7 @@ def degraded_pairs(verdicts: list[Verdict], limit: int, seed: int) -> list[Pair]
     return [
         Pair(v.id, v.query, v.answer, degrade(v.answer, kind, rng), kind)
         for i, v in enumerate(chosen)
-        for kind in [DEGRADATIONS[i % len(DEGRADATIONS)]]
+        for kind in [kinds[i % len(kinds)]]
     ]
 
 

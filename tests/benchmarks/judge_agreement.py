@@ -5,7 +5,8 @@ With ``--pairs N`` it runs ``drpo eval judge-pairs`` instead (ranking accuracy o
 answer and a degraded copy), where ``relative`` (each answer graded against the other) is also a template.
 
 Run: DRPO_SHARED_DATA=../shared/data .venv/bin/python tests/benchmarks/judge_agreement.py [--limit 30]
-     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored,eval-split] [--pairs 12 --rubrics eval,relative]
+     [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored,eval-split]
+     [--pairs 12 --rubrics eval,relative [--kinds padded]]
 (``eval-split``: the eval template, one call per aspect.)
 An interrupted sweep re-run with the same --work directory repeats no finished call (each run's journal).
 """
@@ -30,8 +31,9 @@ VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
 SPLIT = "-split"  # a template name ending so asks one call per aspect (--per-aspect)
 
 
-def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False) -> dict:
-    run_id = f"{'pairs' if pairs else 'agree'}-{tier}-{rubric}-{limit}".replace(".", "")
+def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False, kinds: str = "") -> dict:
+    named_kinds = f"-{kinds.replace(',', '-')}" if kinds else ""
+    run_id = f"{'pairs' if pairs else 'agree'}-{tier}-{rubric}-{limit}{named_kinds}".replace(".", "")
     saved = work / "runs" / run_id / ("pairs.json" if pairs else "agreement.json")
     if saved.is_file():
         return json.loads(saved.read_text())
@@ -50,7 +52,8 @@ def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: b
     template, split = rubric.removesuffix(SPLIT), rubric.endswith(SPLIT)
     command = [*DRPO, "eval", "judge-pairs" if pairs else "judge-agreement", "--config", str(config),
                "--verdicts", str(data / VERDICTS), "--limit", str(limit), "--rubric", template,
-               "--run-id", run_id, *(["--per-aspect"] if split else [])]  # fmt: skip
+               "--run-id", run_id, *(["--per-aspect"] if split else []),
+               *(["--kinds", kinds] if kinds else [])]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
     if done.returncode != 0:
@@ -97,7 +100,8 @@ def results(args: argparse.Namespace, data: Path, size: int, pairs: bool = False
     """("tier, template", result) for every configuration asked for, measured or read back."""
     for tier in args.tiers.split(","):
         for rubric in args.rubrics.split(","):
-            yield f"{tier}, {rubric}", run_one(args.work, data, tier, rubric, size, pairs=pairs)
+            kinds = args.kinds if pairs else ""
+            yield f"{tier}, {rubric}", run_one(args.work, data, tier, rubric, size, pairs=pairs, kinds=kinds)
 
 
 def main() -> None:
@@ -107,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rubrics", default="eval,paper,anchored")
     parser.add_argument("--work", type=Path, default=Path("/tmp/drpo-judge-agreement"))
     parser.add_argument("--pairs", type=int, default=0, help="measure pair ranking on this many pairs instead")
+    parser.add_argument("--kinds", default="", help="with --pairs: only these degradations (e.g. padded)")
     args = parser.parse_args()
     data = Path(os.environ.get("DRPO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
     args.work.mkdir(parents=True, exist_ok=True)
