@@ -81,10 +81,11 @@ def pair_row(label: str, ranking: dict, seconds: float) -> str:
 
 
 def pair_table(args: argparse.Namespace, data: Path) -> list[str]:
+    kinds = f"only {args.kinds}" if args.kinds else "in turn"
     lines = [
         f"Pair ranking on {args.pairs} pairs: a just-eval answer GPT-4-turbo scored >= 4 on average against a "
         "copy cut to its first third, shuffled into one paragraph, reduced to its first sentence and a generic "
-        "line, or padded with a paragraph of generalities (in turn); accuracy counts a tie as half.",
+        f"line, or padded with a paragraph of generalities ({kinds}); accuracy counts a tie as half.",
         "",
         "| judge, template, score | all | truncated | shuffled | generic | padded | ties | unusable | s/pair |",
         "|---|---|---|---|---|---|---|---|---|",
