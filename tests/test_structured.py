@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,51 @@ def test_journal_answers_a_finished_call_without_calling_again(tmp_path: Path) -
     assert again.text == first.text and again.from_journal and not first.from_journal
     assert not other_sample.from_journal
     assert len(model.calls) == 2
+
+
+class _SlowJournal(CallJournal):
+    """Records when each reply is stored, slowly, so a call started meanwhile would show."""
+
+    def __init__(self, path: Path, events: list[str]) -> None:
+        base = CallJournal.sqlite(path)
+        super().__init__(base._calls, base._answers)
+        self.events = events
+
+    def put_call(self, key: str, record: dict) -> None:
+        time.sleep(0.3)
+        self.events.append(f"stored {record['text']}")
+        super().put_call(key, record)
+
+
+def test_a_reply_is_journaled_before_its_concurrency_slot_is_freed(tmp_path: Path) -> None:
+    """kill -9 may repeat at most ``concurrency`` calls: none may start while a finished one is unstored."""
+    events: list[str] = []
+
+    def reply(text: str, sample: int) -> str:
+        events.append(f"sent {text}")
+        return text
+
+    caller = RoleCaller(
+        "evaluator",
+        RoleSpec(),
+        ScriptedChatModel(responder=reply),
+        "custom:test",
+        CallerDeps(
+            journal=_SlowJournal(tmp_path / "journal.sqlite", events),
+            limiter=threading.BoundedSemaphore(1),
+            stats=CallStats(),
+            seed=1,
+        ),
+        openai_style=False,
+    )
+    threads = [threading.Thread(target=caller.complete, args=(f"q{n}",)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    kinds = [event.split()[0] for event in events]
+    assert kinds == ["sent", "stored"] * 3, events
 
 
 @pytest.mark.parametrize(

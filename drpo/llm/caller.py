@@ -243,7 +243,9 @@ class RoleCaller:
             return hit, False
         kwargs = self._kwargs(seed_basis, stop, schema)
         started = time.monotonic()
-        record = self._send(lambda: send(kwargs))
+        # Journaled while the call still holds its concurrency slot: after kill -9 at most
+        # ``concurrency`` calls are repeated, never one whose reply had already arrived.
+        record = self._send(lambda: send(kwargs), keep=lambda reply: deps.journal.put_call(key, reply))
         usage = record["usage"]
         log.info(
             "call role=%s model=%s %s in=%d out=%d %.2fs",
@@ -254,7 +256,6 @@ class RoleCaller:
             usage["output_tokens"],
             time.monotonic() - started,
         )
-        deps.journal.put_call(key, record)
         if self._cache is not None:
             self._cache.put(self._cache_key(key), record)
         if deps.budget is not None:
@@ -322,8 +323,9 @@ class RoleCaller:
         concurrency cap, rate limit and retry policy like every call."""
         return self._send(action)
 
-    def _send(self, action: Callable[[], T]) -> T:
-        """Run one provider request under the budget, concurrency cap, rate limit and retry policy."""
+    def _send(self, action: Callable[[], T], keep: Callable[[T], None] | None = None) -> T:
+        """Run one provider request under the budget, concurrency cap, rate limit and retry policy;
+        ``keep`` stores the reply before the concurrency slot is released."""
         deps = self._deps
         if deps.budget is not None:
             deps.budget.check()
@@ -334,7 +336,10 @@ class RoleCaller:
             if deps.rate_limiter is not None:
                 deps.rate_limiter.acquire()
             with deps.limiter:
-                return action()
+                reply = action()
+                if keep is not None:
+                    keep(reply)
+                return reply
 
         def count_retry() -> None:
             with deps.stats.lock:
