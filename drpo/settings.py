@@ -80,6 +80,9 @@ class RoleSpec(BaseModel):
         None, description="Name of the environment variable holding the API key (never the key itself)"
     )
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's frequency_penalty: above 0 small models loop less"
+    )
     max_tokens: int = Field(800, ge=16, le=32768)
     mode: Literal["chat", "completion"] = Field("chat", description="Base role only: chat or completion model")
     json_schema: bool | None = Field(
@@ -188,7 +191,14 @@ class SearchSettings(BaseModel):
         ge=0.0,
         le=1.0,
         description="Stop the run failed when more than this share of a depth's verdicts stays unusable "
-        "(a depth with none usable, or whose proposals all failed, always stops it)",
+        "(a depth with none usable always stops it; for failed proposals see stall_patience)",
+    )
+    stall_patience: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Depths in a row whose proposals may all fail before the run stops as stalled "
+        "(meanwhile the beam is carried on to new queries)",
     )
     initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
     review: bool = Field(False, description="Pause after each depth's pruning for a human review of the beam")

@@ -140,6 +140,7 @@ class PromptOptState(TypedDict):
     depth: NotRequired[Annotated[int, described("Current depth (1 = scoring the initial prompt)")]]
     max_depth: NotRequired[Annotated[int, described("Last depth, raised by skipped levels up to the limit")]]
     depth_increases: NotRequired[Annotated[int, described("Extra depths granted so far")]]
+    stalled_depths: NotRequired[Annotated[int, described("Depths in a row whose proposals all failed")]]
     query_order: NotRequired[Annotated[list[str], described("Seed query ids in the run's seeded order")]]
     strategy: NotRequired[Annotated[StrategyRecord, described("Search strategy: beam, greedy or mc")]]
     scoring: NotRequired[Annotated[str, described("reward.scoring at the start: absolute, expected or relative")]]

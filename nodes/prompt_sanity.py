@@ -23,7 +23,10 @@ META_OPENINGS = re.compile(
 NO_REFUSALS = re.compile(
     r"\b(never|do not|don't|must not|should not|will not|won't)\s+(decline|refuse|reject|turn down)\b[^.,;]{0,30}?"
     r"\b(harmful|malicious|dangerous|unsafe|illegal|unethical)\b"
-    r"|\b(comply with|fulfil+|answer|obey)\s+(all|any|every)\s+(harmful|malicious|dangerous|unsafe|illegal)\b",
+    r"|\b(comply with|fulfil+|answer|obey)\s+(all|any|every)\s+(harmful|malicious|dangerous|unsafe|illegal)\b"
+    # the negation carried through a list: "you cannot use the internet, ..., or decline malicious requests"
+    r"|\b(cannot|can't|can not|never|do not|don't|must not|should not|will not|won't)\b[^.;]{0,80}?,?\s+or\s+"
+    r"(decline|refuse|reject|turn down)\b[^.,;]{0,30}?\b(harmful|malicious|dangerous|unsafe|illegal|unethical)\b",
     re.IGNORECASE,
 )
 STOPWORDS = frozenset(
@@ -137,18 +140,18 @@ def prompt_problem(prompt: str, shown: Sequence[str] = (), current: str = "") ->
     ``shown``: the queries and answers the optimizer saw as feedback (a prompt must not copy them)."""
     words = _words(prompt)
     if len(words) < MIN_WORDS:
-        return f"it has {len(words)} words; write complete instructions to the assistant"
-    if any(marker in prompt for marker in TEMPLATE_MARKERS):
-        return "it contains the request's template markers; write only the new system prompt itself"
+        return f"it has {len(words)} words - write complete instructions to the assistant"
+    if any(marker in prompt.lower() for marker in TEMPLATE_MARKERS):  # the fifth demo's: "<The complete new..."
+        return "it contains the request's template markers - write only the new system prompt itself"
     lowered = prompt.lower()
     copied = next((line for line in _template_lines() if line.lower() in lowered), None)
     if copied is not None:
-        return f"it copies the request's guideline {copied[:60]!r}; write instructions to the assistant instead"
+        return f"it copies the request's guideline {copied[:60]!r} - write instructions to the assistant instead"
     if META_OPENINGS.match(prompt):
         return "it describes a prompt instead of instructing the assistant (start like: You are ...)"
     if NO_REFUSALS.search(prompt):
-        return "it tells the assistant not to refuse harmful requests; a system prompt must keep refusals of those"
+        return "it tells the assistant not to refuse harmful requests - a system prompt must keep refusals of those"
     passage = copied_passage(prompt, shown, current)
     if passage is not None:
-        return f"it copies {passage!r} from a query or answer it was shown; write general instructions instead"
+        return f"it copies {passage!r} from a query or answer it was shown - write general instructions instead"
     return _repetition(words)

@@ -9,7 +9,7 @@ from langgraph.types import Overwrite
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState, StrategyRecord
-from drpo.nodes.stalls import check_proposals
+from drpo.nodes.stalls import check_proposals, proposals_stall
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
@@ -54,7 +54,11 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         )
         update["scoring"] = services.settings.reward.scoring
     else:
-        check_proposals(state, services)  # a depth with no usable proposal would only carry the old prompts
+        # A depth with no usable proposal only carries the old prompts: tolerated stall_patience times in a row.
+        stalled = state.get("stalled_depths", 0) + 1 if proposals_stall(state) is not None else 0
+        if stalled >= search.stall_patience:
+            check_proposals(state, services)
+        update["stalled_depths"] = stalled
         order = state["query_order"]
         new = _next_frontier(state)
         skipped = any(_carried_by_skip(record) for record in new)

@@ -1,7 +1,8 @@
 """When a role stops producing usable output, the search must not go on scoring nothing and end "done".
 
-A depth whose verdicts are mostly unusable, or whose proposals all failed, stops the run with status
-failed, naming the role, its provider and the last error. Resuming asks the failed calls again
+A depth whose verdicts are mostly unusable, or whose proposals all failed (``search.stall_patience``
+depths in a row; until then the beam is carried on), stops the run with status failed, naming the role,
+its provider and the last error. Resuming asks the failed calls again
 (as new samples, so the journal does not hand back the same unusable replies); see ``redispatch``.
 """
 
@@ -81,13 +82,16 @@ def transition_round(state: PromptOptState, candidate_id: str, depth: int, num_a
     return failed // max(num_actions, 1)
 
 
-def redispatch_node(state: PromptOptState, next_nodes: tuple[str, ...], max_share: float) -> str | None:
+def redispatch_node(
+    state: PromptOptState, next_nodes: tuple[str, ...], max_share: float, stall_patience: int = 1
+) -> str | None:
     """On resume of a stalled run: the node whose outgoing edges send the failed work again
     (``dispatch_evaluation`` for verdicts, ``review`` for transitions), or None when nothing stalled."""
     if not state:
         return None
     if next_nodes == ("prune_beam",) and evaluation_stall(state, max_share) is not None:
         return "dispatch_evaluation"
+    stopped = state.get("stalled_depths", 0) + 1 >= stall_patience  # a tolerated stall is carried on, not re-asked
     if next_nodes == ("sample_queries",) and state.get("depth", 0) > 0 and proposals_stall(state) is not None:
-        return "review"
+        return "review" if stopped else None
     return None

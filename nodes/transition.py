@@ -20,7 +20,7 @@ from drpo.graph.state import (
     usage_update,
 )
 from drpo.llm.caller import call_structured_samples
-from drpo.llm.structured import OutputParseError, TransitionReply, parse_transition, reply_schema
+from drpo.llm.structured import OutputParseError, RejectedContent, TransitionReply, parse_transition, reply_schema
 from drpo.llm.usage import add_usage, estimate_tokens
 from drpo.nodes.prompt_sanity import UNUSABLE, prompt_problem
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
@@ -90,7 +90,7 @@ def length_guarded(
         parsed = parse_transition(data)
         problem = prompt_problem(parsed["new_system_prompt"], shown, current)
         if problem is not None:
-            raise OutputParseError(f"new_system_prompt {UNUSABLE}: {problem}")
+            raise RejectedContent(f"new_system_prompt {UNUSABLE}: {problem}")
         size = estimate_tokens(parsed["new_system_prompt"])
         if limit is not None and size > limit:
             raise OutputParseError(f"new_system_prompt is about {size} {TOO_LONG} {limit} tokens")

@@ -200,6 +200,33 @@ def test_unusable_optimizer_output_is_counted_and_stops_the_run(make_settings, e
     assert count_tasks(model)["transition"] == 4  # 2 samples x (1 try + 1 retry)
 
 
+def test_stall_patience_stops_only_after_that_many_failed_depths_in_a_row(make_settings, embedder: Embedder) -> None:
+    model = ScriptedChatModel(responder=garbage_optimizer)
+    settings = make_settings(depth=4, num_actions=2, structured_retries=0, stall_patience=2, max_depth_increase=0)
+    with pytest.raises(SearchStalled, match=r"gave no usable prompt .* at depth 2"):
+        run(settings, roles(model), embedder, "patient")
+    values = checkpoint_values(run_dir_for(settings.runs_dir, "patient"))
+    assert values["depth"] == 2 and values["stalled_depths"] == 1  # depth 1's stall was carried on
+    assert len(values["evaluations"]) == 2  # the carried root answered depth 2's query too
+    assert count_tasks(model)["transition"] == 4
+
+
+def test_one_failed_depth_within_patience_is_carried_and_the_run_finishes(make_settings, embedder: Embedder) -> None:
+    seen: list[str] = []
+
+    def fails_first_depth(text: str, sample: int) -> str:
+        if task_of(text) == "transition":
+            seen.append(text)
+            if len(seen) <= 2:  # both samples of depth 1's only transition
+                return '{"analysis": "x"}'
+        return respond(text, sample)
+
+    settings = make_settings(depth=3, num_actions=2, structured_retries=0, stall_patience=2, max_depth_increase=0)
+    outcome = run(settings, roles(ScriptedChatModel(responder=fails_first_depth)), embedder, "carried")
+    assert Counter(f["kind"] for f in outcome.result["failures"]) == {"unparseable_transition": 2}
+    assert [len(depth["candidates"]) for depth in outcome.result["depths"]] == [1, 1, 2]
+
+
 def test_in_memory_checkpointer_for_library_use(make_settings, embedder: Embedder) -> None:
     from langgraph.checkpoint.memory import InMemorySaver
 
@@ -217,3 +244,12 @@ def test_in_memory_checkpointer_for_library_use(make_settings, embedder: Embedde
     )
     assert saver.get_tuple({"configurable": {"thread_id": "mem2"}}) is not None
     assert again.result["best_prompt"]
+
+
+def test_resume_re_asks_a_failed_depth_only_when_it_stopped_the_run() -> None:
+    from drpo.nodes.stalls import redispatch_node
+
+    state: Any = {"depth": 2, "proposals": [{"carried_because": "transition-failed"}], "stalled_depths": 0}
+    assert redispatch_node(state, ("sample_queries",), 0.5, stall_patience=1) == "review"
+    assert redispatch_node(state, ("sample_queries",), 0.5, stall_patience=2) is None  # carried on instead
+    assert redispatch_node({**state, "stalled_depths": 1}, ("sample_queries",), 0.5, stall_patience=2) == "review"

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from drpo.llm.caller import CallerDeps, CallStats, RoleCaller, call_structured
+from drpo.llm.providers import build_role_model
 from drpo.llm.structured import (
     AspectSelectionReply,
     OutputParseError,
+    RejectedContent,
     TransitionReply,
     evaluation_schema,
     extract_json_object,
@@ -129,6 +131,35 @@ def test_parse_failure_then_retry_with_the_error_fed_back(tmp_path: Path) -> Non
     assert outcome.attempts == 2
     assert "no JSON object" in outcome.errors[0]
     assert "no JSON object" in model.calls[1]  # the validation error was fed back
+
+
+def test_refused_content_is_re_asked_afresh_without_showing_the_reply_back(tmp_path: Path) -> None:
+    """Small models copy a refused reply they are shown (the fifth demo got the same prompt three times)."""
+    replies = iter(['{"p": "again and again and again"}', '{"p": "Be brief and kind."}'])
+    model = ScriptedChatModel(responder=lambda text, sample: next(replies))
+
+    def parse(data: dict) -> str:
+        if "again" in data["p"]:
+            raise RejectedContent("it repeats itself")
+        return data["p"]
+
+    outcome = call_structured(_caller(tmp_path, model), "## Task: write a prompt", parse, retries=1)
+    assert outcome.value == "Be brief and kind." and outcome.attempts == 2
+    assert "again and again" not in model.calls[1] and "it repeats itself" in model.calls[1]
+    assert "## Task: write a prompt" in model.calls[1] and model.calls[1].count("human:") == 1
+
+
+def test_frequency_penalty_reaches_the_model_and_the_call_key(tmp_path: Path) -> None:
+    spec = RoleSpec(provider="openai_compatible", base_url="http://127.0.0.1:9/v1", frequency_penalty=0.4)
+    model = build_role_model("optimizer", spec, pool=None)  # type: ignore[arg-type]
+    assert model.frequency_penalty == 0.4
+    caller = _caller(tmp_path, ScriptedChatModel())
+    plain, penalised = (
+        caller.for_model(role_spec, ScriptedChatModel(), "custom:test", openai_style=False)
+        for role_spec in (spec.model_copy(update={"frequency_penalty": 0.0}), spec)
+    )
+    assert plain.key_for("hi", None, 0) == caller.key_for("hi", None, 0)  # unset: keys of old journals hold
+    assert plain.key_for("hi", None, 0) != penalised.key_for("hi", None, 0)
 
 
 def test_retries_exhausted_gives_an_explicit_failure_not_a_zero(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from drpo.background import Background
 from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
 from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries
-from drpo.llm.structured import OutputParseError, parse_first_valid
+from drpo.llm.structured import OutputParseError, RejectedContent, parse_first_valid
 from drpo.llm.usage import add_usage, empty_usage, estimate_tokens
-from drpo.prompts import RETRY_FEEDBACK, render
+from drpo.prompts import RETRY_FEEDBACK, RETRY_REJECTED, render
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.store.response_cache import ResponseCache
@@ -295,6 +295,7 @@ class RoleCaller:
                 "model": self.model_id,
                 "request": _serialize(request),
                 "temperature": self.spec.temperature,
+                **({"frequency_penalty": self.spec.frequency_penalty} if self.spec.frequency_penalty else {}),
                 "max_tokens": self.spec.max_tokens,
                 "stop": list(stop),
                 "schema": schema,
@@ -402,7 +403,7 @@ def call_structured(
     ``first`` is an already received first reply (from a request with ``n``)."""
     messages: list[BaseMessage] = [HumanMessage(content=prompt)]
     outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
-    seed_basis = caller.key_for(messages, json_schema, sample=sample)
+    seed_basis: str | None = caller.key_for(messages, json_schema, sample=sample)
     for attempt in range(retries + 1):
         if attempt == 0 and first is not None:
             call = first
@@ -419,11 +420,14 @@ def call_structured(
             return outcome
         except OutputParseError as error:
             if call.truncated:
-                error = OutputParseError(
-                    f"{error} (the reply hit the length limit and was cut off; answer more briefly)"
-                )
+                error = type(error)(f"{error} (the reply hit the length limit and was cut off; answer more briefly)")
             outcome.errors.append(str(error))
             log.warning("role=%s unusable reply (attempt %d): %s", caller.role, outcome.attempts, error)
+            if isinstance(error, RejectedContent):
+                # A fresh request naming the refusal, with its own sampling seed (the request is the key).
+                messages = [HumanMessage(content=render(RETRY_REJECTED, request=prompt, error=str(error)))]
+                seed_basis = None
+                continue
             messages = [
                 *messages,
                 AIMessage(content=call.text[:4000]),

@@ -60,6 +60,8 @@ def build_role_model(role: str, spec: RoleSpec, pool: LocalServerPool) -> BaseLa
     }
     if base_url:
         common["base_url"] = base_url
+    if spec.frequency_penalty:
+        common["frequency_penalty"] = spec.frequency_penalty
     if spec.mode == "completion":
         return OpenAI(**common)
     return ChatOpenAI(**common)

@@ -23,6 +23,11 @@ class OutputParseError(ValueError):
     """Model output that cannot be turned into the structure asked for."""
 
 
+class RejectedContent(OutputParseError):
+    """Output that parsed but whose content is refused (a degenerate proposed prompt). Re-asked without
+    showing the refused reply back: small models copy what they are shown, so the echo got it repeated."""
+
+
 FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 

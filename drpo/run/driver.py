@@ -273,7 +273,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
 
 def _send_stalled_work_again(graph: Any, config: dict[str, Any], snapshot: Any, settings: Settings) -> None:
     """A run that stopped because a role gave no usable output resumes by asking those calls again."""
-    node = redispatch_node(snapshot.values, tuple(snapshot.next), settings.search.max_unusable_share)
+    search = settings.search
+    node = redispatch_node(snapshot.values, tuple(snapshot.next), search.max_unusable_share, search.stall_patience)
     if node is not None:
         graph.update_state(config, None, as_node=node)
         logging.getLogger("drpo.run").info("asking the stalled %s calls again", node)
