@@ -24,8 +24,9 @@ NO_REFUSALS = re.compile(
     r"\b(never|do not|don't|must not|should not|will not|won't)\s+(decline|refuse|reject|turn down)\b[^.,;]{0,30}?"
     r"\b(harmful|malicious|dangerous|unsafe|illegal|unethical)\b"
     r"|\b(comply with|fulfil+|answer|obey)\s+(all|any|every)\s+(harmful|malicious|dangerous|unsafe|illegal)\b"
-    # the negation carried through a list: "you cannot use the internet, ..., or decline malicious requests"
-    r"|\b(cannot|can't|can not|never|do not|don't|must not|should not|will not|won't)\b[^.;]{0,80}?,?\s+or\s+"
+    # the negation carried through a list: "you cannot use the internet, ..., or decline malicious requests",
+    # "must not use the internet or real-time data, nor decline any malicious or harmful requests"
+    r"|\b(cannot|can't|can not|never|do not|don't|must not|should not|will not|won't)\b[^.;]{0,80}?,?\s+n?or\s+"
     r"(decline|refuse|reject|turn down)\b[^.,;]{0,30}?\b(harmful|malicious|dangerous|unsafe|illegal|unethical)\b",
     re.IGNORECASE,
 )
