@@ -72,7 +72,10 @@ def test_next_depth_aspects_are_selected_beside_the_transitions(tmp_path: Path, 
     so a depth costs three rounds of requests: generate, evaluate, transition."""
     log = tmp_path / "requests.jsonl"
     with FakeOpenAIServer(log_path=log, latency=0.1) as server:
-        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=3, max_depth_increase=0)
+        # slots for both depth-2 transitions and the aspect request: with fewer, which one waits is a race
+        config = fake_server_config(
+            tmp_path / "config.yaml", server.base_url, depth=3, max_depth_increase=0, concurrency=4
+        )
         settings = load_settings(config, {"runs_dir": str(tmp_path / "runs"), "store_dir": str(tmp_path / "s")})
         outcome = optimize(settings, embedder=embedder)
     assert outcome.result is not None and outcome.result["depths_run"] == 3

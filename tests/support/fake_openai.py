@@ -82,6 +82,7 @@ class FakeOpenAIServer:
         self.empty_tasks = empty_tasks if empty_tasks is not None else set()  # a broken provider; clear() fixes it
         self.n_mode = n_mode  # honour | ignore (one choice whatever n says) | refuse (400 when n > 1)
         self._attempts: dict[str, int] = {}
+        self._faults_given: dict[str, int] = {}
         self.required_key = required_key
         self.echo_authorization = echo_authorization  # a careless provider: the 401 body repeats the key
         self.known_models = known_models
@@ -112,7 +113,7 @@ class FakeOpenAIServer:
                     handle.write(json.dumps(entry) + "\n")
 
     def fault_for(self, body_hash: str, structured: bool) -> str | None:
-        """A deterministic fault decision per (request, attempt): a retried request can succeed."""
+        """Whether a request fails is deterministic per (request, attempt), so a retried request can succeed."""
         with self._lock:
             attempt = self._attempts.get(body_hash, 0)
             self._attempts[body_hash] = attempt + 1
@@ -122,7 +123,13 @@ class FakeOpenAIServer:
         if (roll % 10_000) / 10_000 >= self.fault_rate:
             return None
         kinds = [kind for kind in self.fault_kinds if structured or kind not in CONTENT_FAULTS]
-        return kinds[(roll // 10_000) % len(kinds)] if kinds else None
+        if not kinds:
+            return None
+        with self._lock:  # the least used kind, so a dozen faults cover every kind whatever the request texts
+            # content faults first where they can happen: fewer requests can carry them
+            kind = min(kinds, key=lambda known: (self._faults_given.get(known, 0), known not in CONTENT_FAULTS))
+            self._faults_given[kind] = self._faults_given.get(kind, 0) + 1
+            return kind
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
