@@ -142,9 +142,9 @@ def prompt_problem(prompt: str, shown: Sequence[str] = (), current: str = "") ->
     words = _words(prompt)
     if len(words) < MIN_WORDS:
         return f"it has {len(words)} words - write complete instructions to the assistant"
-    if any(marker in prompt.lower() for marker in TEMPLATE_MARKERS):  # the fifth demo's: "<The complete new..."
-        return "it contains the request's template markers - write only the new system prompt itself"
     lowered = prompt.lower()
+    if any(marker in lowered for marker in TEMPLATE_MARKERS):  # the fifth demo's: "<The complete new..."
+        return "it contains the request's template markers - write only the new system prompt itself"
     copied = next((line for line in _template_lines() if line.lower() in lowered), None)
     if copied is not None:
         return f"it copies the request's guideline {copied[:60]!r} - write instructions to the assistant instead"

@@ -9,7 +9,7 @@ from langgraph.types import Overwrite
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState, StrategyRecord
-from drpo.nodes.stalls import check_proposals, proposals_stall
+from drpo.nodes.stalls import check_proposals, stalled_depths_after
 
 
 def _next_frontier(state: PromptOptState) -> list[CandidateRecord]:
@@ -55,7 +55,7 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
         update["scoring"] = services.settings.reward.scoring
     else:
         # A depth with no usable proposal only carries the old prompts: tolerated stall_patience times in a row.
-        stalled = state.get("stalled_depths", 0) + 1 if proposals_stall(state) is not None else 0
+        stalled = stalled_depths_after(state)
         if stalled >= search.stall_patience:
             check_proposals(state, services)
         update["stalled_depths"] = stalled

@@ -50,6 +50,11 @@ def proposals_stall(state: PromptOptState) -> int | None:
     return None
 
 
+def stalled_depths_after(state: PromptOptState) -> int:
+    """Depths in a row whose proposals all failed, counting the depth just finished (0 when it had one)."""
+    return state.get("stalled_depths", 0) + 1 if proposals_stall(state) is not None else 0
+
+
 def check_evaluations(state: PromptOptState, services: Services) -> None:
     stall = evaluation_stall(state, services.settings.search.max_unusable_share)
     if stall is not None:
@@ -91,7 +96,7 @@ def redispatch_node(
         return None
     if next_nodes == ("prune_beam",) and evaluation_stall(state, max_share) is not None:
         return "dispatch_evaluation"
-    stopped = state.get("stalled_depths", 0) + 1 >= stall_patience  # a tolerated stall is carried on, not re-asked
     if next_nodes == ("sample_queries",) and state.get("depth", 0) > 0 and proposals_stall(state) is not None:
-        return "review" if stopped else None
+        # a tolerated stall was carried on, not re-asked
+        return "review" if stalled_depths_after(state) >= stall_patience else None
     return None
