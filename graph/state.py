@@ -70,13 +70,20 @@ class FailureRecord(TypedDict):
     kind: str
     target: str
     attempts: int
-    error: str
+    error: str  # every re-ask's error, joined with "; " (a message may itself hold "; ")
+    last_error: NotRequired[str]  # the last re-ask's error alone (absent in checkpoints of older versions)
 
 
 def unusable_output(depth: int, role: str, kind: str, target: str, attempts: int, errors: list[str]) -> FailureRecord:
     """The trace record of model output that stayed unusable after every re-ask."""
     return FailureRecord(
-        depth=depth, role=role, kind=kind, target=target, attempts=attempts, error=redact("; ".join(errors))[-500:]
+        depth=depth,
+        role=role,
+        kind=kind,
+        target=target,
+        attempts=attempts,
+        error=redact("; ".join(errors))[-500:],
+        last_error=redact(errors[-1])[-300:] if errors else "",
     )
 
 

@@ -4,6 +4,7 @@ grades, the pairwise flip rule, held-out exclusion, the serving-path input, repo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -254,6 +255,26 @@ def test_pairwise_counts_position_flips_as_ties(tmp_path: Path, embedder: Embedd
     row = result["pairwise"]["fixed"]
     assert (row["win"], row["tie"], row["loss"], row["flip_rate"]) == (0, 10, 0, 1.0)
     assert "base" not in result["pairwise"]
+
+
+def test_pairwise_win_rate_counts_consistent_preferences_with_an_interval(tmp_path: Path, embedder: Embedder) -> None:
+    def prefers_the_larger_answer_number(text: str, sample: int) -> str:
+        if PAIR_TASK in text:
+            first, second = (int(n) for n in re.findall(r"<response_[ab]>\s*Answer (\d+)", text))
+            return json.dumps({"rationale": "by number", "winner": "A" if first > second else "B"})
+        return respond(text, sample)
+
+    systems = [{"name": "base", "kind": "base"}, {"name": "fixed", "kind": "fixed"}]
+    settings = eval_settings(tmp_path, systems, pairwise="base").model_copy(update={"run_id": "e5"})
+    judge = ScriptedChatModel(responder=prefers_the_larger_answer_number)
+    run = evaluate(settings, models=roles(judge), embedder=embedder)
+    row = run.result["pairwise"]["fixed"]
+    assert row["tie"] == 0 and row["flip_rate"] == 0.0 and row["win"] + row["loss"] == 10
+    assert 0 < row["win"] < 10  # the answers' numbers are hashes: each side wins some
+    rate = row["win_rate"]
+    assert rate["n"] == 10 and rate["mean"] == pytest.approx(row["win"] / 10)
+    assert 0.0 <= rate["low"] < rate["mean"] < rate["high"] <= 1.0
+    assert "win rate (a tie is half)" in (run.run_dir / "report.md").read_text()
 
 
 def test_bad_evaluation_settings_are_clear_errors(tmp_path: Path, embedder: Embedder) -> None:

@@ -253,3 +253,15 @@ def test_resume_re_asks_a_failed_depth_only_when_it_stopped_the_run() -> None:
     assert redispatch_node(state, ("sample_queries",), 0.5, stall_patience=1) == "review"
     assert redispatch_node(state, ("sample_queries",), 0.5, stall_patience=2) is None  # carried on instead
     assert redispatch_node({**state, "stalled_depths": 1}, ("sample_queries",), 0.5, stall_patience=2) == "review"
+
+
+def test_the_stall_message_names_the_last_error_whole_even_when_it_holds_a_semicolon() -> None:
+    from drpo.graph.state import unusable_output
+    from drpo.nodes.stalls import _last_error
+
+    record = unusable_output(1, "optimizer", "unusable_prompt", "n1", 2, ["bad JSON", "it repeats; then stops"])
+    assert record["error"] == "bad JSON; it repeats; then stops"  # every re-ask's error stays in the trace
+    assert _last_error([record], "optimizer", 1) == "it repeats; then stops"
+    older: Any = {key: value for key, value in record.items() if key != "last_error"}  # an older checkpoint's
+    assert _last_error([older], "optimizer", 1) == "then stops"
+    assert _last_error([record], "optimizer", 2) == "no usable output"

@@ -96,7 +96,8 @@ def print_table(result: dict[str, Any]) -> None:
     for name, row in result.get("pairwise", {}).items():
         console.print(
             f"pairwise {name} vs {result['pairwise_reference']}: {row['win']} win / {row['tie']} tie / "
-            f"{row['loss']} loss, flip rate {fmt(row['flip_rate'])}",
+            f"{row['loss']} loss, win rate {fmt_interval(row['win_rate'])} (a tie is half), "
+            f"flip rate {fmt(row['flip_rate'])}",
             highlight=False,
         )
     failures = {name: count for name, count in result["parse_failures"].items() if count}

@@ -64,12 +64,14 @@ def markdown_report(summary: dict[str, Any]) -> str:
     if summary["pairwise"]:
         parts += ["", f"## Pairwise against {summary['pairwise_reference']} (both orders; a flip is a tie)", ""]
         parts += [
-            "| system | win | tie | loss | flip rate | mean tokens | reference mean tokens |",
-            "|---|---|---|---|---|---|---|",
+            "| system | win | tie | loss | win rate (a tie is half) | flip rate | mean tokens | reference tokens |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, row in summary["pairwise"].items():
             parts.append(
-                f"| {name} | {row['win']} | {row['tie']} | {row['loss']} | {num(row['flip_rate'])} | "
+                f"| {name} | {row['win']} | {row['tie']} | {row['loss']} | "
+                f"{fmt_interval(row.get('win_rate', {}))} | "
+                f"{num(row['flip_rate'])} | "
                 f"{num(row['mean_tokens'])} | {num(row['reference_mean_tokens'])} |"
             )
     cost = summary.get("cost")
@@ -171,12 +173,14 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
     if summary["pairwise"]:
         body = "".join(
             f"<tr><th>{html.escape(n)}</th><td>{r['win']}</td><td>{r['tie']}</td><td>{r['loss']}</td>"
-            f"<td>{num(r['flip_rate'])}</td><td>{num(r['mean_tokens'])}</td><td>{num(r['reference_mean_tokens'])}</td></tr>"
+            f"<td>{fmt_interval(r.get('win_rate', {}))}</td><td>{num(r['flip_rate'])}</td>"
+            f"<td>{num(r['mean_tokens'])}</td><td>{num(r['reference_mean_tokens'])}</td></tr>"
             for n, r in summary["pairwise"].items()
         )
         pairwise = (
             f"<h2>Pairwise against {html.escape(str(summary['pairwise_reference']))}</h2><table><tr><th>system</th>"
-            "<th>win</th><th>tie</th><th>loss</th><th>flip rate</th><th>mean tokens</th><th>reference tokens</th></tr>"
+            "<th>win</th><th>tie</th><th>loss</th><th>win rate (a tie is half)</th><th>flip rate</th>"
+            "<th>mean tokens</th><th>reference tokens</th></tr>"
             f"{body}</table>"
         )
     differences = "".join(f"<li>{html.escape(line[2:])}</li>" for line in _difference_lines(summary))

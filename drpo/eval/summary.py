@@ -2,7 +2,8 @@
 
 Means per system and aspect with bootstrap intervals (N/A excluded and counted; unusable grades counted,
 never scored), paired differences against the baseline, a per-dataset breakdown, safety apart, answer
-lengths, the extra prompt tokens each alignment costs, and the pairwise win/tie/loss with its flip rate.
+lengths, the extra prompt tokens each alignment costs, and the pairwise win/tie/loss with its flip rate and
+a win rate with its interval.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from drpo.eval.stats import bootstrap_mean, paired_difference
 REGULAR = ("Helpfulness", "Clarity", "Factuality", "Depth", "Engagement")
 AVERAGE = "Average"
 SAFETY = "Safety"
+WIN_VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a win rate counts a tie as half a win (as AlpacaEval does)
 
 
 def _average(scores: dict[str, int | None]) -> float | None:
@@ -127,6 +129,9 @@ def summarize(
                 "tie": sum(1 for pair in mine_pairs if pair["outcome"] == "tie"),
                 "loss": sum(1 for pair in mine_pairs if pair["outcome"] == "loss"),
                 "flip_rate": (sum(1 for pair in mine_pairs if pair["flipped"]) / counted) if counted else None,
+                "win_rate": bootstrap_mean(
+                    [WIN_VALUE[pair["outcome"]] for pair in mine_pairs], bootstrap, seed
+                ).as_dict(),
                 "unusable": sum(1 for pair in pairs.values() if pair["system"] == name and pair["outcome"] is None),
                 "mean_tokens": fmean([length_of[(name, p["query"])] for p in mine_pairs]) if counted else None,
                 "reference_mean_tokens": fmean([length_of[(pairwise, p["query"])] for p in mine_pairs])
