@@ -15,7 +15,7 @@ from langchain_core.messages import HumanMessage
 
 from drpo.errors import DrpoInputError
 from drpo.eval.queries import load_eval_queries, parse_id_ranges, sample_queries
-from drpo.eval.stats import agreement, bootstrap_mean, paired_difference, spearman
+from drpo.eval.stats import agreement, bootstrap_mean, correlation_interval, paired_difference, pearson, spearman
 from drpo.judge.grading import pair_outcome, parse_grades
 from drpo.llm.structured import OutputParseError
 from drpo.run.driver import evaluate, optimize
@@ -90,6 +90,25 @@ def test_agreement_measures_match_hand_computation() -> None:
     assert row["exact"] == pytest.approx(0.5) and row["within_one"] == pytest.approx(0.75)
     assert row["pearson"] == pytest.approx(float(np.corrcoef(judge, reference)[0, 1]))
     assert spearman([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0) and spearman([1, 1], [2, 3]) is None
+
+
+def test_correlation_intervals_resample_items_as_pairs() -> None:
+    rising = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert correlation_interval(rising, [2 * v for v in rising], 300, seed=0) == pytest.approx((1.0, 1.0))
+    assert correlation_interval(rising, [-v for v in rising], 300, seed=0, measure=pearson) == pytest.approx(
+        (-1.0, -1.0)
+    )
+    rng = np.random.default_rng(3)
+    judge = list(rng.normal(size=30))
+    reference = [j + float(e) for j, e in zip(judge, rng.normal(scale=1.5, size=30), strict=True)]
+    low, high = correlation_interval(judge, reference, 2000, seed=0)
+    assert low is not None and high is not None
+    assert low < (spearman(judge, reference) or 0) < high and high - low > 0.2  # 30 noisy items: a wide interval
+    assert correlation_interval(judge, reference, 2000, seed=0) == (low, high)  # seeded
+    assert correlation_interval([1.0, 2.0], [1.0, 2.0]) == (None, None)
+    assert correlation_interval([3.0] * 5, rising[:5]) == (None, None)  # constant: no correlation at all
+    with pytest.raises(ValueError):
+        correlation_interval([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
 # --- judge output

@@ -109,6 +109,15 @@ def test_judge_agreement_over_http(tmp_path: Path) -> None:
     assert report["items"] == 8 and report["parse_failures"] == 0
     assert set(report["aspects"]) >= {"Helpfulness", "Average"} and report["aspects"]["Depth"]["n"] == 8
     assert "spearman" in done.stdout
+    items = report["per_item"]  # one row per graded item, so configurations can be compared item by item
+    assert len(items) == 8 and {item["id"] for item in items} <= {str(n) for n in range(12)}
+    chosen = {str(row["id"]): row for row in rows}
+    for item in items:
+        expected = sum(int(e["score"]) for e in chosen[item["id"]]["parsed"].values()) / 5
+        assert item["reference"] == pytest.approx(expected) and 1 <= item["judge"] <= 5
+    low, high = report["aspects"]["Average"]["spearman_interval"]
+    assert low is None or -1 <= low <= high <= 1
+    assert "average: Spearman" in done.stdout and "(95% bootstrap)" in done.stdout
 
 
 def test_judge_pairs_over_http_for_absolute_and_relative_judging(tmp_path: Path) -> None:

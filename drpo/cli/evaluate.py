@@ -77,6 +77,13 @@ class EvalProgress:
             self._progress.advance(self._task(event["phase"]))
 
 
+def fmt_range(bounds: list[float | None] | None) -> str:
+    """``[0.31, 0.74]``, or ``[-]`` where no interval could be computed."""
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return "[-]"
+    return f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
 def print_table(result: dict[str, Any]) -> None:
     """The Table 1 view of an eval.json."""
     from drpo.eval.stats import fmt_interval
@@ -336,6 +343,13 @@ def judge_agreement(
                 str(row["distinct"]),  # distinct scores given: ties left unbroken show here
             )
         console.print(table)
+    average = result["aspects"].get("Average")
+    if average:
+        console.print(
+            f"average: Spearman {fmt(average['spearman'])} {fmt_range(average.get('spearman_interval'))}, "
+            f"Pearson {fmt(average['pearson'])} {fmt_range(average.get('pearson_interval'))} (95% bootstrap)",
+            highlight=False,
+        )
     console.print(
         f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
         f"{result['seconds_per_item']} s per item; saved to {result['path']}",

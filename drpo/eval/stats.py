@@ -4,6 +4,7 @@ and the agreement measures between two judges. Pure functions on plain lists."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,32 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     if len(x) < 2:
         return None
     return pearson(list(_ranks(x)), list(_ranks(y)))
+
+
+def correlation_interval(
+    x: list[float],
+    y: list[float],
+    iterations: int = 2000,
+    seed: int = 0,
+    measure: Callable[[list[float], list[float]], float | None] = spearman,
+) -> tuple[float | None, float | None]:
+    """95% percentile-bootstrap interval of a correlation, items resampled as pairs: on 30 items a
+    Spearman of 0.56 is compatible with anything from about 0.3 to 0.75, which a bare number hides.
+    Resamples where a side is constant (no correlation defined) are left out; (None, None) below 3 items."""
+    if len(x) != len(y):
+        raise ValueError("a correlation needs the same items on both sides")
+    if len(x) < 3:
+        return None, None
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rng = np.random.default_rng(seed)
+    values = []
+    for picks in rng.integers(0, len(a), size=(iterations, len(a))):
+        value = measure(list(a[picks]), list(b[picks]))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None, None
+    return _percentiles(np.asarray(values))
 
 
 def agreement(judge: list[float], reference: list[float]) -> dict[str, float | int | None]:

@@ -16,7 +16,7 @@ from statistics import fmean
 from typing import Any
 
 from drpo.errors import DrpoInputError
-from drpo.eval.stats import agreement
+from drpo.eval.stats import agreement, correlation_interval, pearson
 from drpo.eval.summary import REGULAR, SAFETY
 from drpo.judge.grading import Grade, grade_answer
 from drpo.llm.structured import OutputParseError, parse_score
@@ -113,8 +113,31 @@ def _agreement_rows(
                 ours.append(mine)
                 theirs.append(reference)
         if ours:
-            rows[aspect] = {**agreement(ours, theirs), "distinct": len(set(ours))}
+            rows[aspect] = {
+                **agreement(ours, theirs),
+                "distinct": len(set(ours)),
+                "pearson_interval": list(correlation_interval(ours, theirs, measure=pearson)),
+                "spearman_interval": list(correlation_interval(ours, theirs)),
+            }
     return rows
+
+
+def _per_item(verdicts: list[Verdict], grades: list[Grade]) -> list[dict[str, Any]]:
+    """Each usable item's average, the reference's and ours (and the written digits' where scores are
+    expected), so configurations can be compared item by item afterwards without asking the judge again."""
+    items = []
+    for verdict, grade in zip(verdicts, grades, strict=True):
+        if not grade.ok:
+            continue
+        item: dict[str, Any] = {
+            "id": verdict.id,
+            "reference": _average(verdict.scores),
+            "judge": _average({a: float(s) for a, s in grade.scores.items() if s is not None}),
+        }
+        if grade.written:
+            item["written"] = _average({a: float(s) for a, s in grade.written.items() if s is not None})
+        items.append(item)
+    return items
 
 
 def measure_agreement(
@@ -175,6 +198,7 @@ def measure_agreement(
         **(
             {"written": _agreement_rows(verdicts, grades, lambda grade: grade.written)} if scoring == "expected" else {}
         ),
+        "per_item": _per_item(verdicts, grades),
         "path": str(run_dir.root / "agreement.json"),
     }
     atomic_write_json(run_dir.root / "agreement.json", report)

@@ -68,6 +68,8 @@ def row(label: str, result: dict, block: str) -> str:
     for key in ("pearson", "spearman", "bias", "within_one"):
         value = average.get(key)
         cells.append("-" if value is None else f"{value:+.2f}" if key == "bias" else f"{value:.2f}")
+    interval = average.get("spearman_interval") or [None, None]  # absent in results saved before intervals
+    cells.insert(2, "-" if None in interval else f"[{interval[0]:.2f}, {interval[1]:.2f}]")
     text = " | ".join(cells)
     distinct = average.get("distinct", "-")
     return f"| {label} | {text} | {distinct} | {result['parse_failures']} | {result['seconds_per_item']:.1f} |"
@@ -124,8 +126,9 @@ def main() -> None:
         "half scored below 4 by GPT-4-turbo); written = the digit the judge wrote, expected = its "
         "probability-weighted mean over 1-5 in the same reply.",
         "",
-        "| judge, template, score | Pearson | Spearman | bias | within one | distinct averages | unusable | s/item |",
-        "|---|---|---|---|---|---|---|---|",
+        "| judge, template, score | Pearson | Spearman | Spearman 95% CI | bias | within one | distinct averages "
+        "| unusable | s/item |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, result in results(args, data, args.limit):
         lines.append(row(f"{label}, written", result, "written"))
