@@ -15,7 +15,15 @@ from langchain_core.messages import HumanMessage
 
 from drpo.errors import DrpoInputError
 from drpo.eval.queries import load_eval_queries, parse_id_ranges, sample_queries
-from drpo.eval.stats import agreement, bootstrap_mean, correlation_interval, paired_difference, pearson, spearman
+from drpo.eval.stats import (
+    agreement,
+    bootstrap_mean,
+    correlation_interval,
+    paired_correlation_difference,
+    paired_difference,
+    pearson,
+    spearman,
+)
 from drpo.judge.grading import pair_outcome, parse_grades
 from drpo.llm.structured import OutputParseError
 from drpo.run.driver import evaluate, optimize
@@ -109,6 +117,21 @@ def test_correlation_intervals_resample_items_as_pairs() -> None:
     assert correlation_interval([3.0] * 5, rising[:5]) == (None, None)  # constant: no correlation at all
     with pytest.raises(ValueError):
         correlation_interval([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_paired_correlation_difference_compares_two_judges_on_the_same_items() -> None:
+    reference = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    same = paired_correlation_difference(reference, list(reference), reference, 300, seed=0)
+    assert (same.mean, same.low, same.high, same.n) == pytest.approx((0.0, 0.0, 0.0, 8))
+    reversed_judge = list(reversed(reference))
+    better = paired_correlation_difference(reference, reversed_judge, reference, 300, seed=0)
+    assert better.mean == pytest.approx(2.0) and better.low == pytest.approx(2.0)  # +1 against -1
+    rng = np.random.default_rng(5)
+    noisy = [r + float(e) for r, e in zip(reference, rng.normal(scale=3, size=8), strict=True)]
+    close = paired_correlation_difference(reference, noisy, reference, 1000, seed=0)
+    assert close.low is not None and close.high is not None and close.low <= close.mean <= close.high
+    with pytest.raises(ValueError):
+        paired_correlation_difference([1.0], [1.0, 2.0], [1.0])
 
 
 # --- judge output

@@ -102,6 +102,33 @@ def correlation_interval(
     return _percentiles(np.asarray(values))
 
 
+def paired_correlation_difference(
+    first: list[float], second: list[float], reference: list[float], iterations: int = 2000, seed: int = 0
+) -> Interval:
+    """Spearman(first, reference) - Spearman(second, reference) over the same items, with a 95% paired
+    bootstrap interval (an item's three scores resampled together): whether one judge configuration
+    agrees better than another on these items, rather than two overlapping intervals."""
+    if not len(first) == len(second) == len(reference):
+        raise ValueError("a paired comparison needs the same items from both judges")
+
+    def difference(picks: np.ndarray) -> float | None:
+        ref = [reference[i] for i in picks]
+        one, two = spearman([first[i] for i in picks], ref), spearman([second[i] for i in picks], ref)
+        return None if one is None or two is None else one - two
+
+    point = difference(np.arange(len(first)))
+    if point is None or len(first) < 3:
+        return Interval(point, None, None, len(first))
+    rng = np.random.default_rng(seed)
+    values = [
+        d
+        for picks in rng.integers(0, len(first), size=(iterations, len(first)))
+        if (d := difference(picks)) is not None
+    ]
+    low, high = _percentiles(np.asarray(values)) if values else (None, None)
+    return Interval(point, low, high, len(first))
+
+
 def agreement(judge: list[float], reference: list[float]) -> dict[str, float | int | None]:
     """How a judge's scores compare with a reference judge's on the same items."""
     if len(judge) != len(reference):

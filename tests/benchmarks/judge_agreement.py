@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from drpo.eval.stats import paired_correlation_difference
 from drpo.run.pairs import DEGRADATIONS
 
 DRPO = [sys.executable, "-m", "drpo.cli"]
@@ -82,6 +83,38 @@ def pair_row(label: str, ranking: dict, seconds: float) -> str:
     return f"| {label} | {' | '.join(cells)} | {everything['ties']} | {everything['unusable']} | {seconds:.1f} |"
 
 
+def paired_lines(measured: list[tuple[str, dict]]) -> list[str]:
+    """Each configuration's Spearman minus the first one's, on the items both graded, with a paired
+    bootstrap interval: whether a configuration agrees better, not two overlapping intervals."""
+    with_items = [(label, result) for label, result in measured if result.get("per_item")]
+    if len(with_items) < 2:
+        return []
+    first_label, first = with_items[0]
+    first_items = {item["id"]: item for item in first["per_item"]}
+    lines = [
+        "",
+        f"Spearman on the average minus {first_label}'s (same score kind), on the items both graded, "
+        "95% paired bootstrap:",
+        "",
+        "| judge, template, score | items | difference | 95% CI |",
+        "|---|---|---|---|",
+    ]
+    for label, result in with_items[1:]:
+        shared = [item for item in result["per_item"] if item["id"] in first_items]
+        for kind, name in (("written", "written"), ("judge", "expected")):
+            if not all(kind in item and kind in first_items[item["id"]] for item in shared):
+                continue
+            difference = paired_correlation_difference(
+                [item[kind] for item in shared],
+                [first_items[item["id"]][kind] for item in shared],
+                [item["reference"] for item in shared],
+            )
+            ci = "-" if difference.low is None else f"[{difference.low:+.2f}, {difference.high:+.2f}]"
+            point = "-" if difference.mean is None else f"{difference.mean:+.2f}"
+            lines.append(f"| {label}, {name} | {len(shared)} | {point} | {ci} |")
+    return lines
+
+
 def pair_table(args: argparse.Namespace, data: Path) -> list[str]:
     kinds = f"only {args.kinds}" if args.kinds else "in turn"
     lines = [
@@ -130,10 +163,11 @@ def main() -> None:
         "| unusable | s/item |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, result in results(args, data, args.limit):
+    measured = list(results(args, data, args.limit))
+    for label, result in measured:
         lines.append(row(f"{label}, written", result, "written"))
         lines.append(row(f"{label}, expected", result, "aspects"))
-    print("\n".join(lines))
+    print("\n".join(lines + paired_lines(measured)))
 
 
 if __name__ == "__main__":
