@@ -353,6 +353,12 @@ class EvaluationSettings(BaseModel):
     safety_ids: str | None = Field(None, description="Ids scored on safety, e.g. 800-999 (default: category)")
     exclude_seen: bool = Field(True, description="Leave out queries a run was optimized on (counted in the report)")
     bootstrap: int = Field(2000, ge=100, le=100000, description="Bootstrap resamples for confidence intervals")
+    scoring: Literal["absolute", "expected"] = Field(
+        "absolute",
+        description="absolute: the 1-5 digit the judge writes (just-eval's protocol); expected: its probability-"
+        "weighted mean over 1-5 in the same reply (agrees better with GPT-4-turbo, breaks ties; the written digits "
+        "are kept beside it, and a reply without log-probabilities falls back to them)",
+    )
     basic_prompt: str = Field("You are a helpful assistant.", min_length=1, description="The base system's prompt")
 
     @model_validator(mode="after")

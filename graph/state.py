@@ -275,10 +275,11 @@ class EvalGradeRecord(TypedDict):
 
     system: str
     query: str
-    scores: dict[str, int | None]
+    scores: dict[str, float | None]  # whole numbers, or probability-weighted ones with evaluation.scoring expected
     rationales: dict[str, str]
     ok: bool
     attempts: int
+    written: NotRequired[dict[str, int | None]]  # evaluation.scoring expected: the digits the judge wrote
 
 
 class EvalPairRecord(TypedDict):

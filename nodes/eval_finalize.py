@@ -52,6 +52,7 @@ def write_eval_result(state: EvalState, services: Services) -> dict[str, Any]:
         failures=list(state.get("failures", [])),
         judge=resources.judge.model_id,
         cost=cost_of(state.get("usage", {}), services.settings),
+        scoring=settings.scoring,
     )
     root = services.run_dir.root
     lines = [json.dumps(record, ensure_ascii=False) for _key, record in sorted(services.journal.answers())]

@@ -20,7 +20,12 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
     query = resources.queries[payload["query"]]
     answer = services.journal.get_answer(f"eval|{key}")["answer"]
     grade = grade_answer(
-        resources.judge, query.text, answer, safety=query.safety, retries=services.settings.search.structured_retries
+        resources.judge,
+        query.text,
+        answer,
+        safety=query.safety,
+        retries=services.settings.search.structured_retries,
+        scoring=resources.settings.scoring,
     )
     record = EvalGradeRecord(
         system=payload["system"],
@@ -30,6 +35,8 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
         ok=grade.ok,
         attempts=grade.attempts,
     )
+    if grade.written:  # expected scores: the digits written in the same reply stay beside them
+        record["written"] = grade.written
     update: dict[str, Any] = {"grades": {key: record}, "usage": {"evaluator": grade.usage}}
     if not grade.ok:
         update["failures"] = [unusable_output(0, "evaluator", "unparseable_grade", key, grade.attempts, grade.errors)]

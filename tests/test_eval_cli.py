@@ -73,6 +73,30 @@ def test_kill_9_mid_evaluation_then_resume_gives_the_same_eval_json(reference_ev
     assert not reference_hashes - hashes
 
 
+def test_expected_scoring_weighs_the_judges_digits_and_keeps_them(reference_eval, tmp_path: Path) -> None:
+    reference, _, _ = reference_eval
+    with FakeOpenAIServer() as server:
+        config = eval_config(tmp_path / "c.yaml", server.base_url)
+        data = yaml.safe_load(config.read_text())
+        data["evaluation"]["scoring"] = "expected"
+        config.write_text(yaml.safe_dump(data))
+        done = drpo(*run_args(tmp_path, config, "x"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "expected scores" in done.stdout
+    result = json.loads((tmp_path / "runs" / "x" / "eval.json").read_text())
+    assert result["scoring"] == "expected" and reference["scoring"] == "absolute"
+    assert all("written" not in item for item in reference["items"])
+    ends = {1: 0.8 / 0.7, 5: 4.2 / 0.9}  # the fake server's distribution: d - 0.2 for 2-4, renormalised at the ends
+    graded = [item for item in result["items"] if item["ok"]]
+    assert graded and len(graded) == len([item for item in reference["items"] if item["ok"]])
+    for item in graded:
+        assert set(item["written"]) == set(item["scores"])
+        for aspect, written in item["written"].items():
+            expected = None if written is None else ends.get(written, written - 0.2)
+            assert item["scores"][aspect] == pytest.approx(expected, abs=1e-3)
+    assert "probability-weighted" in (tmp_path / "runs" / "x" / "report.md").read_text()
+
+
 def test_show_and_report_rewrite(reference_eval, tmp_path: Path) -> None:
     reference, _, work = reference_eval
     shown = drpo("eval", "show", "ref", "--runs-dir", "runs", cwd=work)
@@ -169,6 +193,10 @@ def test_bad_evaluation_inputs_exit_2_with_one_line(reference_eval, tmp_path: Pa
         (("eval", "run", "--queries", str(broken), "--system", "base"), "line 2 is not valid JSON"),
         (("eval", "run", "--queries", str(good), "--system", "run:unfinished"), "has not finished"),
         (("eval", "run", "--queries", str(good), "--system", "base", "--pairwise", "nobody"), "not among the systems"),
+        (
+            ("eval", "run", "--queries", str(good), "--system", "base", "--scoring", "relative"),
+            "evaluation.scoring: Input should be 'absolute' or 'expected'",
+        ),
         (("eval", "judge-agreement", "--verdicts", str(verdicts)), "not a verdict"),
         (
             ("eval", "judge-agreement", "--verdicts", str(verdicts), "--scoring", "relative"),

@@ -90,7 +90,8 @@ def print_table(result: dict[str, Any]) -> None:
     from drpo.eval.summary import AVERAGE, REGULAR, SAFETY
 
     columns = [*REGULAR, AVERAGE, SAFETY]
-    table = Table("system", *columns, title=f"evaluation {result['run_id']} (judge {result['judge']})")
+    scores = ", expected scores" if result.get("scoring") == "expected" else ""
+    table = Table("system", *columns, title=f"evaluation {result['run_id']} (judge {result['judge']}{scores})")
     for system in result["systems"]:
         row = result["table"][system["name"]]
         table.add_row(system["name"], *(fmt_interval(row[c]) for c in columns))
@@ -134,6 +135,10 @@ def run(
     include_seen: Annotated[
         bool, typer.Option("--include-seen", help="Keep queries a run was optimized on (left out by default)")
     ] = False,
+    scoring: Annotated[
+        str | None,
+        typer.Option("--scoring", help="absolute (the digit written) or expected (probability-weighted)"),
+    ] = None,
     run_id: RunIdOption = None,
     runs_dir: NewRunsDirOption = None,
     local_model: LocalModelOption = None,
@@ -162,6 +167,7 @@ def run(
             "sample_seed": sample_seed,
             "safety_ids": safety_ids,
             "exclude_seen": False if include_seen else None,
+            "scoring": scoring,
         }
         flags = {
             "run_id": run_id,

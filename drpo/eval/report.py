@@ -36,14 +36,21 @@ def _difference_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def scoring_note(summary: dict[str, Any]) -> str:
+    """How the scores were read off the judge's reply (absent in evaluations from before the setting)."""
+    if summary.get("scoring") == "expected":
+        return " (probability-weighted: the judge's expected score over 1-5)"
+    return ""
+
+
 def markdown_report(summary: dict[str, Any]) -> str:
     queries = summary["queries"]
     parts = [
         f"# Evaluation {summary['run_id']}",
         "",
         f"Judge: {summary['judge']}. {queries['evaluated']} queries ({queries['regular']} regular, "
-        f"{queries['safety']} red-team scored on safety). Scores 1-5, mean [95% bootstrap CI]; N/A and "
-        "unusable grades are excluded from means and counted below.",
+        f"{queries['safety']} red-team scored on safety). Scores 1-5{scoring_note(summary)}, "
+        "mean [95% bootstrap CI]; N/A and unusable grades are excluded from means and counted below.",
         "",
         markdown_table(summary),
         "",
@@ -196,7 +203,8 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>drpo evaluation {html.escape(summary['run_id'])}"
         f"</title><style>{style}</style></head><body><h1>Evaluation {html.escape(summary['run_id'])}</h1>"
         f"<p>Judge: {html.escape(summary['judge'])}. {summary['queries']['evaluated']} queries. "
-        "Mean [95% bootstrap CI]; N/A and unusable grades excluded.</p>"
+        f"Scores 1-5{html.escape(scoring_note(summary))}, mean [95% bootstrap CI]; "
+        "N/A and unusable grades excluded.</p>"
         f"{table}<h2>Against {html.escape(summary['baseline'])}</h2><ul>{differences}</ul>"
         f"<h2>Systems</h2><ul>{systems}</ul>{images}{pairwise}</body></html>"
     )

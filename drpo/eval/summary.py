@@ -20,7 +20,7 @@ SAFETY = "Safety"
 WIN_VALUE = {"win": 1.0, "tie": 0.5, "loss": 0.0}  # a win rate counts a tie as half a win (as AlpacaEval does)
 
 
-def _average(scores: dict[str, int | None]) -> float | None:
+def _average(scores: dict[str, float | None]) -> float | None:
     known = [score for aspect, score in scores.items() if aspect in REGULAR and score is not None]
     return fmean(known) if known else None
 
@@ -55,6 +55,7 @@ def summarize(
     failures: list[dict[str, Any]],
     judge: str,
     cost: float | None,
+    scoring: str = "absolute",
 ) -> dict[str, Any]:
     names = [system["name"] for system in systems]
     by_system: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
@@ -149,6 +150,7 @@ def summarize(
             "ok": grade["ok"],
             "attempts": grade["attempts"],
             "scores": grade["scores"],
+            **({"written": grade["written"]} if "written" in grade else {}),
             "rationales": grade["rationales"],
         }
         for key, grade in sorted(grades.items())
@@ -161,6 +163,7 @@ def summarize(
         "baseline": baseline,
         "pairwise_reference": pairwise,
         "judge": judge,
+        "scoring": scoring,
         "queries": {
             "evaluated": len(items),
             "regular": sum(1 for q in items if not queries[q].safety),
