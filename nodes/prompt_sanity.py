@@ -91,6 +91,30 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
+PLACEHOLDER_RUN = 5  # words in a row from the reply format's placeholders: that placeholder copied back
+
+
+@cache
+def _placeholder_runs() -> frozenset[tuple[str, ...]]:
+    """Every PLACEHOLDER_RUN-word run of the transition template's reply placeholders ("<the complete new
+    system prompt: ...>"): the eighth measured demo's winner was that placeholder without its "the", which
+    the literal marker missed."""
+    runs = set()
+    for placeholder in re.findall(r'"<([^"<>]+)>"', load_template(PROMPT_TRANSITION)):
+        words = _words(placeholder)
+        runs |= {tuple(words[i : i + PLACEHOLDER_RUN]) for i in range(len(words) - PLACEHOLDER_RUN + 1)}
+    return frozenset(runs)
+
+
+def _copies_a_placeholder(prompt: str) -> bool:
+    stripped = prompt.strip().rstrip(".")
+    if stripped.startswith("<") and stripped.endswith(">") and "<" not in stripped[1:]:
+        return True  # the whole prompt is one <...> placeholder
+    words = _words(prompt)
+    runs = _placeholder_runs()
+    return any(tuple(words[i : i + PLACEHOLDER_RUN]) in runs for i in range(len(words) - PLACEHOLDER_RUN + 1))
+
+
 PASSAGE = 8  # words; none of the reference's 268 prompts has an 8-word run three times
 
 
@@ -145,6 +169,8 @@ def prompt_problem(prompt: str, shown: Sequence[str] = (), current: str = "") ->
     lowered = prompt.lower()
     if any(marker in lowered for marker in TEMPLATE_MARKERS):  # the fifth demo's: "<The complete new..."
         return "it contains the request's template markers - write only the new system prompt itself"
+    if _copies_a_placeholder(prompt):
+        return "it copies the reply format's placeholder - write the new system prompt itself in its place"
     copied = next((line for line in _template_lines() if line.lower() in lowered), None)
     if copied is not None:
         return f"it copies the request's guideline {copied[:60]!r} - write instructions to the assistant instead"

@@ -26,6 +26,10 @@ DEGENERATE = {
     "<The complete new system prompt: instructions to the assistant, not an answer to the query>.": (
         "template markers"
     ),  # the fifth measured demo's winner, capitalised
+    "<complete new system prompt: instructions to the assistant, not an answer to the query>": "placeholder",
+    # the eighth measured demo's winner: the placeholder without its "the"
+    "You are an assistant. Write instructions to the assistant, not an answer to the query.": "placeholder",
+    "<Your improved instructions for the assistant go here, be helpful>": "placeholder",
     "You are an assistant. The prompt MUST stay general, suited to every kind of query, NOT tailored to the "
     "query above.": "copies the request's guideline",
     "You are clear and kind. Be clear and kind. Stay clear and kind. Keep it clear and kind.": "repeats",
