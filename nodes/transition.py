@@ -127,6 +127,7 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
         retries=search.structured_retries,
         json_schema=reply_schema(TransitionReply),
         first_sample=payload.get("sample_offset", 0) + RETRY_SAMPLES * payload.get("retry_round", 0),
+        whole=True,  # the prompt is the reply's last field: a reply cut at the length limit cuts the prompt
     )
     for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)

@@ -154,6 +154,25 @@ def test_a_proposal_pasting_an_answer_from_its_feedback_is_re_asked(make_setting
     assert sum("from a query or answer it was shown" in text for text in asked) == 2
 
 
+def test_a_proposal_cut_off_at_the_length_limit_is_re_asked(make_settings, embedder: Embedder) -> None:
+    def first_try(text: str) -> bool:
+        return task_of(text) == "transition" and "cut off" not in text
+
+    def optimizer(text: str, sample: int) -> str:
+        if first_try(text):  # parses, but its last field, the prompt, stops mid-word
+            return json.dumps({"analysis": "a", "thought": "t", "new_system_prompt": "You are a helpful tutor. Outp"})
+        return respond(text, sample)
+
+    model = ScriptedChatModel(
+        responder=optimizer, finish_reason_of=lambda text, count: "length" if first_try(text) else "stop"
+    )
+    result = run(make_settings(depth=2, num_actions=2), roles(model), embedder, "cut").result
+    proposed = [c for c in result["depths"][1]["candidates"] if c["origin"] == "optimizer"]
+    assert proposed and not any(c["prompt"].endswith("Outp") for c in proposed)
+    asked = [text for text in model.finished if task_of(text) == "transition"]
+    assert sum("cut off" in text for text in asked) == 2  # each sample re-asked once, told why
+
+
 def test_a_degenerate_proposal_that_stays_so_is_counted(make_settings, embedder: Embedder) -> None:
     settings = make_settings(depth=2, num_actions=2, structured_retries=1)
     with pytest.raises(SearchStalled, match="not a usable system prompt"):

@@ -133,6 +133,26 @@ def test_parse_failure_then_retry_with_the_error_fed_back(tmp_path: Path) -> Non
     assert "no JSON object" in model.calls[1]  # the validation error was fed back
 
 
+def test_a_reply_cut_at_the_length_limit_is_unusable_where_it_must_be_whole(tmp_path: Path) -> None:
+    reply = '{"new_system_prompt": "You are a helpful assistant. Tips: - Output Improvement S"}'  # repaired JSON
+    for whole, attempts in ((False, 1), (True, 2)):
+        model = ScriptedChatModel(
+            responder=lambda text, sample: (
+                reply if "cut off" not in text else '{"new_system_prompt": "You are a kind, careful assistant."}'
+            ),
+            finish_reason_of=lambda text, count: "length" if "cut off" not in text else "stop",
+        )
+        outcome = call_structured(
+            _caller(tmp_path / str(whole), model), "## Task: write a prompt", parse_transition, retries=1, whole=whole
+        )
+        assert outcome.attempts == attempts
+        if whole:
+            assert outcome.value["new_system_prompt"] == "You are a kind, careful assistant."
+            assert "incomplete" in outcome.errors[0] and "cut off" in outcome.errors[0]
+        else:
+            assert outcome.value["new_system_prompt"].endswith("Output Improvement S")  # judges keep a whole score
+
+
 def test_refused_content_is_re_asked_afresh_without_showing_the_reply_back(tmp_path: Path) -> None:
     """Small models copy a refused reply they are shown (the fifth demo got the same prompt three times)."""
     replies = iter(['{"p": "again and again and again"}', '{"p": "Be brief and kind."}'])

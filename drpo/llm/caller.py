@@ -397,10 +397,13 @@ def call_structured(
     json_schema: dict[str, Any] | None = None,
     first: CallOutcome | None = None,
     logprobs: bool = False,
+    whole: bool = False,
 ) -> StructuredOutcome[T]:
     """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times.
 
-    ``first`` is an already received first reply (from a request with ``n``)."""
+    ``first`` is an already received first reply (from a request with ``n``). ``whole``: a reply cut off
+    at the length limit is unusable even where the repaired JSON parses, because its last field is cut
+    (the ninth measured demo's best prompt ended mid-word: "### Instructions - Output Improvement S")."""
     messages: list[BaseMessage] = [HumanMessage(content=prompt)]
     outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
     seed_basis: str | None = caller.key_for(messages, json_schema, sample=sample)
@@ -415,7 +418,10 @@ def call_structured(
         outcome.usage = add_usage(outcome.usage, call.usage)
         outcome.raw = call.text
         try:
-            outcome.value = parse_first_valid(call.text, parse)
+            value = parse_first_valid(call.text, parse)
+            if whole and call.truncated:
+                raise OutputParseError("the reply is incomplete")
+            outcome.value = value
             outcome.alternatives = call.alternatives
             return outcome
         except OutputParseError as error:
@@ -445,6 +451,7 @@ def call_structured_samples(
     retries: int,
     json_schema: dict[str, Any] | None = None,
     first_sample: int = 0,
+    whole: bool = False,
 ) -> list[StructuredOutcome[T]]:
     """``count`` independent structured samples; each unusable one is retried on its own.
 
@@ -461,6 +468,7 @@ def call_structured_samples(
                     retries=retries,
                     sample=first_sample + index,
                     json_schema=json_schema,
+                    whole=whole,
                 )
                 for index in range(count)
             ]
@@ -470,7 +478,14 @@ def call_structured_samples(
     )
     return [
         call_structured(
-            caller, prompt, parse, retries=retries, sample=first_sample + index, json_schema=json_schema, first=reply
+            caller,
+            prompt,
+            parse,
+            retries=retries,
+            sample=first_sample + index,
+            json_schema=json_schema,
+            first=reply,
+            whole=whole,
         )
         for index, reply in enumerate(replies)
     ]

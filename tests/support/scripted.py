@@ -28,6 +28,7 @@ class ScriptedChatModel(BaseChatModel):
     responder: Callable[[str, int], str] = respond
     drpo_accepts_seed: bool = True
     fail_on: Callable[[str, int], bool] | None = None
+    finish_reason_of: Callable[[str, int], str] | None = None  # e.g. "length" for a reply cut at max_tokens
     _log: list[str] = PrivateAttr(default_factory=list)
     _finished: list[str] = PrivateAttr(default_factory=list)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -65,8 +66,10 @@ class ScriptedChatModel(BaseChatModel):
         reply = self.responder(text, sample)
         with self._lock:
             self._finished.append(text)
+        finish = self.finish_reason_of(text, count) if self.finish_reason_of is not None else "stop"
         message = AIMessage(
             content=reply,
+            response_metadata={"finish_reason": finish},
             usage_metadata={
                 "input_tokens": len(text) // 4,
                 "output_tokens": len(reply) // 4,
