@@ -77,13 +77,18 @@ STOPWORDS = frozenset(
 
 @cache
 def _template_lines() -> tuple[str, ...]:
-    """Lines of the transition template long enough that copying one back is no accident."""
-    lines = (line.strip(" #-0123456789.") for line in load_template(PROMPT_TRANSITION).splitlines())
-    about_prompts = ("prompt", "bullet", "json")  # lines about writing the prompt, not advice it may repeat
+    """Lines of the transition template, and sentences of them, about writing the prompt and long enough
+    that copying one back is no accident (the ninth measured demo's prompt carried "This opening may be
+    long and detailed.")."""
+    lines = [line.strip(" #-0123456789.") for line in load_template(PROMPT_TRANSITION).splitlines()]
+    sentences = [part.strip(" .") for line in lines for part in re.split(r"(?<=\.)\s+", line)]
+    about_prompts = ("prompt", "bullet", "json", "opening")  # about writing the prompt, not advice it may repeat
     return tuple(
-        line
-        for line in lines
-        if len(line) >= 40 and "{{" not in line and any(word in line.lower() for word in about_prompts)
+        dict.fromkeys(
+            text
+            for text in [*lines, *sentences]
+            if len(text) >= 30 and "{{" not in text and any(word in text.lower() for word in about_prompts)
+        )
     )
 
 
