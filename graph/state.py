@@ -280,6 +280,7 @@ class EvalGradeRecord(TypedDict):
     ok: bool
     attempts: int
     written: NotRequired[dict[str, int | None]]  # evaluation.scoring expected: the digits the judge wrote
+    expected_fallbacks: NotRequired[int]  # ... and how many of them had no log-probabilities (kept as written)
 
 
 class EvalPairRecord(TypedDict):

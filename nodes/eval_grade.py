@@ -37,6 +37,7 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
     )
     if grade.written:  # expected scores: the digits written in the same reply stay beside them
         record["written"] = grade.written
+        record["expected_fallbacks"] = grade.fallbacks
     update: dict[str, Any] = {"grades": {key: record}, "usage": {"evaluator": grade.usage}}
     if not grade.ok:
         update["failures"] = [unusable_output(0, "evaluator", "unparseable_grade", key, grade.attempts, grade.errors)]

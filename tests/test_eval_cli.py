@@ -95,6 +95,7 @@ def test_expected_scoring_weighs_the_judges_digits_and_keeps_them(reference_eval
             expected = None if written is None else ends.get(written, written - 0.2)
             assert item["scores"][aspect] == pytest.approx(expected, abs=1e-3)
     assert "probability-weighted" in (tmp_path / "runs" / "x" / "report.md").read_text()
+    assert result["expected_fallbacks"] == 0  # the fake server gives log-probabilities at every digit
 
 
 def test_show_and_report_rewrite(reference_eval, tmp_path: Path) -> None:
@@ -128,7 +129,15 @@ def test_judge_agreement_over_http(tmp_path: Path) -> None:
             "eval", "judge-agreement", "--config", str(config), "--verdicts", str(verdicts), "--limit", "8",
             "--run-id", "agree", "--runs-dir", "runs", cwd=tmp_path,
         )  # fmt: skip
+        weighed = drpo(
+            "eval", "judge-agreement", "--config", str(config), "--verdicts", str(verdicts), "--limit", "8",
+            "--run-id", "agree-expected", "--runs-dir", "runs", "--scoring", "expected", cwd=tmp_path,
+        )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert weighed.returncode == 0, weighed.stderr
+    expected = json.loads((tmp_path / "runs" / "agree-expected" / "agreement.json").read_text())
+    assert expected["expected_fallbacks"] == 0 and "0 written digits had no log-probabilities" in weighed.stdout
+    assert all(item["judge"] != item["written"] for item in expected["per_item"])  # weighed, not the digits
     report = json.loads((tmp_path / "runs" / "agree" / "agreement.json").read_text())
     assert report["items"] == 8 and report["parse_failures"] == 0
     assert set(report["aspects"]) >= {"Helpfulness", "Average"} and report["aspects"]["Depth"]["n"] == 8

@@ -85,6 +85,27 @@ def test_the_anchored_rubric_reaches_the_judge(make_settings, embedder: Embedder
     assert judged and all("5: exceptional: nothing worth improving; rare" in text for text in judged)
 
 
+def test_a_fence_the_server_stripped_and_a_split_character_do_not_lose_the_digits() -> None:
+    """The embedded llama.cpp server's message drops the ```json fence its tokens still hold, and a character
+    split over two tokens has no text of its own: offsets are found in bytes from where the reply starts."""
+    reply = '{"Depth": {"rationale": "caf\u00e9 \u2014 fine", "score": 4}}'
+    text = json.loads(json.dumps(reply))
+    dash = "\u2014".encode()
+    tokens = [("```", b"```"), ("json", b"json"), ("\n", b"\n")]
+    before, after = text.split("\u2014")
+    head, digit_and_rest = after.split("4", 1)
+    tokens += [(before, before.encode()), ("", dash[:2]), ("\ufffd", dash[2:]), (head, head.encode())]
+    tokens += [("4", b"4"), (digit_and_rest, digit_and_rest.encode()), ("", b"")]
+    content = [{"token": token, "bytes": list(raw), "logprob": math.log(0.5),
+                "top_logprobs": [{"token": token, "logprob": math.log(0.5)}, {"token": "3", "logprob": math.log(0.5)}]
+                if token == "4" else []} for token, raw in tokens]  # fmt: skip
+    alternatives = digit_alternatives(text, content)
+    assert [offset for offset, _ in alternatives] == [text.index("4}")]
+    assert expected_scores(text, ["Depth"], alternatives) == {"Depth": pytest.approx(3.5)}
+    unrelated = [{"token": "nothing like it", "logprob": 0.0, "top_logprobs": []}]
+    assert digit_alternatives(text, unrelated) == []  # no alignment: no alternatives (the digit then stands)
+
+
 def test_digits_glued_to_json_punctuation_are_found() -> None:
     text = '{"Depth": {"rationale": "thin", "score":\n\n3}}'
     cut = text.index(":\n\n3")

@@ -356,6 +356,11 @@ def judge_agreement(
             f"Pearson {fmt(average['pearson'])} {fmt_range(average.get('pearson_interval'))} (95% bootstrap)",
             highlight=False,
         )
+    if result["scoring"] == "expected":
+        console.print(
+            f"{result.get('expected_fallbacks', 0)} written digits had no log-probabilities (kept as written)",
+            highlight=False,
+        )
     console.print(
         f"judge {result['judge']}: {result['items']} items, {result['parse_failures']} unusable, "
         f"{result['seconds_per_item']} s per item; saved to {result['path']}",

@@ -183,4 +183,5 @@ def summarize(
         "cost": cost,
         "failures": failures,
         "items": evaluated,
+        "expected_fallbacks": sum(grade.get("expected_fallbacks", 0) for grade in grades.values()),
     }

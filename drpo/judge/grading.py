@@ -46,6 +46,7 @@ class Grade:
     usage: dict[str, int]
     errors: list[str]
     written: dict[str, int | None] = field(default_factory=dict)  # scoring=expected: the digits written
+    fallbacks: int = 0  # scoring=expected: digits that stood for themselves (no log-probabilities for them)
 
 
 def _skeleton(aspects: list[str]) -> str:
@@ -132,6 +133,7 @@ def merged(grades: list[Grade]) -> Grade:
         usage=usage,
         errors=[error for grade in grades for error in grade.errors],
         written={a: w for grade in grades for a, w in grade.written.items()},
+        fallbacks=sum(grade.fallbacks for grade in grades),
     )
 
 
@@ -163,9 +165,11 @@ def _grade(
     grades = outcome.value or {}
     written = {aspect: entry["score"] for aspect, entry in grades.items()}
     scores: dict[str, float | None] = dict(written)
+    fallbacks = 0
     if scoring == "expected" and outcome.value is not None:
-        scores = weigh_written(outcome.raw, written, outcome.alternatives)[0]
+        scores, fallbacks = weigh_written(outcome.raw, written, outcome.alternatives)
     return Grade(
+        fallbacks=fallbacks,
         written=written if scoring == "expected" else {},
         scores=scores,
         rationales={aspect: entry["rationale"] for aspect, entry in grades.items()},

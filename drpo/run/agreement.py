@@ -194,6 +194,7 @@ def measure_agreement(
         "scoring": scoring,
         "rubric": rubric,
         "per_aspect": per_aspect,
+        "expected_fallbacks": sum(grade.fallbacks for grade in grades),  # digits without log-probabilities
         "aspects": rows,
         **(
             {"written": _agreement_rows(verdicts, grades, lambda grade: grade.written)} if scoring == "expected" else {}
