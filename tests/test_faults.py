@@ -41,12 +41,12 @@ def test_twenty_percent_faults_of_every_kind_leave_the_result_unchanged(tmp_path
     clean_dir.mkdir()
     flaky_dir.mkdir()
     with FakeOpenAIServer() as server:
-        config = flaky_config(clean_dir / "config.yaml", server.base_url, depth=3)
+        config = flaky_config(clean_dir / "config.yaml", server.base_url, depth=4)
         done = drpo("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs", cwd=clean_dir)
     assert done.returncode == 0, done.stderr
     log = flaky_dir / "requests.jsonl"
     with FakeOpenAIServer(log_path=log, fault_rate=0.2, timeout_sleep=1.3) as server:
-        config = flaky_config(flaky_dir / "config.yaml", server.base_url, depth=3)
+        config = flaky_config(flaky_dir / "config.yaml", server.base_url, depth=4)
         flaky = drpo("optimize", "--config", str(config), "--run-id", "r", "--runs-dir", "runs", cwd=flaky_dir)
     assert flaky.returncode == 0, flaky.stderr
     expected = json.loads((clean_dir / "runs" / "r" / "result.json").read_text())
