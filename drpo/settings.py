@@ -221,6 +221,14 @@ class SearchSettings(BaseModel):
         description="Seed queries set aside before the search (seeded, per category) and never shown to it; "
         "written to the run's held_out.jsonl for drpo eval",
     )
+    validation: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Validation queries (a departure from the paper, 0 = off): drawn once (seeded, per category) "
+        "from the searched seeds and never trained on; each depth's survivors and the initial prompt are judged "
+        "on them, and the beam and the returned prompt rank on that validation reward",
+    )
 
 
 class RewardSettings(BaseModel):
@@ -244,6 +252,11 @@ class RewardSettings(BaseModel):
     rubric: Literal["paper", "anchored"] = Field(
         "paper",
         description="Judge scale wording: the paper's agree/disagree scale, or anchors per score with 5 as rare",
+    )
+    rationale: Literal["first", "none"] = Field(
+        "first",
+        description="first: the judge writes a rationale before each score, and the optimizer reads them (paper); "
+        "none: the scores alone (far shorter judge replies; the optimizer then sees scores without reasons)",
     )
 
     def for_icl(self) -> str:
@@ -358,6 +371,11 @@ class EvaluationSettings(BaseModel):
         description="absolute: the 1-5 digit the judge writes (just-eval's protocol); expected: its probability-"
         "weighted mean over 1-5 in the same reply (agrees better with GPT-4-turbo, breaks ties; the written digits "
         "are kept beside it, and a reply without log-probabilities falls back to them)",
+    )
+    rationale: Literal["first", "none"] = Field(
+        "first",
+        description="first: the judge writes a rationale before each score (just-eval's protocol); none: the "
+        "scores alone (far shorter replies; read them with scoring: expected)",
     )
     basic_prompt: str = Field("You are a helpful assistant.", min_length=1, description="The base system's prompt")
 

@@ -71,6 +71,7 @@ class Services:
     embedding_cache: EmbeddingCache | None = None
     server_features: ServerFeatures | None = None
     n_decision: Background[bool] | None = None
+    validation_order: list[str] = field(default_factory=list)  # search.validation's query ids
     _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -100,7 +101,8 @@ class Services:
             if query_id not in self._query_embeddings:
                 search = self.settings.search
                 reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
-                planned = [qid for qid in self.seed_order[:reach] if qid not in self._query_embeddings]
+                reachable = [*self.seed_order[:reach], *self.validation_order]
+                planned = [qid for qid in reachable if qid not in self._query_embeddings]
                 batch = planned if query_id in planned else [query_id]
                 vectors = self.embedder.embed([self.query_text(qid) for qid in batch])
                 self._query_embeddings.update(zip(batch, vectors, strict=True))

@@ -9,6 +9,10 @@ sends select_aspects and retrieve_icl first, which lead to dispatch_generation a
 Preparing the next depth beside the transitions keeps aspect selection and retrieval off the path
 between model calls: a depth is three rounds of requests (generate, evaluate, transition).
 
+With ``search.validation`` on, prune_beam leads to validate -> Send(validation_generate) -> dispatch_validation_
+evaluation -> Send(validation_evaluate) -> select_on_validation, which reorders the beam on the validation
+reward before the review and the transitions (nodes/validate.py says why).
+
 Under ``reward.scoring: relative`` the initial prompt also answers every depth's queries, and every other
 candidate's answer is graded against its answer to the same query (the initial prompt's own answers are
 graded absolutely, so the first depth's feedback and skip rule mean what they do in the paper).
@@ -44,6 +48,7 @@ from drpo.nodes.sample_queries import sample_queries
 from drpo.nodes.select_aspects import select_aspects
 from drpo.nodes.stalls import evaluation_round, transition_round
 from drpo.nodes.transition import transition
+from drpo.nodes.validate import needs_validation, select_on_validation, validate, validating, validation_pool
 from drpo.scoring import eval_key, path_ids
 from drpo.strategy import strategy_for
 
@@ -62,7 +67,10 @@ def fan_out_generation(state: PromptOptState) -> list[Send] | str:
     """One generate branch per (candidate, query) once the depth's queries have their aspects and
     examples (prepared beside the previous depth's transitions, or first, at depth 1 and after a resume)."""
     depth = state["depth"]
-    preparing = missing_preparation(state, depth, state["queries"][str(depth)], "dispatch_generation")
+    queries = state["queries"][str(depth)]
+    if depth == 1:  # the validation queries are prepared beside the first depth's
+        queries = [*queries, *state.get("validation_queries", [])]
+    preparing = missing_preparation(state, depth, queries, "dispatch_generation")
     if preparing:
         return preparing
     sends: list[Send] = []
@@ -130,6 +138,62 @@ def dispatch_evaluation(state: PromptOptState) -> dict[str, Any]:
 
 
 def route_after_prune(state: PromptOptState) -> list[Send] | str:
+    """To validation first when ``search.validation`` is on, else as after selection."""
+    if validating(state):
+        return "validate"
+    return route_after_selection(state)
+
+
+def fan_out_validation(state: PromptOptState) -> list[Send] | str:
+    """Validation answers for the pool (the depth's survivors and the previous beam) on every validation
+    query still lacking a usable verdict, once those queries have their aspects and examples."""
+    depth = state["depth"]
+    queries = state["validation_queries"]
+    preparing = missing_preparation(state, depth, queries, "validate")
+    if preparing:
+        return preparing
+    sends: list[Send] = []
+    for candidate_id in validation_pool(state):
+        prompt = state["candidates"][candidate_id]["prompt"]
+        for query_id in needs_validation(state, candidate_id):
+            payload = GeneratePayload(
+                depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
+            )
+            sends.append(Send("validation_generate", payload))
+    return sends or "dispatch_validation_evaluation"
+
+
+def fan_out_validation_evaluation(state: PromptOptState) -> list[Send]:
+    """One evaluate branch per validation answer without a usable verdict (asked afresh after a stall)."""
+    depth = state["depth"]
+    sends = []
+    for candidate_id in validation_pool(state):
+        prompt = state["candidates"][candidate_id]["prompt"]
+        for query_id in needs_validation(state, candidate_id):
+            answer_id = eval_key(candidate_id, query_id)
+            payload = EvaluatePayload(
+                depth=depth,
+                candidate=candidate_id,
+                prompt=prompt,
+                query=query_id,
+                icl=state["icl"][query_id],
+                aspects=state["aspects"][query_id],
+                answer_id=answer_id,
+            )
+            if relative(state) and candidate_id != ROOT_ID:
+                payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
+            if answer_id in state.get("evaluations", {}):
+                payload["round"] = evaluation_round(state, answer_id)
+            sends.append(Send("validation_evaluate", payload))
+    return sends or [Send("select_on_validation", state)]
+
+
+def dispatch_validation_evaluation(state: PromptOptState) -> dict[str, Any]:
+    """Join point: runs once after every validation answer is written."""
+    return {}
+
+
+def route_after_selection(state: PromptOptState) -> list[Send] | str:
     """Through the review node only when review is on (no extra step, and no extra checkpoint, otherwise)."""
     if state.get("review_enabled") and not state.get("stop_reason"):
         return "review"
@@ -184,13 +248,20 @@ def build_prompt_graph() -> StateGraph:
     """The uncompiled graph; nodes reach models and stores through the DrpoContext run context."""
     builder = StateGraph(PromptOptState, context_schema=DrpoContext, input_schema=PromptOptInput)
     builder.add_node("sample_queries", sample_queries)
-    builder.add_node("select_aspects", select_aspects, destinations=("dispatch_generation", "sample_queries"))
-    builder.add_node("retrieve_icl", retrieve_icl, destinations=("dispatch_generation", "sample_queries"))
+    prepared_for = ("dispatch_generation", "sample_queries", "validate")
+    builder.add_node("select_aspects", select_aspects, destinations=prepared_for)
+    builder.add_node("retrieve_icl", retrieve_icl, destinations=prepared_for)
     builder.add_node("dispatch_generation", dispatch_generation)
     builder.add_node("generate", generate)
     builder.add_node("dispatch_evaluation", dispatch_evaluation)
     builder.add_node("evaluate", evaluate)
     builder.add_node("prune_beam", prune_beam)
+    builder.add_node("validate", validate)
+    # The same answer and verdict steps as training, as their own nodes so their edges lead to selection.
+    builder.add_node("validation_generate", generate)
+    builder.add_node("dispatch_validation_evaluation", dispatch_validation_evaluation)
+    builder.add_node("validation_evaluate", evaluate)
+    builder.add_node("select_on_validation", select_on_validation)
     builder.add_node("review", review)
     builder.add_node("transition", transition)
     builder.add_node("finalize", finalize)
@@ -202,7 +273,17 @@ def build_prompt_graph() -> StateGraph:
     builder.add_conditional_edges("dispatch_evaluation", fan_out_evaluation, ["evaluate", "prune_beam"])
     builder.add_edge("evaluate", "prune_beam")
     after_depth = ["review", "transition", "select_aspects", "retrieve_icl", "finalize", "sample_queries"]
-    builder.add_conditional_edges("prune_beam", route_after_prune, after_depth)
+    builder.add_conditional_edges("prune_beam", route_after_prune, [*after_depth, "validate"])
+    validation = ["select_aspects", "retrieve_icl", "validation_generate", "dispatch_validation_evaluation"]
+    builder.add_conditional_edges("validate", fan_out_validation, validation)
+    builder.add_edge("validation_generate", "dispatch_validation_evaluation")
+    builder.add_conditional_edges(
+        "dispatch_validation_evaluation",
+        fan_out_validation_evaluation,
+        ["validation_evaluate", "select_on_validation"],
+    )
+    builder.add_edge("validation_evaluate", "select_on_validation")
+    builder.add_conditional_edges("select_on_validation", route_after_selection, after_depth)
     builder.add_conditional_edges("review", route_after_review, after_depth[1:])
     builder.add_edge("transition", "sample_queries")
     builder.add_edge("finalize", END)

@@ -94,6 +94,15 @@ class BeamEntry(TypedDict):
     kept: NotRequired[bool]  # kept in the beam after pruning (absent in checkpoints of older versions)
 
 
+class ValidationEntry(TypedDict):
+    """A candidate's mean reward on the validation queries, as ranked after a depth's pruning."""
+
+    id: str
+    validation: float | None
+    reward: float | None  # its training reward (the depth's own queries)
+    kept: bool
+
+
 def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
     return {**left, **right}
 
@@ -174,6 +183,14 @@ class PromptOptState(TypedDict):
         dict[str, dict[str, Any]], described("Depth -> reviewer decisions and the beam after review"), merge_dicts
     ]
     review_enabled: NotRequired[Annotated[bool, described("Pause for a human review after this depth")]]
+    validation_queries: NotRequired[
+        Annotated[list[str], described("search.validation's query ids (fixed for the run; empty = off)")]
+    ]
+    validated: Annotated[
+        dict[str, list[ValidationEntry]],
+        described("Depth -> the candidates ranked on the validation queries, and which stayed in the beam"),
+        merge_dicts,
+    ]
     stop_reason: NotRequired[Annotated[str, described("Why the search ended")]]
     best: NotRequired[Annotated[dict[str, Any], described("The best candidate id and prompt, once finished")]]
 

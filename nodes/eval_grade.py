@@ -26,6 +26,7 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
         safety=query.safety,
         retries=services.settings.search.structured_retries,
         scoring=resources.settings.scoring,
+        rationale=resources.settings.rationale,
     )
     record = EvalGradeRecord(
         system=payload["system"],

@@ -1,7 +1,8 @@
 """Write the run's artifacts and return the best prompt.
 
-The deployed prompt is the last prompt on the best-ranked path of the final beam (as in the
-reference). Writing is idempotent, so a finalize re-run after a crash produces the same files.
+The deployed prompt is the last prompt on the best-ranked path of the final beam (as in the reference),
+or with ``search.validation`` the best prompt on the validation queries. Writing is idempotent, so a
+finalize re-run after a crash produces the same files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.progress import FinishedEvent, emit
 from drpo.graph.state import PromptOptState
 from drpo.llm.pricing import cost_of
+from drpo.nodes.validate import validation_summary
 from drpo.scoring import eval_key
 from drpo.store.records import RunResult
 from drpo.store.run_dir import atomic_write_text
@@ -23,13 +25,19 @@ from drpo.strategy import strategy_for
 
 def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, Any]]:
     depths = []
+    validated = {
+        entry["id"]: entry["validation"] for entries in state.get("validated", {}).values() for entry in entries
+    }
     for depth_key in sorted(state.get("beams", {}), key=int):
         ranked = state["beams"][depth_key]
         search = services.settings.search
         beam_size = strategy_for(search.strategy).width(search.beam_width)
         review = state.get("reviews", {}).get(depth_key)
+        chosen = state.get("validated", {}).get(depth_key)
         if review:
             beam = review["beam"]
+        elif chosen:
+            beam = [entry["id"] for entry in chosen if entry["kept"]]
         elif all("kept" in entry for entry in ranked):
             beam = [entry["id"] for entry in ranked if entry["kept"]]
         else:  # checkpoints written before pruning recorded what it kept
@@ -66,6 +74,7 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
                     "prompt": record["prompt"],
                     "reward": entry["reward"],
                     "path_value": entry["path_value"],
+                    **({"validation": validated[entry["id"]]} if entry["id"] in validated else {}),
                     "kept": entry["id"] in kept,
                     "evaluations": per_query,
                 }
@@ -83,7 +92,11 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
 
 def build_result(state: PromptOptState, services: Services) -> RunResult:
     settings = services.settings
-    best_id = strategy_for(settings.search.strategy).final_candidate(state)
+    validation = validation_summary(state)
+    if validation is not None:  # the beam is ranked on validation, and keeps the best validated prompt first
+        best_id = state["beam"][0]
+    else:
+        best_id = strategy_for(settings.search.strategy).final_candidate(state)
     best_depth = str(state["candidates"][best_id]["depth"])
     best_entry = next(entry for entry in state["beams"][best_depth] if entry["id"] == best_id)
     return {  # type: ignore[typeddict-item]
@@ -97,6 +110,7 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
             "path_value": best_entry["path_value"],
         },
         "stop_reason": state.get("stop_reason", ""),
+        **({"validation": validation} if validation is not None else {}),
         "serving": {
             "icl_collection": services.icl_store.name,
             "embedding_model": settings.embedding_model,

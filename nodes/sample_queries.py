@@ -53,6 +53,7 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
             name=search.strategy, beam_width=search.beam_width, num_actions=search.num_actions
         )
         update["scoring"] = services.settings.reward.scoring
+        update["validation_queries"] = list(services.validation_order)
     else:
         # A depth with no usable proposal only carries the old prompts: tolerated stall_patience times in a row.
         stalled = stalled_depths_after(state)

@@ -44,6 +44,22 @@ def evaluation_stall(state: PromptOptState, max_share: float) -> tuple[int, int]
     return None
 
 
+def validation_stall(state: PromptOptState, max_share: float) -> tuple[int, int] | None:
+    """(unusable, all) validation verdicts of this depth's pool, under the same rule as evaluation_stall."""
+    from drpo.nodes.validate import validation_pool  # validate imports this module
+
+    keys = [
+        eval_key(candidate, query)
+        for candidate in validation_pool(state)
+        for query in state.get("validation_queries", [])
+    ]
+    records = [state["evaluations"][key] for key in keys if key in state.get("evaluations", {})]
+    failed = sum(1 for record in records if record["reward"] is None)
+    if records and failed and (failed == len(records) or failed / len(records) > max_share):
+        return failed, len(records)
+    return None
+
+
 def proposals_stall(state: PromptOptState) -> int | None:
     """The number of beam nodes when every transition of the last depth failed, else None."""
     proposals = state.get("proposals", [])
@@ -61,6 +77,13 @@ def check_evaluations(state: PromptOptState, services: Services) -> None:
     stall = evaluation_stall(state, services.settings.search.max_unusable_share)
     if stall is not None:
         what = f"gave no usable verdict for {stall[0]} of {stall[1]} answers"
+        raise _stall(services, "evaluator", what, state.get("failures", []), state["depth"])
+
+
+def check_validation(state: PromptOptState, services: Services) -> None:
+    stall = validation_stall(state, services.settings.search.max_unusable_share)
+    if stall is not None:
+        what = f"gave no usable verdict for {stall[0]} of {stall[1]} validation answers"
         raise _stall(services, "evaluator", what, state.get("failures", []), state["depth"])
 
 
@@ -98,6 +121,8 @@ def redispatch_node(
         return None
     if next_nodes == ("prune_beam",) and evaluation_stall(state, max_share) is not None:
         return "dispatch_evaluation"
+    if next_nodes == ("select_on_validation",) and validation_stall(state, max_share) is not None:
+        return "dispatch_validation_evaluation"
     if next_nodes == ("sample_queries",) and state.get("depth", 0) > 0 and proposals_stall(state) is not None:
         # a tolerated stall was carried on, not re-asked
         return "review" if stalled_depths_after(state) >= stall_patience else None

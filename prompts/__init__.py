@@ -28,6 +28,7 @@ RETRY_REJECTED = "retry_rejected"
 ICL_TRANSITION = "icl_transition"
 EVAL_JUDGE = "eval_judge"
 EVAL_PAIRWISE = "eval_pairwise"
+JUDGE_REPLY = {"first": "judge_reply_first", "none": "judge_reply_none"}  # a judge's rationale: first, or none
 
 COMPLETION_STOP_SEQUENCES: tuple[str, ...] = ("<END>",)
 

@@ -10,16 +10,23 @@ def aspect_list_text(definitions: dict[str, str]) -> str:
     return "\n".join(f"- {name}: {text}" for name, text in definitions.items())
 
 
-def eval_skeleton(aspects: list[str], subject: str = "of the output") -> str:
-    """The JSON shape the judge fills: a rationale and a score per aspect."""
+def eval_skeleton(aspects: list[str], subject: str = "of the output", rationale: str = "first") -> str:
+    """The JSON shape the judge fills: a score per aspect, after a rationale unless ``rationale`` is none."""
     skeleton = {
         aspect: {
-            "rationale": f"<your thoughts on the {aspect.lower()} {subject}>",
+            **({"rationale": f"<your thoughts on the {aspect.lower()} {subject}>"} if rationale == "first" else {}),
             "score": f"<your {aspect.lower()} score, 1-5>",
         }
         for aspect in aspects
     }
     return json.dumps(skeleton, indent=2)
+
+
+def reply_rule(rationale: str) -> str:
+    """The judge templates' sentence on rationales (``first`` or ``none``), from its template file."""
+    from drpo.prompts import JUDGE_REPLY, load_template
+
+    return load_template(JUDGE_REPLY[rationale]).strip()
 
 
 def evaluation_text(scores: dict[str, int], rationales: dict[str, str]) -> str:

@@ -59,6 +59,18 @@ class DepthRow(TypedDict):
     candidates: list[CandidateRow]
 
 
+class ValidationResult(TypedDict):
+    """search.validation's outcome: the queries, each validated candidate's mean reward on them, and
+    whether any proposal beat the initial prompt."""
+
+    queries: list[str]
+    rewards: dict[str, float | None]
+    initial: float | None
+    best: float | None
+    beat_initial: bool
+    note: str
+
+
 class RunResult(TypedDict):
     """``result.json`` of a prompt-optimization run (also of an imported reference run)."""
 
@@ -81,6 +93,7 @@ class RunResult(TypedDict):
     usage_by_depth: NotRequired[dict[str, dict[str, dict[str, int]]]]
     cost: NotRequired[float | None]
     imported_from: NotRequired[str]
+    validation: NotRequired[ValidationResult]
 
 
 class IclExampleResult(TypedDict):

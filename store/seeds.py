@@ -155,14 +155,17 @@ def default_icl_examples() -> list[IclExample]:
     ]
 
 
-def split_held_out(queries: list[SeedQuery], count: int, seed: int) -> tuple[list[SeedQuery], list[SeedQuery]]:
-    """(searched, held out): ``count`` queries set aside, spread over the categories in proportion, seeded,
-    so the same seed set and seed always hold out the same queries. The search never sees the held-out ones."""
+def split_held_out(
+    queries: list[SeedQuery], count: int, seed: int, purpose: str = "held_out"
+) -> tuple[list[SeedQuery], list[SeedQuery]]:
+    """(rest, set aside): ``count`` queries set aside, spread over the categories in proportion, seeded,
+    so the same seed set and seed always set aside the same queries. ``purpose`` names the split in errors
+    and keys its random stream (held-out and validation draws are independent of each other)."""
     if count == 0:
         return queries, []
     if count >= len(queries):
-        raise DrpoInputError(f"held_out {count} leaves no seed query to search ({len(queries)} in the seed set)")
-    rng = random.Random(f"held-out:{seed}")
+        raise DrpoInputError(f"{purpose} {count} leaves no seed query to search ({len(queries)} left in the seed set)")
+    rng = random.Random(f"held-out:{seed}" if purpose == "held_out" else f"{purpose}:{seed}")
     by_category: dict[str, list[str]] = {}
     for query in queries:
         by_category.setdefault(query.category, []).append(query.id)

@@ -31,8 +31,10 @@ def test_placeholder_text_inside_values_is_never_expanded() -> None:
         aspect_list="- Helpfulness: x",
         aspect_reasoning="because {{eval_skeleton}}",
         eval_skeleton="{}",
+        reply_rule="rule {{output}}",
     )
     assert hostile in text
+    assert "rule {{output}}" in text
     assert "OUT {{query}}" in text
     assert "because {{eval_skeleton}}" in text
     assert text.count(hostile) == 1
@@ -58,3 +60,13 @@ def test_templates_keep_the_papers_structure() -> None:
 def test_template_hash_is_stable_and_distinct() -> None:
     assert template_hash(EVALUATION) == template_hash(EVALUATION)
     assert template_hash(EVALUATION) != template_hash(ASPECT_SELECTION)
+
+
+@pytest.mark.parametrize("name", [EVALUATION, "evaluation_anchored", "evaluation_relative", "eval_judge"])
+def test_judge_templates_put_their_fixed_part_first(name: str) -> None:
+    """The server reuses a cached prefix: everything before the first per-call value is the same text
+    for every call, and the answer graded comes after the aspects and the query."""
+    template = load_template(name)
+    first_value = min(template.index("{{" + key + "}}") for key in placeholders(template) if key != "reply_rule")
+    assert template.index("## Scale") < first_value and template.index("{{reply_rule}}") < first_value
+    assert template.index("{{query}}") < template.index("{{output}}") < template.index("{{eval_skeleton}}")

@@ -278,6 +278,9 @@ JudgeScoringOption = Annotated[
     str | None, typer.Option("--scoring", help="absolute or expected (default: reward.scoring)")
 ]
 PerAspectOption = Annotated[bool, typer.Option("--per-aspect", help="One judge call per aspect, not all at once")]
+RationaleOption = Annotated[
+    str | None, typer.Option("--rationale", help="first (a rationale before each score) or none (scores alone)")
+]
 
 
 def judge_settings(
@@ -287,13 +290,14 @@ def judge_settings(
     runs_dir: Path | None,
     concurrency: int | None,
     scoring: str | None,
+    rationale: str | None = None,
 ) -> Settings:
     """The settings a judge measurement runs with: the config, with the command's flags on top."""
     flags = {
         "run_id": run_id,
         "runs_dir": str(runs_dir) if runs_dir else None,
         "search": {"concurrency": concurrency},
-        "reward": {"scoring": scoring},
+        "reward": {"scoring": scoring, "rationale": rationale},
     }
     return settings_from_flags(config, flags, local_model)
 
@@ -315,6 +319,7 @@ def judge_agreement(
         str, typer.Option("--rubric", help="eval (the evaluation's template), or paper / anchored (the reward's)")
     ] = "eval",
     per_aspect: PerAspectOption = False,
+    rationale: RationaleOption = None,
 ) -> None:
     """Grade answers a reference judge already scored with the configured evaluator, and compare."""
     from drpo.run.agreement import load_verdicts, measure_agreement, stratified
@@ -322,7 +327,7 @@ def judge_agreement(
     def action() -> dict[str, Any]:
         if rubric not in ("eval", "paper", "anchored"):
             raise DrpoInputError(f"--rubric must be eval, paper or anchored, not {rubric!r}")
-        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring)
+        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring, rationale)
         if settings.reward.scoring == "relative":
             raise DrpoInputError(
                 "relative scores cannot be compared with absolute verdicts; measure them with drpo eval judge-pairs"
@@ -334,7 +339,8 @@ def judge_agreement(
 
     result = run_guarded(action, None)
     calls = ", one call per aspect" if result["per_aspect"] else ""
-    tables = {f"{result['scoring']} scores, {result['rubric']} template{calls}": result["aspects"]}
+    reasons = ", no rationale" if result.get("rationale") == "none" else ""
+    tables = {f"{result['scoring']} scores, {result['rubric']} template{calls}{reasons}": result["aspects"]}
     if "written" in result:
         tables["the digits written in the same replies"] = result["written"]
     for title, rows in tables.items():
@@ -384,6 +390,7 @@ def judge_pairs(
         typer.Option("--rubric", help="eval, paper, anchored (each answer alone), relative (each against the other)"),
     ] = "eval",
     per_aspect: PerAspectOption = False,
+    rationale: RationaleOption = None,
     kinds: Annotated[
         str, typer.Option("--kinds", help="Degradations taken in turn: truncated, shuffled, generic, padded")
     ] = "truncated,shuffled,generic,padded",
@@ -395,7 +402,7 @@ def judge_pairs(
     def action() -> dict[str, Any]:
         if rubric not in ("eval", "paper", "anchored", "relative"):
             raise DrpoInputError(f"--rubric must be eval, paper, anchored or relative, not {rubric!r}")
-        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring)
+        settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring, rationale)
         chosen_kinds = parse_kinds(kinds)  # before the verdicts are read or a model is loaded
         pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed, chosen_kinds)
         return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect)

@@ -13,7 +13,7 @@ from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import OutputParseError, aspect_entries, bounded, fold_name, parse_score, reply_schema
 from drpo.llm.usage import add_usage
 from drpo.prompts import EVAL_JUDGE, EVAL_PAIRWISE, EVALUATION, EVALUATION_ANCHORED, render
-from drpo.prompts.texts import aspect_list_text
+from drpo.prompts.texts import aspect_list_text, reply_rule
 
 REGULAR_ASPECTS: dict[str, str] = {
     "Helpfulness": "How well the response addresses the query and gives the user what they need.",
@@ -49,13 +49,13 @@ class Grade:
     fallbacks: int = 0  # scoring=expected: digits that stood for themselves (no log-probabilities for them)
 
 
-def _skeleton(aspects: list[str]) -> str:
+def _skeleton(aspects: list[str], rationale: str = "first") -> str:
     import json
 
     return json.dumps(
         {
             name: {
-                "rationale": f"<why this {name.lower()} score>",
+                **({"rationale": f"<why this {name.lower()} score>"} if rationale == "first" else {}),
                 "score": "<1-5 or N/A>" if name in MAY_NOT_APPLY else "<1-5>",
             }
             for name in aspects
@@ -78,11 +78,13 @@ def parse_grades(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str
 MAY_NOT_APPLY = {"Factuality"}
 
 
-def grading_schema(aspects: list[str]) -> dict[str, Any]:
+def grading_schema(aspects: list[str], rationale: str = "first") -> dict[str, Any]:
     number = {"type": "integer", "minimum": 1, "maximum": 5}
 
     def entry(aspect: str) -> dict[str, Any]:
         score = {"anyOf": [number, {"type": "string", "enum": ["N/A"]}]} if aspect in MAY_NOT_APPLY else number
+        if rationale == "none":
+            return {"type": "object", "properties": {"score": score}, "required": ["score"]}
         return {
             "type": "object",
             "properties": {"rationale": {"type": "string", "maxLength": 300}, "score": score},
@@ -102,22 +104,35 @@ def grade_answer(
     scoring: str = "absolute",
     rubric: str = "eval",
     per_aspect: bool = False,
+    rationale: str = "first",
 ) -> Grade:
     """Grade one answer; unusable output is re-asked, then reported as not ok (never scored).
 
     ``rubric`` ``eval`` is the evaluation's own template; ``paper`` and ``anchored`` grade with the
     optimization judge's templates (``reward.rubric``), to measure them on the same verdicts.
     ``scoring`` ``expected`` weighs 1-5 by the judge's token probabilities (the digits stay in ``written``).
-    ``per_aspect`` asks one call per aspect instead of all aspects in one reply (measured, see README)."""
+    ``per_aspect`` asks one call per aspect instead of all aspects in one reply; ``rationale`` ``none``
+    asks for the scores alone (docs/judges.md has both measured)."""
     definitions = aspects_for(safety)
     if per_aspect and len(definitions) > 1:
         return merged(
             [
-                _grade(caller, query, answer, {name: text}, retries=retries, scoring=scoring, rubric=rubric)
+                _grade(
+                    caller,
+                    query,
+                    answer,
+                    {name: text},
+                    retries=retries,
+                    scoring=scoring,
+                    rubric=rubric,
+                    rationale=rationale,
+                )
                 for name, text in definitions.items()
             ]
         )
-    return _grade(caller, query, answer, definitions, retries=retries, scoring=scoring, rubric=rubric)
+    return _grade(
+        caller, query, answer, definitions, retries=retries, scoring=scoring, rubric=rubric, rationale=rationale
+    )
 
 
 def merged(grades: list[Grade]) -> Grade:
@@ -146,20 +161,26 @@ def _grade(
     retries: int,
     scoring: str,
     rubric: str,
+    rationale: str = "first",
 ) -> Grade:
     aspects = list(definitions)
-    values = {"query": query, "output": answer, "aspect_list": aspect_list_text(definitions)}
+    values = {
+        "query": query,
+        "output": answer,
+        "aspect_list": aspect_list_text(definitions),
+        "reply_rule": reply_rule(rationale),
+        "eval_skeleton": _skeleton(aspects, rationale),
+    }
     if rubric in REWARD_TEMPLATES:
-        template = REWARD_TEMPLATES[rubric]
-        prompt = render(template, **values, aspect_reasoning=STANDARD_REASONING, eval_skeleton=_skeleton(aspects))
+        prompt = render(REWARD_TEMPLATES[rubric], **values, aspect_reasoning=STANDARD_REASONING)
     else:
-        prompt = render(EVAL_JUDGE, **values, eval_skeleton=_skeleton(aspects))
+        prompt = render(EVAL_JUDGE, **values)
     outcome = call_structured(
         caller,
         prompt,
         lambda data: parse_grades(data, aspects),
         retries=retries,
-        json_schema=grading_schema(aspects),
+        json_schema=grading_schema(aspects, rationale),
         logprobs=scoring == "expected",
     )
     grades = outcome.value or {}

@@ -13,7 +13,7 @@ from drpo.judge.expected import weigh_written
 from drpo.llm.caller import RoleCaller, call_structured
 from drpo.llm.structured import evaluation_schema, parse_evaluation
 from drpo.prompts import EVALUATION, EVALUATION_ANCHORED, EVALUATION_RELATIVE, render
-from drpo.prompts.texts import aspect_list_text, eval_skeleton
+from drpo.prompts.texts import aspect_list_text, eval_skeleton, reply_rule
 from drpo.scoring import reward_from_scores
 
 
@@ -53,24 +53,27 @@ def judge_answer(
     scoring: str = "absolute",
     rubric: str = "paper",
     reference: str | None = None,
+    rationale: str = "first",
 ) -> Verdict:
     """Score ``answer`` on the query's selected aspects, re-asking when the judge's output is unusable.
     ``sample`` > 0 asks afresh after an earlier verdict stayed unusable (a new journal key and seed).
     With a ``reference`` answer the scores are relative to it (and ``rubric`` does not apply); ``relative``
-    scoring without one (the initial prompt's own answers, ICL answers) grades absolutely, weighted."""
+    scoring without one (the initial prompt's own answers, ICL answers) grades absolutely, weighted.
+    ``rationale`` ``none`` asks for the scores alone (shorter replies; rationales come back empty)."""
     values = {
         "query": query,
         "output": answer,
         "aspect_list": aspect_list_text(aspects["definitions"]),
         "aspect_reasoning": aspects["reasoning"] or "(no reasoning given)",
+        "reply_rule": reply_rule(rationale),
     }
     if reference is None:
         template = EVALUATION_ANCHORED if rubric == "anchored" else EVALUATION
-        prompt = render(template, **values, eval_skeleton=eval_skeleton(aspects["aspects"]))
+        prompt = render(template, **values, eval_skeleton=eval_skeleton(aspects["aspects"], rationale=rationale))
     elif reference.strip() == answer.strip():
         return same_as_reference(aspects)
     else:
-        skeleton = eval_skeleton(aspects["aspects"], "of response B compared with A")
+        skeleton = eval_skeleton(aspects["aspects"], "of response B compared with A", rationale)
         prompt = render(EVALUATION_RELATIVE, **values, reference=reference, eval_skeleton=skeleton)
     outcome = call_structured(
         caller,
@@ -78,7 +81,7 @@ def judge_answer(
         lambda data: parse_evaluation(data, aspects["aspects"]),
         retries=retries,
         sample=sample,
-        json_schema=evaluation_schema(aspects["aspects"]),
+        json_schema=evaluation_schema(aspects["aspects"], rationale),
         logprobs=scoring in WEIGHTED,
     )
     verdict = outcome.value or {}
@@ -101,9 +104,9 @@ def judge_answer(
 
 
 def judging(services: Any) -> dict[str, str]:
-    """The run's judging options (``reward.scoring`` and ``reward.rubric``) as judge_answer keywords."""
+    """The run's judging options (``reward.scoring``, ``.rubric``, ``.rationale``) as judge_answer keywords."""
     reward = services.settings.reward
-    return {"scoring": reward.scoring, "rubric": reward.rubric}
+    return {"scoring": reward.scoring, "rubric": reward.rubric, "rationale": reward.rationale}
 
 
 def evaluation_failure(depth: int, target: str, verdict: Verdict) -> FailureRecord:

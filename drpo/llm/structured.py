@@ -317,9 +317,12 @@ def _short_validation(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def evaluation_schema(aspects: list[str]) -> dict[str, Any]:
-    """The judge's reply schema: one AspectVerdict per selected aspect, all required."""
+def evaluation_schema(aspects: list[str], rationale: str = "first") -> dict[str, Any]:
+    """The judge's reply schema: one AspectVerdict per selected aspect, all required (without its
+    rationale when ``rationale`` is none)."""
     entry = reply_schema(AspectVerdict)
+    if rationale == "none":
+        entry = {**entry, "properties": {"score": entry["properties"]["score"]}, "required": ["score"]}
     return {"type": "object", "properties": {aspect: entry for aspect in aspects}, "required": list(aspects)}
 
 

@@ -176,6 +176,7 @@ def measure_agreement(
                         scoring=scoring,
                         rubric=rubric,
                         per_aspect=per_aspect,
+                        rationale=settings.reward.rationale,
                     ),
                     verdicts,
                 )
@@ -194,6 +195,7 @@ def measure_agreement(
         "scoring": scoring,
         "rubric": rubric,
         "per_aspect": per_aspect,
+        "rationale": settings.reward.rationale,
         "expected_fallbacks": sum(grade.fallbacks for grade in grades),  # digits without log-probabilities
         "aspects": rows,
         **(

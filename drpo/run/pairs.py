@@ -125,10 +125,18 @@ def _regular_mean(scores: dict[str, Any]) -> float | None:
     return fmean(known) if known else None
 
 
-def _absolute_scorer(rubric: str, scoring: str, retries: int, per_aspect: bool) -> Scorer:
+def _absolute_scorer(rubric: str, scoring: str, retries: int, per_aspect: bool, rationale: str) -> Scorer:
     def score(judge: RoleCaller, query: str, answer: str, other: str) -> tuple[float | None, float | None]:
         grade = grade_answer(
-            judge, query, answer, safety=False, retries=retries, scoring=scoring, rubric=rubric, per_aspect=per_aspect
+            judge,
+            query,
+            answer,
+            safety=False,
+            retries=retries,
+            scoring=scoring,
+            rubric=rubric,
+            per_aspect=per_aspect,
+            rationale=rationale,
         )
         if not grade.ok:
             return None, None
@@ -146,10 +154,17 @@ REGULAR_RECORD = AspectRecord(
 )
 
 
-def _relative_scorer(retries: int) -> Scorer:
+def _relative_scorer(retries: int, rationale: str) -> Scorer:
     def score(judge: RoleCaller, query: str, answer: str, other: str) -> tuple[float | None, float | None]:
         verdict = judge_answer(
-            judge, query, answer, REGULAR_RECORD, retries=retries, scoring="relative", reference=other
+            judge,
+            query,
+            answer,
+            REGULAR_RECORD,
+            retries=retries,
+            scoring="relative",
+            reference=other,
+            rationale=rationale,
         )
         if verdict.reward is None:
             return None, None
@@ -196,9 +211,9 @@ def measure_pair_ranking(
     retries = settings.search.structured_retries
     relative = rubric == "relative"
     scorer = (
-        _relative_scorer(retries)
+        _relative_scorer(retries, settings.reward.rationale)
         if relative
-        else _absolute_scorer(rubric, settings.reward.scoring, retries, per_aspect)
+        else _absolute_scorer(rubric, settings.reward.scoring, retries, per_aspect, settings.reward.rationale)
     )
     services = build_services(settings, run_dir, models, embedder)
     judge = services.callers["evaluator"]
@@ -218,6 +233,7 @@ def measure_pair_ranking(
         "rubric": rubric,
         "per_aspect": per_aspect and not relative,
         "scoring": "relative" if relative else settings.reward.scoring,
+        "rationale": settings.reward.rationale,
         "pairs": len(pairs),
         "built_from": "just-eval answers averaging >= 4 from the reference judge, each against a degraded copy "
         "(" + ", ".join(DEGRADATIONS) + ", in turn)",

@@ -26,7 +26,7 @@ from drpo.prompts import (
     aspect_definitions,
     render,
 )
-from drpo.prompts.texts import aspect_list_text, eval_skeleton
+from drpo.prompts.texts import aspect_list_text, eval_skeleton, reply_rule
 from drpo.run.services import load_icl, load_seeds
 from drpo.settings import Settings
 from drpo.store.aspect_cache import AspectCache
@@ -41,6 +41,17 @@ def frontier_sizes(depths: int, width: int, actions: int) -> list[int]:
     for _ in range(depths - 1):
         sizes.append(min(width, sizes[-1]) * actions)
     return sizes
+
+
+def judge_reply_tokens(rationale: str) -> int:
+    """A judge reply's tokens per aspect: a short rationale and a score, or the score's JSON alone."""
+    return 70 if rationale == "first" else 12
+
+
+def validated_candidates(sizes: list[int], width: int) -> int:
+    """Candidates answered on the validation queries: the initial prompt, then each depth's survivors of
+    pruning (the previous beam's verdicts are kept, so they are not asked again)."""
+    return 1 + sum(min(width, size) for size in sizes[1:])
 
 
 def optimizer_uses_n(settings: Settings) -> bool:
@@ -106,7 +117,8 @@ def plan_run(settings: Settings) -> dict[str, Any]:
                 output="a" * (base_reply * 4 * (2 if relative else 1)),  # relative: the reference answer too
                 aspect_list=aspect_list_text(definitions),
                 aspect_reasoning="r" * 300,
-                eval_skeleton=eval_skeleton(aspects),
+                eval_skeleton=eval_skeleton(aspects, rationale=settings.reward.rationale),
+                reply_rule=reply_rule(settings.reward.rationale),
             )
         ),
         "optimizer": estimate_tokens(
@@ -122,14 +134,20 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     outputs = {
         "aspect_selector": 250,
         "base": base_reply,
-        "evaluator": 70 * len(aspects),
+        "evaluator": judge_reply_tokens(settings.reward.rationale) * len(aspects),
         "optimizer": min(int(settings.roles.optimizer.max_tokens * 0.75), 600) * samples_per_request,
     }
     static = settings.reward.mode == "static"
+    validated = (
+        search.validation * validated_candidates(expected, width),
+        search.validation * validated_candidates(bound, width),
+    )
     calls = {
-        "aspect_selector": (0, 0) if static else (len(expected) * b - cached, len(bound) * b),
-        "base": (sum(expected) * b + references[0], sum(bound) * b + references[1]),
-        "evaluator": (sum(expected) * b, sum(bound) * b),
+        "aspect_selector": (0, 0)
+        if static
+        else (len(expected) * b - cached + search.validation, len(bound) * b + search.validation),
+        "base": (sum(expected) * b + references[0] + validated[0], sum(bound) * b + references[1] + validated[1]),
+        "evaluator": (sum(expected) * b + validated[0], sum(bound) * b + validated[1]),
         "optimizer": (optimizer_requests(expected), optimizer_requests(bound)),
     }
     roles: dict[str, Any] = {}
@@ -176,11 +194,12 @@ def plan_eval(settings: Settings) -> dict[str, Any]:
             output="a" * answer_tokens * 4,
             aspect_list=aspect_list_text(REGULAR_ASPECTS),
             eval_skeleton="s" * 400,
+            reply_rule=reply_rule(evaluation.rationale),
         )
     )
     calls = {
         "base": (answers, estimate_tokens(query) + 600, answer_tokens),
-        "evaluator": (answers + pairs, grade_input, 70 * len(REGULAR_ASPECTS)),
+        "evaluator": (answers + pairs, grade_input, judge_reply_tokens(evaluation.rationale) * len(REGULAR_ASPECTS)),
     }
     roles: dict[str, Any] = {}
     for role, (count, per_input, per_output) in calls.items():

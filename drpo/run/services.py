@@ -50,9 +50,24 @@ def all_seeds(settings: Settings) -> list[SeedQuery]:
     return load_seed_file(settings.seed_file, settings.seed_format)
 
 
-def load_seeds(settings: Settings) -> list[SeedQuery]:
-    """The seed queries the search may use: the held-out ones (``search.held_out``) are never among them."""
+def searched_seeds(settings: Settings) -> list[SeedQuery]:
+    """Every seed query except the held-out ones (``search.held_out``): training plus validation."""
     return split_held_out(all_seeds(settings), settings.search.held_out, settings.search.seed)[0]
+
+
+def load_seeds(settings: Settings) -> list[SeedQuery]:
+    """The seed queries the search trains on: neither held out nor set aside for validation."""
+    return split_seeds_for_validation(settings)[0]
+
+
+def validation_seeds(settings: Settings) -> list[SeedQuery]:
+    """The validation queries (``search.validation``): disjoint from the training and held-out queries."""
+    return split_seeds_for_validation(settings)[1]
+
+
+def split_seeds_for_validation(settings: Settings) -> tuple[list[SeedQuery], list[SeedQuery]]:
+    search = settings.search
+    return split_held_out(searched_seeds(settings), search.validation, search.seed, purpose="validation")
 
 
 def held_out_seeds(settings: Settings) -> list[SeedQuery]:
@@ -115,7 +130,7 @@ def build_services(
     unknown = {name for name in models if name not in ROLE_NAMES and not name.startswith("system:")}
     if unknown:
         raise DrpoInputError(f"unknown roles given models: {sorted(unknown)}")
-    seeds = load_seeds(settings)
+    seeds, validation = split_seeds_for_validation(settings)
     examples = load_icl(settings)
     store_dir = settings.resolved_store_dir()
     embedding_cache = EmbeddingCache(store_dir / "embeddings.sqlite")
@@ -173,8 +188,9 @@ def build_services(
         stores=Background(warm_up, name="drpo-warm-up"),
         aspect_cache=AspectCache(store_dir / "aspect_cache.sqlite"),
         journal=journal,
-        seeds={seed.id: seed for seed in seeds},
+        seeds={seed.id: seed for seed in [*seeds, *validation]},
         seed_order=query_order(seeds, settings.search.seed),
+        validation_order=[seed.id for seed in validation],
         stats=stats,
         icl_examples=examples,
         embedder=embedder,

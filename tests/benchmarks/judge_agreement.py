@@ -6,8 +6,8 @@ answer and a degraded copy), where ``relative`` (each answer graded against the 
 
 Run: DRPO_SHARED_DATA=../shared/data .venv/bin/python tests/benchmarks/judge_agreement.py [--limit 30]
      [--tiers qwen2.5-0.5b,qwen2.5-1.5b] [--rubrics eval,paper,anchored,eval-split]
-     [--pairs 12 --rubrics eval,relative [--kinds padded]]
-(``eval-split``: the eval template, one call per aspect.)
+     [--pairs 12 --rubrics eval,relative [--kinds padded]] [--sample-seed 1]
+(``eval-split``: the eval template, one call per aspect; ``eval-none``: the scores alone, no rationale.)
 An interrupted sweep re-run with the same --work directory repeats no finished call (each run's journal).
 """
 
@@ -30,11 +30,15 @@ from drpo.run.pairs import DEGRADATIONS
 DRPO = [sys.executable, "-m", "drpo.cli"]
 VERDICTS = "just-eval/gpt4turbo_judged_gpt35.jsonl"
 SPLIT = "-split"  # a template name ending so asks one call per aspect (--per-aspect)
+NONE = "-none"  # ... and one ending so asks for the scores alone (--rationale none)
 
 
-def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False, kinds: str = "") -> dict:
+def run_one(
+    work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: bool = False, kinds: str = "", seed: int = 0
+) -> dict:
     named_kinds = f"-{kinds.replace(',', '-')}" if kinds else ""
-    run_id = f"{'pairs' if pairs else 'agree'}-{tier}-{rubric}-{limit}{named_kinds}".replace(".", "")
+    named_seed = f"-s{seed}" if seed else ""
+    run_id = f"{'pairs' if pairs else 'agree'}-{tier}-{rubric}-{limit}{named_kinds}{named_seed}".replace(".", "")
     saved = work / "runs" / run_id / ("pairs.json" if pairs else "agreement.json")
     if saved.is_file():
         return json.loads(saved.read_text())
@@ -50,10 +54,13 @@ def run_one(work: Path, data: Path, tier: str, rubric: str, limit: int, pairs: b
             }
         )
     )
-    template, split = rubric.removesuffix(SPLIT), rubric.endswith(SPLIT)
+    quiet = rubric.endswith(NONE)
+    template = rubric.removesuffix(NONE)
+    template, split = template.removesuffix(SPLIT), template.endswith(SPLIT)
     command = [*DRPO, "eval", "judge-pairs" if pairs else "judge-agreement", "--config", str(config),
                "--verdicts", str(data / VERDICTS), "--limit", str(limit), "--rubric", template,
-               "--run-id", run_id, *(["--per-aspect"] if split else []),
+               "--run-id", run_id, "--sample-seed", str(seed), *(["--per-aspect"] if split else []),
+               *(["--rationale", "none"] if quiet else []),
                *(["--kinds", kinds] if kinds else [])]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ})
@@ -137,7 +144,8 @@ def results(args: argparse.Namespace, data: Path, size: int, pairs: bool = False
     for tier in args.tiers.split(","):
         for rubric in args.rubrics.split(","):
             kinds = args.kinds if pairs else ""
-            yield f"{tier}, {rubric}", run_one(args.work, data, tier, rubric, size, pairs=pairs, kinds=kinds)
+            result = run_one(args.work, data, tier, rubric, size, pairs=pairs, kinds=kinds, seed=args.sample_seed)
+            yield f"{tier}, {rubric}", result
 
 
 def main() -> None:
@@ -148,6 +156,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/drpo-judge-agreement"))
     parser.add_argument("--pairs", type=int, default=0, help="measure pair ranking on this many pairs instead")
     parser.add_argument("--kinds", default="", help="with --pairs: only these degradations (e.g. padded)")
+    parser.add_argument(
+        "--sample-seed", type=int, default=0, help="seed of the stratified sample (a fresh one: 1, 2...)"
+    )
     args = parser.parse_args()
     data = Path(os.environ.get("DRPO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -155,7 +166,8 @@ def main() -> None:
         print("\n".join(pair_table(args, data)))
         return
     lines = [
-        f"Agreement with GPT-4-turbo on the average of five aspects, {args.limit} just-eval answers (stratified: "
+        f"Agreement with GPT-4-turbo on the average of five aspects, {args.limit} just-eval answers (sample seed "
+        f"{args.sample_seed}, stratified: "
         "half scored below 4 by GPT-4-turbo); written = the digit the judge wrote, expected = its "
         "probability-weighted mean over 1-5 in the same reply.",
         "",
