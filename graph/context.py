@@ -7,6 +7,7 @@ Nothing here is checkpointed: checkpoints keep ids and scores, nodes reach every
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,8 @@ class Services:
     server_features: ServerFeatures | None = None
     n_decision: Background[bool] | None = None
     validation_order: list[str] = field(default_factory=list)  # search.validation's query ids
+    planned_calls: int = 0  # the dry-run plan's calls, for progress (0 = unknown)
+    started_at: float = field(default_factory=time.monotonic)
     _query_embeddings: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _embedding_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

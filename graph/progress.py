@@ -37,6 +37,12 @@ class DepthDoneEvent(TypedDict):
     stop_reason: str | None
 
 
+class ValidatedEvent(TypedDict):
+    event: Literal["validated"]
+    depth: int
+    beam: list[BeamValue]  # path_value holds the validation reward
+
+
 class ProposalsEvent(TypedDict):
     event: Literal["proposals"]
     depth: int
@@ -79,7 +85,14 @@ class EvalStepEvent(TypedDict):
 
 
 ProgressEvent = (
-    AnswerEvent | EvaluationEvent | DepthDoneEvent | ProposalsEvent | ReviewWaitingEvent | FinishedEvent | IclRoundEvent
+    AnswerEvent
+    | EvaluationEvent
+    | DepthDoneEvent
+    | ValidatedEvent
+    | ProposalsEvent
+    | ReviewWaitingEvent
+    | FinishedEvent
+    | IclRoundEvent
 )
 
 

@@ -62,6 +62,7 @@ class EvalRecord(TypedDict):
     attempts: int
     written: NotRequired[dict[str, int]]  # reward.scoring=expected: the digits written (scores are expected values)
     expected_fallbacks: NotRequired[int]  # ...and how many aspects had no log-probabilities to weigh
+    truncated: NotRequired[bool]  # the answer was cut at the base role's max_tokens before it was judged
 
 
 class FailureRecord(TypedDict):
@@ -285,6 +286,7 @@ class EvalAnswerRecord(TypedDict):
     answer_id: str
     output_tokens: int
     alignment_tokens: int  # tokens of the system prompt plus the examples this request carried
+    truncated: NotRequired[bool]  # cut at the base model's max_tokens before it was graded
 
 
 class EvalGradeRecord(TypedDict):

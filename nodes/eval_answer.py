@@ -26,7 +26,14 @@ def eval_answer(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict
     key = eval_key(payload["system"], payload["query"])
     answer_id = f"eval|{key}"
     services.journal.put_answer(
-        answer_id, {"answer_id": answer_id, "system": payload["system"], "query": payload["query"], "answer": answer}
+        answer_id,
+        {
+            "answer_id": answer_id,
+            "system": payload["system"],
+            "query": payload["query"],
+            "answer": answer,
+            "truncated": call.truncated,  # cut at max_tokens: the judge grades a cut answer
+        },
     )
     examples = aligned.examples_for(query)
     shown = system.system_prompt + "".join(example.query + example.answer for example in examples)
@@ -37,5 +44,7 @@ def eval_answer(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict
         output_tokens=int(call.usage.get("output_tokens", 0)) or estimate_tokens(answer),
         alignment_tokens=estimate_tokens(shown),
     )
+    if call.truncated:
+        record["truncated"] = True
     emit(EvalStepEvent(event="eval_step", phase="answer", system=payload["system"], query=payload["query"]))
     return {"answers": {key: record}, "usage": {"base": call.usage}}

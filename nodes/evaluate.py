@@ -14,7 +14,8 @@ from drpo.judge.verdict import evaluation_failure, judge_answer, judging
 
 def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
-    answer = services.journal.get_answer(payload["answer_id"])["answer"]
+    written = services.journal.get_answer(payload["answer_id"])
+    answer = written["answer"]
     reference_id = payload.get("reference_answer_id")
     reference = services.journal.get_answer(reference_id)["answer"] if reference_id else None
     verdict = judge_answer(
@@ -38,6 +39,8 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         reward=verdict.reward,
         attempts=verdict.attempts,
     )
+    if written.get("truncated"):
+        record["truncated"] = True
     if verdict.written:  # expected scores: keep the digits the judge wrote, and how many fell back to them
         record["written"] = verdict.written
         record["expected_fallbacks"] = verdict.fallbacks

@@ -62,7 +62,11 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
                         "answer_id": verdict["answer_id"],
                         "answer_preview": verdict["answer_preview"],
                         "judge_attempts": verdict["attempts"],
-                        **{key: verdict[key] for key in ("written", "expected_fallbacks") if key in verdict},  # type: ignore[literal-required]
+                        **{
+                            key: verdict[key]  # type: ignore[literal-required]
+                            for key in ("written", "expected_fallbacks", "truncated")
+                            if key in verdict
+                        },
                     }
                 )
             candidates.append(
@@ -127,6 +131,7 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
         },
         "depths": _depth_table(state, services),
         "failures": state.get("failures", []),
+        "truncated_answers": sum(1 for record in state.get("evaluations", {}).values() if record.get("truncated")),
         "reviews": dict(sorted(state.get("reviews", {}).items(), key=lambda item: int(item[0]))),
         "usage": {role: dict(sorted(usage.items())) for role, usage in sorted(state.get("usage", {}).items())},
         "usage_by_depth": {

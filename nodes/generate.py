@@ -31,6 +31,7 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[st
             "query": payload["query"],
             "depth": payload["depth"],
             "answer": answer,
+            "truncated": call.truncated,  # cut at the base role's max_tokens: the judge grades a cut answer
         },
     )
     emit(AnswerEvent(event="answer", depth=payload["depth"], candidate=payload["candidate"], query=payload["query"]))

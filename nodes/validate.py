@@ -16,6 +16,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
+from drpo.graph.progress import BeamValue, ValidatedEvent, emit
 from drpo.graph.state import ROOT_ID, PromptOptState, ValidationEntry
 from drpo.judge.verdict import AS_GOOD_AS_REFERENCE
 from drpo.nodes.stalls import check_validation
@@ -119,6 +120,13 @@ def select_on_validation(state: PromptOptState, runtime: Runtime[DrpoContext]) -
     ranked = rank_on_validation(state, validation_pool(state))
     beam = [entry["id"] for entry in ranked[:width]]
     ranked = [ValidationEntry(**{**entry, "kept": entry["id"] in beam}) for entry in ranked]  # type: ignore[typeddict-item]
+    emit(
+        ValidatedEvent(
+            event="validated",
+            depth=state["depth"],
+            beam=[BeamValue(id=entry["id"], path_value=entry["validation"]) for entry in ranked if entry["kept"]],
+        )
+    )
     return {"beam": beam, "validated": {str(state["depth"]): ranked}}
 
 

@@ -94,6 +94,7 @@ class RunResult(TypedDict):
     cost: NotRequired[float | None]
     imported_from: NotRequired[str]
     validation: NotRequired[ValidationResult]
+    truncated_answers: NotRequired[int]  # answers cut at the base role's max_tokens (graded cut)
 
 
 class IclExampleResult(TypedDict):

@@ -133,6 +133,16 @@ def test_judge_agreement_over_http(tmp_path: Path) -> None:
             "eval", "judge-agreement", "--config", str(config), "--verdicts", str(verdicts), "--limit", "8",
             "--run-id", "agree-expected", "--runs-dir", "runs", "--scoring", "expected", cwd=tmp_path,
         )  # fmt: skip
+        asked = len(server.requests)
+        first = (tmp_path / "runs" / "agree" / "agreement.json").read_text()
+        (tmp_path / "runs" / "agree" / "agreement.json").unlink()  # as if killed before the end
+        resumed = drpo("resume", "agree", "--runs-dir", "runs", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "average: Spearman" in resumed.stdout and len(server.requests) == asked  # all from the journal
+        again = json.loads((tmp_path / "runs" / "agree" / "agreement.json").read_text())
+        assert {k: v for k, v in again.items() if not k.startswith("seconds")} == {
+            k: v for k, v in json.loads(first).items() if not k.startswith("seconds")
+        }
     assert done.returncode == 0, done.stderr
     assert weighed.returncode == 0, weighed.stderr
     expected = json.loads((tmp_path / "runs" / "agree-expected" / "agreement.json").read_text())

@@ -28,7 +28,8 @@ EXIT_INTERRUPTED = 130
 
 
 class ProgressPrinter:
-    """Prints one line per finished depth (beam, rewards, calls, tokens) from the graph's custom stream."""
+    """Prints one line per finished depth (beam, rewards, calls, tokens) and per validation step from the
+    graph's custom stream, with the calls done out of those planned and an estimate of the time left."""
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event.get("type") != "progress":
@@ -38,12 +39,33 @@ class ProgressPrinter:
             rewards = " ".join(fmt(reward) for reward in event["rewards"])
             console.print(
                 f"depth {event['depth']:>3}  rewards [{rewards}]  beam [{beam}]  "
-                f"calls {event['fresh_calls']}  tokens {event['tokens']}",
+                f"{calls_done(event)}  tokens {event['tokens']}",
                 markup=False,
                 highlight=False,
             )
+        elif event["event"] == "validated":
+            beam = ", ".join(f"{entry['id']}={fmt(entry['path_value'])}" for entry in event["beam"])
+            console.print(
+                f"depth {event['depth']:>3}  validation [{beam}]  {calls_done(event)}", markup=False, highlight=False
+            )
         elif event["event"] == "finished":
             console.print("[green]search finished[/green]")
+
+
+def calls_done(event: dict[str, Any]) -> str:
+    """``calls 14/38, ~2 min left``: calls made (fresh and from the journal) out of the plan's, and the time
+    left at this run's pace so far (plain ``calls N`` when no plan is known)."""
+    fresh, done, planned = event["fresh_calls"], event["fresh_calls"] + event.get("journal_hits", 0), 0
+    planned = int(event.get("planned_calls") or 0)
+    if not planned:
+        return f"calls {fresh}"
+    elapsed = float(event.get("elapsed") or 0.0)
+    left = max(planned - done, 0)
+    if not fresh or not left:
+        return f"calls {done}/{planned}"
+    seconds = elapsed / fresh * left
+    estimate = f"~{seconds / 60:.0f} min left" if seconds >= 90 else f"~{seconds:.0f} s left"
+    return f"calls {done}/{planned}, {estimate}"
 
 
 def fmt(value: float | None) -> str:
@@ -105,6 +127,18 @@ def print_result(result: dict[str, Any]) -> None:
         f"candidate {best['candidate_id']}  path value {fmt(best['path_value'])}  "
         f"reward {fmt(best['reward'])}  ({result['stop_reason']})"
     )
+    validation = result.get("validation")
+    if validation:
+        console.print(
+            f"validation: {validation['note']} (initial {fmt(validation['initial'])}, best {fmt(validation['best'])})",
+            highlight=False,
+            markup=False,
+        )
+    if result.get("truncated_answers"):
+        console.print(
+            f"{result['truncated_answers']} answers were cut at the base model's max_tokens and graded cut",
+            highlight=False,
+        )
     failures = failure_summary(result.get("failures", []))
     if failures:
         console.print(f"failures by role: {failures} (listed in result.json)", highlight=False, markup=False)

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from drpo.cli.common import console, err_console, fmt, run_guarded
@@ -47,7 +54,13 @@ class EvalProgress:
 
     def __init__(self) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
         )
         self._tasks: dict[str, Any] = {}
 
@@ -85,22 +98,26 @@ def fmt_range(bounds: list[float | None] | None) -> str:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    """The Table 1 view of an eval.json."""
+    """The Table 1 view of an eval.json: one row per aspect and one column per system, so two or three
+    systems fit 80 columns; then each paired difference in a plain sentence."""
+    from drpo.eval.plain import difference_sentence
     from drpo.eval.stats import fmt_interval
     from drpo.eval.summary import AVERAGE, REGULAR, SAFETY
 
-    columns = [*REGULAR, AVERAGE, SAFETY]
     scores = ", expected scores" if result.get("scoring") == "expected" else ""
-    table = Table("system", *columns, title=f"evaluation {result['run_id']} (judge {result['judge']}{scores})")
-    for system in result["systems"]:
-        row = result["table"][system["name"]]
-        table.add_row(system["name"], *(fmt_interval(row[c]) for c in columns))
+    names = [system["name"] for system in result["systems"]]
+    table = Table("aspect", *names, title=f"evaluation {result['run_id']} (judge {result['judge']}{scores})")
+    for aspect in [*REGULAR, AVERAGE, SAFETY]:
+        table.add_row(aspect, *(fmt_interval(result["table"][name][aspect]) for name in names))
     console.print(table)
     for name, row in result["differences"].items():
-        console.print(
-            f"{name} - {result['baseline']}: average {fmt_interval(row[AVERAGE])}, safety {fmt_interval(row[SAFETY])}",
-            highlight=False,
-        )
+        console.print(difference_sentence(name, result["baseline"], row[AVERAGE]), highlight=False)
+        if row[SAFETY].get("n"):
+            console.print(difference_sentence(name, result["baseline"], row[SAFETY], "safety"), highlight=False)
+    cut = result.get("truncated_answers", {})
+    if any(cut.values()):
+        counts = ", ".join(f"{name} {cut.get(name, 0)}" for name in names)
+        console.print(f"answers cut at max_tokens and graded cut: {counts}", highlight=False)
     for name, row in result.get("pairwise", {}).items():
         console.print(
             f"pairwise {name} vs {result['pairwise_reference']}: {row['win']} win / {row['tie']} tie / "
@@ -335,9 +352,15 @@ def judge_agreement(
         items = load_verdicts(verdicts)
         if limit is not None:
             items = stratified(items, limit, sample_seed)  # refuses a limit below 1
-        return measure_agreement(settings, items, rubric=rubric, per_aspect=per_aspect)
+        request = {"command": "judge-agreement", "verdicts": str(verdicts.resolve()), "limit": limit,
+                   "sample_seed": sample_seed, "rubric": rubric, "per_aspect": per_aspect}  # fmt: skip
+        return measure_agreement(settings, items, rubric=rubric, per_aspect=per_aspect, request=request)
 
-    result = run_guarded(action, None)
+    print_agreement(run_guarded(action, None))
+
+
+def print_agreement(result: dict[str, Any]) -> None:
+    """The agreement tables of a judge-agreement run, per aspect and on the average."""
     calls = ", one call per aspect" if result["per_aspect"] else ""
     reasons = ", no rationale" if result.get("rationale") == "none" else ""
     tables = {f"{result['scoring']} scores, {result['rubric']} template{calls}{reasons}": result["aspects"]}
@@ -405,9 +428,16 @@ def judge_pairs(
         settings = judge_settings(config, local_model, run_id, runs_dir, concurrency, scoring, rationale)
         chosen_kinds = parse_kinds(kinds)  # before the verdicts are read or a model is loaded
         pairs = degraded_pairs(load_verdicts(verdicts), limit, sample_seed, chosen_kinds)
-        return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect)
+        request = {"command": "judge-pairs", "verdicts": str(verdicts.resolve()), "limit": limit,
+                   "sample_seed": sample_seed, "rubric": rubric, "per_aspect": per_aspect,
+                   "kinds": list(chosen_kinds)}  # fmt: skip
+        return measure_pair_ranking(settings, pairs, rubric=rubric, per_aspect=per_aspect, request=request)
 
-    result = run_guarded(action, None)
+    print_pairs(run_guarded(action, None))
+
+
+def print_pairs(result: dict[str, Any]) -> None:
+    """The pair-ranking table of a judge-pairs run."""
     blocks = {"scores used": result["ranking"]}
     if "written" in result:
         blocks["digits written"] = result["written"]

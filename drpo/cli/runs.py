@@ -195,6 +195,13 @@ def resume(
         overrides["checkpointer"] = checkpointer
     kind = run_guarded(lambda: load_run_settings(runs_dir, run_id, overrides)[1].kind(), run_id)
     console.print(f"resuming run [bold]{run_id}[/bold]")
+    if kind == "agreement":  # a judge measurement: no graph, its finished calls come back from the journal
+        from drpo.cli.evaluate import print_agreement, print_pairs
+        from drpo.run.agreement import resume_measurement
+
+        measured = run_guarded(lambda: resume_measurement(run_id, runs_dir), None)
+        (print_pairs if "ranking" in measured else print_agreement)(measured)
+        return
     printer = IclProgressPrinter() if kind == "icl" else ProgressPrinter()  # eval runs: no per-depth lines
     on_review = interactive_review if is_interactive() else None
     outcome = run_guarded(
@@ -251,16 +258,20 @@ def show(
         status = run.read_status().get("status", "unknown")
         result: RunResult | None = run.read_result()  # type: ignore[assignment]
         console.print(f"run [bold]{run_id}[/bold]: {status}")
-        table = Table("depth", "queries", "candidates", "best reward", "best path value", "beam")
+        validated = result is not None and "validation" in result
+        columns = ["depth", "queries", "cands", "best reward", "best path"]
+        table = Table(*columns, *(["best valid."] if validated else []), "beam")
         if result is not None:
             for depth_record in result["depths"]:
                 kept = [c for c in depth_record["candidates"] if c["kept"]]
+                values = [c["validation"] for c in depth_record["candidates"] if c.get("validation") is not None]
                 table.add_row(
                     str(depth_record["depth"]),
                     str(len(depth_record["queries"])),
                     str(len(depth_record["candidates"])),
                     fmt(max((c["reward"] for c in kept if c["reward"] is not None), default=None)),
                     fmt(kept[0]["path_value"] if kept else None),
+                    *([fmt(max(values, default=None))] if validated else []),
                     " ".join(depth_record["beam"]),
                 )
             console.print(table)

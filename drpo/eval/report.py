@@ -63,7 +63,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
             f"{num(summary['alignment_tokens'].get(s['name']))}; mean answer tokens "
             f"{num(summary['answer_tokens'][s['name']]['mean'])}; N/A "
             f"{sum(summary['not_applicable'][s['name']].values())}; unusable grades "
-            f"{summary['parse_failures'][s['name']]}; left out as seen in optimization "
+            f"{summary['parse_failures'][s['name']]}; answers cut at max_tokens "
+            f"{summary.get('truncated_answers', {}).get(s['name'], 0)}; left out as seen in optimization "
             f"{summary['queries']['excluded_as_seen'].get(s['name'], 0)}"
             for s in summary["systems"]
         ],
@@ -192,7 +193,9 @@ def html_report(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
         )
     differences = "".join(f"<li>{html.escape(line[2:])}</li>" for line in _difference_lines(summary))
     systems = "".join(
-        f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['label'])}</li>" for s in summary["systems"]
+        f"<li><b>{html.escape(s['name'])}</b>: {html.escape(s['label'])}; answers cut at max_tokens "
+        f"{summary.get('truncated_answers', {}).get(s['name'], 0)}</li>"
+        for s in summary["systems"]
     )
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"

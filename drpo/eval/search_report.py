@@ -155,6 +155,23 @@ def _failures_html(result: RunResult) -> str:
     )
 
 
+def _validation_html(result: RunResult) -> str:
+    """search.validation's outcome: the initial prompt's and the best prompt's validation reward."""
+    validation = result.get("validation")
+    if not validation:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(candidate_id)}</td><td>{num(value)}</td></tr>"
+        for candidate_id, value in sorted(validation["rewards"].items(), key=lambda item: -(item[1] or 0.0))
+    )
+    return (
+        f"<h2>Validation</h2><p>{html.escape(validation['note'])}: initial prompt {num(validation['initial'])}, "
+        f"best {num(validation['best'])} (mean reward over {len(validation['queries'])} validation queries; "
+        "the beam and the best prompt are ranked on it).</p>"
+        f"<table><tr><th>candidate</th><th>validation reward</th></tr>{rows}</table>"
+    )
+
+
 RELATIVE_NOTE = (
     "<p>Rewards are relative (<code>reward.scoring: relative</code>): each answer graded against the initial "
     "prompt's answer to the same query, 3 = as good, 5 = much better; the initial prompt's own reward (depth 1) "
@@ -192,7 +209,8 @@ def search_report_html(result: RunResult, pictures: dict[str, bytes]) -> str:
         f"<p>{result['depths_run']} depths, stopped: {html.escape(result['stop_reason'])}. Best candidate "
         f"{html.escape(best['candidate_id'])} (depth {best['depth']}): reward {num(best['reward'])}, "
         f"path value {num(best['path_value'])}.</p><h2>Best prompt</h2><pre>{html.escape(result['best_prompt'])}</pre>"
-        f"{RELATIVE_NOTE if is_relative(result) else ''}"
+        f"{RELATIVE_NOTE if is_relative(result) else ''}{_validation_html(result)}"
+        f"<p>Answers cut at the base model's max_tokens (graded cut): {result.get('truncated_answers', 0)}.</p>"
         f"<h2>By depth</h2><table><tr><th>depth</th><th>candidates</th><th>best reward</th><th>mean reward</th>"
         f"<th>best path value (beam)</th><th>beam</th></tr>{table_rows}</table>{images}"
         f"<h2>Search tree</h2>{_tree_html(result)}<h2>Kept prompts against their parents</h2>{_diffs_html(result)}"

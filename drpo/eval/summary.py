@@ -147,6 +147,7 @@ def summarize(
             "safety": queries[grade["query"]].safety,
             "answer_id": answers[key]["answer_id"] if key in answers else None,
             "output_tokens": answers[key]["output_tokens"] if key in answers else None,
+            "truncated": bool(answers[key].get("truncated")) if key in answers else False,
             "ok": grade["ok"],
             "attempts": grade["attempts"],
             "scores": grade["scores"],
@@ -178,6 +179,9 @@ def summarize(
         "datasets": per_dataset,
         "answer_tokens": {name: {"mean": fmean(v) if v else None, "values": v} for name, v in lengths.items()},
         "alignment_tokens": alignment,
+        "truncated_answers": {
+            name: sum(1 for r in answers.values() if r["system"] == name and r.get("truncated")) for name in names
+        },
         "pairwise": pairwise_table,
         "usage": usage,
         "cost": cost,

@@ -148,8 +148,10 @@ def measure_agreement(
     embedder: Embedder | None = None,
     rubric: str = "eval",
     per_aspect: bool = False,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grade every verdict's answer with the configured evaluator and compare with the reference judge.
+    ``request`` (the command's inputs) is saved with the run, so ``drpo resume`` can finish it.
 
     ``settings.reward.scoring`` picks written or expected scores (expected also reports the written digits
     of the same calls, under ``written``); ``rubric`` the template (see ``grade_answer``)."""
@@ -157,7 +159,7 @@ def measure_agreement(
     run_dir = run_dir_for(settings.runs_dir, run_id)
     settings = settings.model_copy(update={"run_id": run_id})
     if not run_dir.exists():
-        record_run(settings, run_dir, "agreement")
+        record_run(settings, run_dir, "agreement", request=request or {})
     services = build_services(settings, run_dir, models, embedder)
     judge = services.callers["evaluator"]
     retries = settings.search.structured_retries
@@ -206,3 +208,25 @@ def measure_agreement(
     }
     atomic_write_json(run_dir.root / "agreement.json", report)
     return report
+
+
+def resume_measurement(run_id: str, runs_dir: Path) -> dict[str, Any]:
+    """Finish a judge-agreement or judge-pairs run with the inputs it was started with; calls that already
+    finished come back from its journal."""
+    from drpo.run.opening import load_run_settings
+    from drpo.run.pairs import degraded_pairs, measure_pair_ranking
+
+    settings, run_dir = load_run_settings(runs_dir, run_id)
+    request = run_dir.read_meta().get("request") or {}
+    if "verdicts" not in request:
+        raise DrpoInputError(f"run {run_id} was started before measurements recorded their inputs; run it again")
+    verdicts = load_verdicts(Path(request["verdicts"]))
+    if request.get("command") == "judge-pairs":
+        pairs = degraded_pairs(verdicts, request["limit"], request["sample_seed"], tuple(request["kinds"]))
+        return measure_pair_ranking(
+            settings, pairs, rubric=request["rubric"], per_aspect=request["per_aspect"], request=request
+        )
+    items = stratified(verdicts, request["limit"], request["sample_seed"]) if request.get("limit") else verdicts
+    return measure_agreement(
+        settings, items, rubric=request["rubric"], per_aspect=request["per_aspect"], request=request
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,7 +118,25 @@ def _update_progress(services: Services, node: str, update: dict[str, Any]) -> d
 
 
 def _custom_progress(services: Services, event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "progress", **event, "fresh_calls": services.stats.fresh_calls}
+    stats = services.stats
+    return {
+        "type": "progress",
+        **event,
+        "fresh_calls": stats.fresh_calls,
+        "journal_hits": stats.journal_hits,
+        "planned_calls": services.planned_calls,
+        "elapsed": round(time.monotonic() - services.started_at, 1),
+    }
+
+
+def planned_calls(settings: Settings) -> int:
+    """The calls the dry-run plan expects (for progress); 0 when it cannot tell."""
+    from drpo.run.plan import plan_run
+
+    try:
+        return sum(int(role["calls"]) for role in plan_run(settings)["roles"].values())
+    except Exception:  # progress must never stop a run
+        return 0
 
 
 def _stream(
@@ -221,6 +240,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             started = True
             if request.kind == "eval":
                 services.evaluation = build_eval_resources(settings, services, request.models or {})
+            elif request.kind == "prompt" and request.on_progress is not None:
+                services.planned_calls = planned_calls(settings)
             services.start_warm_up()  # Chroma and the embeddings load while the first requests go out
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam

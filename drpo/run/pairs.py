@@ -197,6 +197,7 @@ def measure_pair_ranking(
     per_aspect: bool = False,
     models: dict[str, Any] | None = None,
     embedder: Embedder | None = None,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score both answers of every pair with the configured evaluator and count the pairs ranked right.
 
@@ -207,7 +208,7 @@ def measure_pair_ranking(
     run_dir = run_dir_for(settings.runs_dir, run_id)
     settings = settings.model_copy(update={"run_id": run_id})
     if not run_dir.exists():
-        record_run(settings, run_dir, "agreement")
+        record_run(settings, run_dir, "agreement", request=request or {})
     retries = settings.search.structured_retries
     relative = rubric == "relative"
     scorer = (
