@@ -321,7 +321,7 @@ class LocalServerSettings(BaseModel):
 
 
 SYSTEM_KINDS = ("base", "fixed", "run")
-RUN_VARIANTS = ("full", "prompt-only", "examples-only")
+RUN_VARIANTS = ("full", "prompt-only", "examples-only", "initial")
 
 
 class EvalSystem(BaseModel):
@@ -332,8 +332,10 @@ class EvalSystem(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Label in the tables")
     kind: Literal["base", "fixed", "run"] = Field(..., description="base prompt, fixed prompt+examples, or a run")
     run: str | None = Field(None, description="The finished run (id or directory) for kind run")
-    variant: Literal["full", "prompt-only", "examples-only"] = Field(
-        "full", description="A run's prompt and examples, its prompt alone, or its examples with the basic prompt"
+    variant: Literal["full", "prompt-only", "examples-only", "initial"] = Field(
+        "full",
+        description="A run's prompt and examples, its prompt alone, its examples with the basic prompt, or its "
+        "examples with the prompt its search started from (initial: what the optimization changed, alone)",
     )
     k: int | None = Field(None, ge=0, le=16, description="Examples per query (default: the run's K, or 2 for fixed)")
     prompt_file: Path | None = Field(None, description="fixed: the system prompt file (default: ours)")

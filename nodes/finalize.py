@@ -99,6 +99,7 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
     validation = validation_summary(state)
     if validation is not None:  # the beam is ranked on validation, and keeps the best validated prompt first
         best_id = state["beam"][0]
+        validation["queries"] = [{"id": qid, "text": services.query_text(qid)} for qid in validation["queries"]]
     else:
         best_id = strategy_for(settings.search.strategy).final_candidate(state)
     best_depth = str(state["candidates"][best_id]["depth"])

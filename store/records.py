@@ -63,7 +63,7 @@ class ValidationResult(TypedDict):
     """search.validation's outcome: the queries, each validated candidate's mean reward on them, and
     whether any proposal beat the initial prompt."""
 
-    queries: list[str]
+    queries: list[dict[str, str]]  # id and text
     rewards: dict[str, float | None]
     initial: float | None
     best: float | None

@@ -349,3 +349,32 @@ def test_only_factuality_is_offered_na_in_the_grading_schema() -> None:
     schema = grading_schema(["Helpfulness", "Factuality"])
     assert schema["properties"]["Helpfulness"]["properties"]["score"] == {"type": "integer", "minimum": 1, "maximum": 5}
     assert {"type": "string", "enum": ["N/A"]} in schema["properties"]["Factuality"]["properties"]["score"]["anyOf"]
+
+
+def test_the_initial_variant_sends_the_runs_starting_prompt_with_its_examples(optimized, embedder: Embedder) -> None:
+    """run:ID:initial is the prompt the search started from, with the run's examples: against the run
+    itself, the difference measured is the optimized prompt's alone."""
+    root, run = optimized
+    assert parse_system_flag("i=run:opt:initial") == {"kind": "run", "run": "opt", "variant": "initial", "name": "i"}
+    systems = [{"name": "initial", "kind": "run", "run": "opt", "variant": "initial"}]
+    settings = eval_settings(root / "e-init", systems).model_copy(
+        update={"runs_dir": root / "runs", "store_dir": root / "store", "run_id": "e-init"}
+    )
+    base = ScriptedChatModel()
+    evaluate(settings, models={**roles(ScriptedChatModel()), "base": base}, embedder=embedder)
+    served = AlignedChatModel.from_run(run.run_dir, ScriptedChatModel(), embedder=embedder)
+    expected = served.build_request([HumanMessage(content=QUESTIONS[5])])
+    assert isinstance(expected, list)
+    expected[0].content = "You are a helpful assistant."  # the root's prompt, examples unchanged
+    assert joined(expected) in base.finished
+
+
+def test_answers_cut_at_max_tokens_are_marked_and_counted(tmp_path: Path, embedder: Embedder) -> None:
+    settings = eval_settings(tmp_path, [{"name": "base", "kind": "base"}]).model_copy(update={"run_id": "cut"})
+    cut = ScriptedChatModel(finish_reason_of=lambda text, count: "length" if "skill number 2" in text else "stop")
+    result = evaluate(settings, models={**roles(ScriptedChatModel()), "base": cut}, embedder=embedder).result
+    marked = [item["query"] for item in result["items"] if item["truncated"]]
+    assert marked == ["2"] and result["truncated_answers"] == {"base": 1}
+    answers = [json.loads(line) for line in (tmp_path / "runs" / "cut" / "answers.jsonl").read_text().splitlines()]
+    assert sum(1 for answer in answers if answer.get("truncated")) == 1
+    assert "answers cut at max_tokens 1" in (tmp_path / "runs" / "cut" / "report.md").read_text()

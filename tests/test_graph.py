@@ -265,3 +265,14 @@ def test_the_stall_message_names_the_last_error_whole_even_when_it_holds_a_semic
     older: Any = {key: value for key, value in record.items() if key != "last_error"}  # an older checkpoint's
     assert _last_error([older], "optimizer", 1) == "then stops"
     assert _last_error([record], "optimizer", 2) == "no usable output"
+
+
+def test_answers_cut_at_max_tokens_are_marked_in_the_search(make_settings, embedder: Embedder) -> None:
+    settings = make_settings(depth=2)
+    model = ScriptedChatModel(finish_reason_of=lambda text, count: "length" if task_of(text) == "answer" else "stop")
+    result = run(settings, roles(model), embedder, "cut").result
+    verdicts = [v for d in result["depths"] for c in d["candidates"] for v in c["evaluations"]]
+    assert verdicts and all(v["truncated"] for v in verdicts)
+    assert result["truncated_answers"] == len(verdicts)
+    answers = (settings.runs_dir / "cut" / "answers.jsonl").read_text().splitlines()
+    assert answers and all(json.loads(line)["truncated"] for line in answers)

@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from drpo.cli import runs, serve, supervise
+from drpo.cli import runs, serve, summary, supervise
 from drpo.cli.evaluate import eval_app
 from drpo.cli.icl import icl_app
 
@@ -23,6 +23,7 @@ runs.register(app)
 app.add_typer(icl_app, name="icl")
 app.add_typer(eval_app, name="eval")
 serve.register(app)
+summary.register(app)
 supervise.register(app)
 
 

@@ -41,7 +41,8 @@ SystemOption = Annotated[
     list[str] | None,
     typer.Option(
         "--system",
-        help="[NAME=]base | fixed | run:RUN_ID[:prompt-only|:examples-only], optionally ,k=N; repeat for each system",
+        help="[NAME=]base | fixed | run:RUN_ID[:prompt-only|:examples-only|:initial], optionally ,k=N; "
+        "repeat for each system",
     ),
 ]
 QueriesOption = Annotated[

@@ -162,7 +162,12 @@ class RoleCaller:
             if want:
                 kwargs = {**kwargs, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
             text, usage, truncated, alternatives = self._invoke(request, kwargs)
+            # beside the usage, not in it: what the server had cached depends on what it served before,
+            # and usage must be the same for a resumed run as for an unbroken one
+            reused = usage.pop("cached_input_tokens", 0)
             record = {"role": self.role, "text": text, "usage": usage, "truncated": truncated}
+            if reused:
+                record["cached_input_tokens"] = reused
             return {**record, "alternatives": alternatives} if want else record
 
         record, from_journal = self._journaled(key, seed_basis or key, stop, schema, send, f"sample={sample}")
@@ -248,11 +253,12 @@ class RoleCaller:
         record = self._send(lambda: send(kwargs), keep=lambda reply: deps.journal.put_call(key, reply))
         usage = record["usage"]
         log.info(
-            "call role=%s model=%s %s in=%d out=%d %.2fs",
+            "call role=%s model=%s %s in=%d cached=%d out=%d %.2fs",
             self.role,
             self.model_id,
             label,
             usage["input_tokens"],
+            record.get("cached_input_tokens", 0),
             usage["output_tokens"],
             time.monotonic() - started,
         )
@@ -370,6 +376,9 @@ class RoleCaller:
             if meta:
                 usage["input_tokens"] = int(meta.get("input_tokens", 0))
                 usage["output_tokens"] = int(meta.get("output_tokens", 0))
+                cached = (meta.get("input_token_details") or {}).get("cache_read")
+                if cached:  # prompt tokens the server reused from its cache instead of processing them
+                    usage["cached_input_tokens"] = int(cached)
                 return text, usage, truncated, alternatives
         else:
             result = self.model.generate([prompt_text], **kwargs)

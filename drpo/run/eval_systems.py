@@ -31,11 +31,12 @@ SPEC = re.compile(r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=)?(?P<spec>[^,]+)(?
 
 
 def parse_system_flag(text: str) -> dict[str, Any]:
-    """``[NAME=]base|fixed|run:ID[:prompt-only|:examples-only][,k=N]`` -> an EvalSystem mapping."""
+    """``[NAME=]base|fixed|run:ID[:prompt-only|:examples-only|:initial][,k=N]`` -> an EvalSystem mapping."""
     match = SPEC.match(text.strip())
     if match is None:
         raise DrpoInputError(
-            f"unknown system spec {text!r}: use [NAME=]base|fixed|run:RUN_ID[:prompt-only|:examples-only][,k=N]"
+            f"unknown system spec {text!r}: "
+            "use [NAME=]base|fixed|run:RUN_ID[:prompt-only|:examples-only|:initial][,k=N]"
         )
     spec, name, k = match.group("spec"), match.group("name"), match.group("k")
     system: dict[str, Any] = {}
@@ -45,8 +46,10 @@ def parse_system_flag(text: str) -> dict[str, Any]:
         run, _, variant = spec[4:].partition(":")
         if not run:
             raise DrpoInputError(f"system spec {text!r} names no run")
-        if variant not in ("", "full", "prompt-only", "examples-only"):
-            raise DrpoInputError(f"unknown run variant {variant!r} in {text!r}: use prompt-only or examples-only")
+        if variant not in ("", "full", "prompt-only", "examples-only", "initial"):
+            raise DrpoInputError(
+                f"unknown run variant {variant!r} in {text!r}: use prompt-only, examples-only or initial"
+            )
         system.update(kind="run", run=run, variant=variant or "full")
     else:
         raise DrpoInputError(f"unknown system spec {text!r}: use base, fixed or run:RUN_ID")
@@ -113,12 +116,22 @@ def _run_label(result: dict[str, Any], variant: str, k: int) -> str:
     return ", ".join(parts)
 
 
+def initial_prompt_of(result: dict[str, Any]) -> str:
+    """The prompt a run's search started from (its depth-1 root)."""
+    for depth in result.get("depths", []):
+        for candidate in depth.get("candidates", []):
+            if candidate.get("parent") is None:
+                return str(candidate["prompt"])
+    raise DrpoInputError(f"run {result.get('run_id')} records no initial prompt")
+
+
 def _seen(result: dict[str, Any]) -> tuple[set[str], bool]:
-    """Normalized texts of every query the run's optimization scored; unknown for imported runs."""
+    """Normalized texts of every query the run's optimization scored or selected on; unknown for imported runs."""
     if result.get("imported_from"):
         return set(), False
     texts = {normalized(query["text"]) for depth in result.get("depths", []) for query in depth.get("queries", [])}
-    return texts, True
+    texts |= {normalized(query["text"]) for query in (result.get("validation") or {}).get("queries", [])}
+    return texts, True  # validation queries chose the prompt: seen too
 
 
 def resolve_system(
@@ -146,6 +159,8 @@ def resolve_system(
     if system.variant == "prompt-only":
         k = 0
     prompt = evaluation.basic_prompt if system.variant == "examples-only" else served.system_prompt
+    if system.variant == "initial":
+        prompt = initial_prompt_of(dict(result))
     seen, known = _seen(dict(result))
     run_settings = run_dir.read_config().get("roles", {}).get("evaluator", {})
     reward_model = f"{run_settings.get('provider', 'local')}:{run_settings.get('model', '')}" if run_settings else None

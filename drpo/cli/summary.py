@@ -1,0 +1,95 @@
+"""``drpo summary``: what a finished optimization did, and what its held-out evaluation measured, in a
+few lines a newcomer can read (the end of ``make demo``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from drpo.cli.common import console, fmt, run_guarded
+from drpo.cli.options import RunsDirOption
+from drpo.errors import DrpoInputError
+
+RUNS_DIR = Path("drpo_runs")
+
+PREVIEW = 300  # characters of the best prompt shown
+
+
+def summary_lines(
+    result: dict[str, Any], run_dir: Path, evaluation: dict[str, Any] | None, eval_dir: Path | None
+) -> list[str]:
+    """The summary, line by line (pure: results in, text out)."""
+    from drpo.eval.plain import difference_sentence
+
+    serving = result.get("serving", {})
+    search = result.get("search", {})
+    config_roles = result.get("roles") or {}
+    lines = [
+        f"Optimized: the system prompt of the base model{_base_name(config_roles)}, used with "
+        f"{serving.get('icl_k', 0)} retrieved example(s) per query; {result['depths_run']} depths of beam search "
+        f"(W={search.get('beam_width')}, M={search.get('num_actions')}).",
+    ]
+    validation = result.get("validation")
+    if validation:
+        lines.append(
+            f"Selection: {validation['note']} (mean reward there: initial {fmt(validation['initial'])}, "
+            f"returned prompt {fmt(validation['best'])})."
+        )
+    prompt = result["best_prompt"]
+    shown = prompt if len(prompt) <= PREVIEW else prompt[:PREVIEW].rstrip() + "..."
+    lines.append(f"Returned prompt ({result['best']['candidate_id']}): {shown}")
+    if evaluation is not None:
+        queries = evaluation["queries"]["evaluated"]
+        lines.append(f"Held-out check on {queries} queries the search never saw (judge {evaluation['judge']}):")
+        for name, row in evaluation["differences"].items():
+            lines.append("  " + difference_sentence(name, evaluation["baseline"], row["Average"]))
+        cut = {name: count for name, count in evaluation.get("truncated_answers", {}).items() if count}
+        if cut:
+            lines.append(f"  Answers cut at max_tokens (graded cut): {cut}.")
+    lines.append(f"Search report: {run_dir / 'report.html'}")
+    if eval_dir is not None:
+        lines.append(f"Held-out report: {eval_dir / 'report.html'}")
+    return lines
+
+
+def _base_name(roles: dict[str, Any]) -> str:
+    base = roles.get("base") or {}
+    return f" ({base.get('provider')}:{base.get('model')})" if base.get("model") else ""
+
+
+def summary(
+    run_id: Annotated[str, typer.Argument(help="Finished optimization run")],
+    evaluation: Annotated[
+        str | None, typer.Option("--evaluation", "-e", help="Its held-out evaluation run (drpo eval run)")
+    ] = None,
+    runs_dir: RunsDirOption = RUNS_DIR,
+) -> None:
+    """A few plain lines: what was optimized, what selection found, and what the held-out check measured."""
+    from drpo.store.run_dir import find_run
+
+    def action() -> list[str]:
+        run = find_run(run_id, runs_dir)
+        result = run.read_result()
+        if run.kind() != "prompt" or result is None:
+            raise DrpoInputError(f"run {run_id} is not a finished optimization run")
+        data = dict(result)
+        data.setdefault("roles", run.read_config().get("roles", {}))
+        checked, eval_dir = None, None
+        if evaluation is not None:
+            found = find_run(evaluation, runs_dir)
+            checked = found.read_result()
+            if found.kind() != "eval" or checked is None:
+                raise DrpoInputError(f"run {evaluation} is not a finished evaluation")
+            eval_dir = found.root
+        return summary_lines(data, run.root, dict(checked) if checked else None, eval_dir)
+
+    lines = run_guarded(action, None)
+    console.rule("summary")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(summary)
