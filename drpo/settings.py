@@ -253,6 +253,11 @@ class RewardSettings(BaseModel):
         "paper",
         description="Judge scale wording: the paper's agree/disagree scale, or anchors per score with 5 as rare",
     )
+    new_aspects: bool = Field(
+        True,
+        description="Let the selector propose aspects beyond the list (paper); false keeps it to the list's "
+        "names (a small selector names the query's topic instead of a quality)",
+    )
     rationale: Literal["first", "none"] = Field(
         "first",
         description="first: the judge writes a rationale before each score, and the optimizer reads them (paper); "

@@ -71,6 +71,7 @@ def icl_refine(payload: IclRefinePayload, runtime: Runtime[DrpoContext]) -> dict
                 depth=round_number,
                 retries=retries,
                 run_id=services.run_dir.run_id,
+                known_only=not services.settings.reward.new_aspects,
             )
         if spent:
             spend("aspect_selector", spent)

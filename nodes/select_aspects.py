@@ -32,6 +32,7 @@ def selected_aspects(services: Services, depth: int, queries: list[str]) -> dict
             depth=depth,
             retries=services.settings.search.structured_retries,
             run_id=services.run_dir.run_id,
+            known_only=not services.settings.reward.new_aspects,
         )
         selections[query_id] = record
         failures.extend(failed)

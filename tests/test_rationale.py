@@ -87,3 +87,17 @@ def test_a_search_with_rationale_none_asks_for_scores_alone(make_settings, embed
 def test_an_unknown_rationale_setting_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(Exception, match="rationale"):
         settings_from_dict({"runs_dir": str(tmp_path), "reward": {"rationale": "later"}})
+
+
+def test_known_only_aspects_are_held_to_the_list_by_the_schema_and_the_parser() -> None:
+    from drpo.judge.aspects import selection_fingerprint, selection_schema, without_topics
+    from drpo.llm.structured import OutputParseError
+    from drpo.prompts import aspect_definitions
+
+    items = selection_schema(True)["properties"]["aspects_selection"]["properties"]["selected_aspects"]["items"]
+    assert items["enum"] == list(aspect_definitions()) and "enum" not in json.dumps(selection_schema(False))
+    assert selection_fingerprint(True) != selection_fingerprint(False)  # cached selections are not mixed up
+    reply = {"query_analysis": {}, "aspects_selection": {"reasoning": "r", "selected_aspects": ["Clarity", "Tact"]}}
+    assert without_topics("q")(reply)["new_aspects"] == ["Tact"]
+    with pytest.raises(OutputParseError, match="not on the list"):
+        without_topics("q", known_only=True)(reply)

@@ -43,6 +43,8 @@ def summary_lines(
     if evaluation is not None:
         queries = evaluation["queries"]["evaluated"]
         lines.append(f"Held-out check on {queries} queries the search never saw (judge {evaluation['judge']}):")
+        if validation and not validation["beat_initial"]:
+            lines.append("  The returned prompt is the initial one, so both sides send the same requests.")
         for name, row in evaluation["differences"].items():
             lines.append("  " + difference_sentence(name, evaluation["baseline"], row["Average"]))
         cut = {name: count for name, count in evaluation.get("truncated_answers", {}).items() if count}

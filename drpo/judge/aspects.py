@@ -46,14 +46,18 @@ SELECTION_RULES = "topic-rule-1"  # part of the cache key: selections made under
 WORD = re.compile(r"[a-z]{3,}")
 
 
-def without_topics(query: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def without_topics(query: str, known_only: bool = False) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The selection parser, refusing (so re-asking) new aspects that name the query's topic ("Sheep",
     "Flight delay") instead of a quality of an answer: small selectors do this, and the judge then scores
-    how much an answer is about sheep."""
+    how much an answer is about sheep. ``known_only`` refuses every aspect not on the list."""
     query_words = set(WORD.findall(query.lower()))
 
     def parse(data: dict[str, Any]) -> dict[str, Any]:
         parsed = parse_aspect_selection(data)
+        if known_only and parsed["new_aspects"]:
+            raise OutputParseError(
+                f"{', '.join(parsed['new_aspects'])} is not on the list; choose only aspects from the list"
+            )
         topical = [name for name in parsed["new_aspects"] if set(WORD.findall(name.lower())) & query_words]
         if topical:
             raise OutputParseError(
@@ -65,16 +69,36 @@ def without_topics(query: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return parse
 
 
-def selection_fingerprint() -> str:
+def selection_fingerprint(known_only: bool = False) -> str:
     """The aspect cache's key part for how selections are made: the template and the rules that check them."""
-    return f"{template_hash(ASPECT_SELECTION)}:{SELECTION_RULES}"
+    return f"{template_hash(ASPECT_SELECTION)}:{SELECTION_RULES}" + (":known-only" if known_only else "")
+
+
+def selection_schema(known_only: bool) -> dict[str, Any]:
+    """The selector's reply schema; with ``known_only`` each selected aspect must be one of the list's
+    names, so a constrained decoder (the embedded server) cannot write a topic or a new aspect at all."""
+    schema = reply_schema(AspectSelectionReply)
+    if known_only:
+        selected = schema["properties"]["aspects_selection"]["properties"]["selected_aspects"]
+        selected["items"] = {"type": "string", "enum": list(aspect_definitions())}
+        schema["properties"].pop("new_aspect_definitions", None)
+    return schema
 
 
 def select_aspects_for(
-    caller: RoleCaller, cache: AspectCache, *, query: str, query_id: str, depth: int, retries: int, run_id: str
+    caller: RoleCaller,
+    cache: AspectCache,
+    *,
+    query: str,
+    query_id: str,
+    depth: int,
+    retries: int,
+    run_id: str,
+    known_only: bool = False,
 ) -> tuple[AspectRecord, dict[str, int], list[FailureRecord]]:
-    """One query's selection: cache, else the selector model, else the counted fallback."""
-    fingerprint = selection_fingerprint()
+    """One query's selection: cache, else the selector model, else the counted fallback. ``known_only``
+    (``reward.new_aspects: false``) keeps the selection to the listed aspects."""
+    fingerprint = selection_fingerprint(known_only)
     cached = cache.get(query, caller.model_id, fingerprint)
     if cached is not None and not isinstance(cached.get("record"), dict):
         cached = None  # an entry in an older format: select again (and overwrite it)
@@ -85,7 +109,7 @@ def select_aspects_for(
         return AspectRecord(**cached["record"]), (cached.get("usage", {}) if own else {}), []
     prompt = render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
     outcome = call_structured(
-        caller, prompt, without_topics(query), retries=retries, json_schema=reply_schema(AspectSelectionReply)
+        caller, prompt, without_topics(query, known_only), retries=retries, json_schema=selection_schema(known_only)
     )
     if outcome.value is None:
         failure = unusable_output(

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -68,6 +69,31 @@ def _serialize(request: list[BaseMessage] | str) -> Any:
     return [[message.type, message.content] for message in request]
 
 
+class KeyedLocks:
+    """One lock per call key, so two identical requests in flight at once become one call and one journal
+    hit: sent twice, the second would reach a server whose prompt cache the first had just filled, and a
+    llama.cpp server can then reply differently to the same request."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._users: dict[str, int] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+            self._users[key] = self._users.get(key, 0) + 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                self._users[key] -= 1
+                if not self._users[key]:  # nobody waits on it: forget it, so the map stays small
+                    del self._users[key], self._locks[key]
+
+
 @dataclass
 class CallerDeps:
     """What every role's caller shares within one run: the journal, the caps and the accounting."""
@@ -79,6 +105,7 @@ class CallerDeps:
     rate_limiter: RateLimiter | None = None
     budget: BudgetGuard | None = None
     response_cache: ResponseCache | None = None
+    in_flight: KeyedLocks = field(default_factory=KeyedLocks)
 
 
 class RoleCaller:
@@ -237,6 +264,18 @@ class RoleCaller:
         label: str,
     ) -> tuple[dict[str, Any], bool]:
         """The one call sequence: journal, then cache, then the provider; returns (record, from_journal)."""
+        with self._deps.in_flight.hold(key):
+            return self._journaled_once(key, seed_basis, stop, schema, send, label)
+
+    def _journaled_once(
+        self,
+        key: str,
+        seed_basis: str,
+        stop: tuple[str, ...],
+        schema: dict[str, Any] | None,
+        send: Callable[[dict[str, Any]], dict[str, Any]],
+        label: str,
+    ) -> tuple[dict[str, Any], bool]:
         deps = self._deps
         done = deps.journal.get_call(key)
         if done is not None:

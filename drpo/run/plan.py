@@ -92,7 +92,7 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     if cache_path.is_file():  # a dry run never creates files
         cache = AspectCache(cache_path)
         selector = model_identity(settings.roles.aspect_selector)
-        fingerprint = selection_fingerprint()
+        fingerprint = selection_fingerprint(not settings.reward.new_aspects)
         planned_queries = order[: len(expected) * b]
         cached = sum(1 for qid in planned_queries if cache.get(texts[qid], selector, fingerprint) is not None)
         cache.close()

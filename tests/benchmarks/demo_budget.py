@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 CALL = re.compile(
-    r"^(?P<when>\S+ \S+) INFO drpo\.llm\.caller: call role=(?P<role>\S+) model=(?P<model>\S+) .*? "
+    r"^(?P<when>\S+ \S+) INFO drpo\.[\w.]+: call role=(?P<role>\S+) model=(?P<model>\S+) .*? "
     r"in=(?P<input>\d+) (?:cached=(?P<cached>\d+) )?out=(?P<output>\d+) (?P<seconds>[\d.]+)s$"
 )
 STAMP = "%Y-%m-%d %H:%M:%S,%f"
