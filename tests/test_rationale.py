@@ -16,7 +16,7 @@ from drpo.llm.caller import StructuredOutcome
 from drpo.llm.logprobs import digit_alternatives
 from drpo.settings import settings_from_dict
 from drpo.store.embeddings import Embedder
-from support.responder import task_of
+from support.responder import ASPECT_TASK, respond, task_of
 from support.runs import roles, run
 from support.scripted import ScriptedChatModel
 
@@ -101,3 +101,18 @@ def test_known_only_aspects_are_held_to_the_list_by_the_schema_and_the_parser() 
     assert without_topics("q")(reply)["new_aspects"] == ["Tact"]
     with pytest.raises(OutputParseError, match="not on the list"):
         without_topics("q", known_only=True)(reply)
+
+
+def test_a_run_with_new_aspects_off_counts_a_topic_selection_and_uses_the_list(make_settings, embedder) -> None:
+    def topical(text: str, sample: int) -> str:
+        if ASPECT_TASK in text:
+            selection = {"reasoning": "r", "selected_aspects": ["Clarity", "Cooking"]}
+            return json.dumps({"query_analysis": {}, "aspects_selection": selection})
+        return respond(text, sample)
+
+    settings = make_settings(depth=1)
+    settings = settings.model_copy(update={"reward": settings.reward.model_copy(update={"new_aspects": False})})
+    result = run(settings, roles(ScriptedChatModel(responder=topical)), embedder, "listed").result
+    failures = [f for f in result["failures"] if f["role"] == "aspect_selector"]
+    assert failures and "not on the list" in failures[0]["last_error"]
+    assert all(record["fallback"] for record in result["aspects"].values())  # counted, then the list's defaults

@@ -286,10 +286,18 @@ class RoleCaller:
         if hit is not None:
             return hit, False
         kwargs = self._kwargs(seed_basis, stop, schema)
-        started = time.monotonic()
+        timing: dict[str, float] = {}
+
+        def timed() -> dict[str, Any]:
+            """The request itself, timed without the wait for a concurrency slot or a rate limit."""
+            started = time.monotonic()
+            reply = send(kwargs)
+            timing["seconds"] = time.monotonic() - started
+            return reply
+
         # Journaled while the call still holds its concurrency slot: after kill -9 at most
         # ``concurrency`` calls are repeated, never one whose reply had already arrived.
-        record = self._send(lambda: send(kwargs), keep=lambda reply: deps.journal.put_call(key, reply))
+        record = self._send(timed, keep=lambda reply: deps.journal.put_call(key, reply))
         usage = record["usage"]
         log.info(
             "call role=%s model=%s %s in=%d cached=%d out=%d %.2fs",
@@ -299,7 +307,7 @@ class RoleCaller:
             usage["input_tokens"],
             record.get("cached_input_tokens", 0),
             usage["output_tokens"],
-            time.monotonic() - started,
+            timing.get("seconds", 0.0),
         )
         if self._cache is not None:
             self._cache.put(self._cache_key(key), record)

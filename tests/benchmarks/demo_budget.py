@@ -53,7 +53,7 @@ def wall_seconds(log: Path) -> float | None:
 
 def table(phases: dict[str, Path]) -> list[str]:
     lines = [
-        "| phase | role | model | calls | prompt tokens | cached | processed | output tokens | call seconds |",
+        "| phase | role | model | calls | prompt tokens | cached | processed | output tokens | seconds in calls |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for phase, log in phases.items():
