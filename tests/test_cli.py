@@ -71,6 +71,41 @@ def test_kill_9_then_resume_reaches_the_unbroken_result(reference_run, tmp_path:
     assert not reference_hashes - hashes
 
 
+def test_kill_9_during_validation_then_resume_reaches_the_unbroken_result(tmp_path: Path) -> None:
+    search = {"depth": 3, "beam_width": 1, "num_actions": 2, "validation": 2, "max_depth_increase": 0}
+    unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
+    unbroken.mkdir()
+    killed.mkdir()
+    reference_log = unbroken / "requests.jsonl"
+    with FakeOpenAIServer(log_path=reference_log) as server:
+        config = fake_server_config(unbroken / "config.yaml", server.base_url, **search)
+        done = drpo("optimize", "--config", str(config), "--run-id", "v", "--runs-dir", "runs", cwd=unbroken)
+    assert done.returncode == 0, done.stderr
+    reference = json.loads((unbroken / "runs" / "v" / "result.json").read_text())
+    validation = [query["text"] for query in reference["validation"]["queries"]]
+    entries = [json.loads(line) for line in reference_log.read_text().splitlines()]
+    answered = [i for i, e in enumerate(entries) if e["task"] == "answer" and any(q in e["tail"] for q in validation)]
+    later = answered[len(answered) // 2]  # a validation answer of a later depth: its depth is half validated
+    log = killed / "requests.jsonl"
+    with FakeOpenAIServer(log_path=log, latency=0.05) as server:
+        config = fake_server_config(killed / "config.yaml", server.base_url, **search)
+        process = drpo_background(
+            "optimize", "--config", str(config), "--run-id", "v", "--runs-dir", "runs", cwd=killed
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) > later):
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        assert len(log.read_text().splitlines()) > later, "the run never reached its validation step"
+        process.wait(timeout=30)
+        assert not (killed / "runs" / "v" / "result.json").exists()
+        resumed = drpo("resume", "v", "--runs-dir", "runs", cwd=killed)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((killed / "runs" / "v" / "result.json").read_text())
+    assert without_run_id(result) == without_run_id(reference)
+    assert result["validation"]["queries"] == reference["validation"]["queries"]
+
+
 @pytest.fixture
 def sigint_not_ignored():
     """A shell that starts the tests in the background ignores SIGINT, and children inherit that; Python

@@ -253,6 +253,7 @@ class FakeOpenAIServer:
                         "hash": body_hash,
                         "kind": kind,
                         "task": "probe" if is_n_probe(body) else task_of(text),
+                        "tail": text[-160:],  # an answer request ends with its query: tests find requests by it
                         "start": started,
                         "end": time.time(),
                         "n": len(replies),
