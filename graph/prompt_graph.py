@@ -75,17 +75,37 @@ def fan_out_generation(state: PromptOptState) -> list[Send] | str:
         return preparing
     sends: list[Send] = []
     for candidate_id in answering(state):
-        prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
             if eval_key(candidate_id, query_id) in state.get("evaluations", {}):
                 continue
             if candidate_id not in state["frontier"] and query_id in state.get("references", {}):
                 continue  # a reference answer already written
-            payload = GeneratePayload(
-                depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
-            )
-            sends.append(Send("generate", payload))
+            sends.append(Send("generate", generate_payload(state, depth, candidate_id, query_id)))
     return sends or "dispatch_evaluation"
+
+
+def generate_payload(state: PromptOptState, depth: int, candidate_id: str, query_id: str) -> GeneratePayload:
+    """One answer to write: the candidate's prompt on the query, with the query's retrieved examples."""
+    prompt = state["candidates"][candidate_id]["prompt"]
+    return GeneratePayload(
+        depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
+    )
+
+
+def evaluate_payload(state: PromptOptState, depth: int, candidate_id: str, query_id: str) -> EvaluatePayload:
+    """One answer to judge on its query's aspects; under relative scoring against the initial prompt's answer,
+    and as a new sample when an earlier verdict on it stayed unusable."""
+    answer_id = eval_key(candidate_id, query_id)
+    payload = EvaluatePayload(
+        **generate_payload(state, depth, candidate_id, query_id),
+        aspects=state["aspects"][query_id],
+        answer_id=answer_id,
+    )
+    if relative(state) and candidate_id != ROOT_ID:
+        payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
+    if answer_id in state.get("evaluations", {}):  # its verdict stayed unusable: asked again as a new sample
+        payload["round"] = evaluation_round(state, answer_id)
+    return payload
 
 
 def relative(state: PromptOptState) -> bool:
@@ -109,26 +129,11 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
     depth = state["depth"]
     sends = []
     for candidate_id in state["frontier"]:
-        prompt = state["candidates"][candidate_id]["prompt"]
         for query_id in state["queries"][str(depth)]:
-            answer_id = eval_key(candidate_id, query_id)
-            done = state.get("evaluations", {}).get(answer_id)
+            done = state.get("evaluations", {}).get(eval_key(candidate_id, query_id))
             if done is not None and done["reward"] is not None:
                 continue
-            payload = EvaluatePayload(
-                depth=depth,
-                candidate=candidate_id,
-                prompt=prompt,
-                query=query_id,
-                icl=state["icl"][query_id],
-                aspects=state["aspects"][query_id],
-                answer_id=answer_id,
-            )
-            if relative(state) and candidate_id != ROOT_ID:
-                payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
-            if done is not None:  # its verdict stayed unusable: asked again as a new sample
-                payload["round"] = evaluation_round(state, answer_id)
-            sends.append(Send("evaluate", payload))
+            sends.append(Send("evaluate", evaluate_payload(state, depth, candidate_id, query_id)))
     return sends or [Send("prune_beam", state)]
 
 
@@ -152,39 +157,21 @@ def fan_out_validation(state: PromptOptState) -> list[Send] | str:
     preparing = missing_preparation(state, depth, queries, "validate")
     if preparing:
         return preparing
-    sends: list[Send] = []
-    for candidate_id in validation_pool(state):
-        prompt = state["candidates"][candidate_id]["prompt"]
-        for query_id in needs_validation(state, candidate_id):
-            payload = GeneratePayload(
-                depth=depth, candidate=candidate_id, prompt=prompt, query=query_id, icl=state["icl"][query_id]
-            )
-            sends.append(Send("validation_generate", payload))
+    sends = [
+        Send("validation_generate", generate_payload(state, depth, candidate_id, query_id))
+        for candidate_id in validation_pool(state)
+        for query_id in needs_validation(state, candidate_id)
+    ]
     return sends or "dispatch_validation_evaluation"
 
 
 def fan_out_validation_evaluation(state: PromptOptState) -> list[Send]:
     """One evaluate branch per validation answer without a usable verdict (asked afresh after a stall)."""
-    depth = state["depth"]
-    sends = []
-    for candidate_id in validation_pool(state):
-        prompt = state["candidates"][candidate_id]["prompt"]
-        for query_id in needs_validation(state, candidate_id):
-            answer_id = eval_key(candidate_id, query_id)
-            payload = EvaluatePayload(
-                depth=depth,
-                candidate=candidate_id,
-                prompt=prompt,
-                query=query_id,
-                icl=state["icl"][query_id],
-                aspects=state["aspects"][query_id],
-                answer_id=answer_id,
-            )
-            if relative(state) and candidate_id != ROOT_ID:
-                payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
-            if answer_id in state.get("evaluations", {}):
-                payload["round"] = evaluation_round(state, answer_id)
-            sends.append(Send("validation_evaluate", payload))
+    sends = [
+        Send("validation_evaluate", evaluate_payload(state, state["depth"], candidate_id, query_id))
+        for candidate_id in validation_pool(state)
+        for query_id in needs_validation(state, candidate_id)
+    ]
     return sends or [Send("select_on_validation", state)]
 
 

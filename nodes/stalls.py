@@ -33,31 +33,29 @@ def _stall(services: Services, role: str, what: str, failures: Sequence[FailureR
     )
 
 
-def evaluation_stall(state: PromptOptState, max_share: float) -> tuple[int, int] | None:
-    """(unusable, all) verdicts of this depth when more than ``max_share`` (or all) are unusable, else None."""
-    depth = state["depth"]
-    keys = [eval_key(candidate, query) for candidate in state["frontier"] for query in state["queries"][str(depth)]]
+def unusable_share(
+    state: PromptOptState, candidates: list[str], queries: list[str], max_share: float
+) -> tuple[int, int] | None:
+    """(unusable, all) verdicts on these candidates' answers to these queries when more than ``max_share``
+    (or all) are unusable, else None."""
+    keys = [eval_key(candidate, query) for candidate in candidates for query in queries]
     records = [state["evaluations"][key] for key in keys if key in state.get("evaluations", {})]
     failed = sum(1 for record in records if record["reward"] is None)
     if records and failed and (failed == len(records) or failed / len(records) > max_share):
         return failed, len(records)
     return None
+
+
+def evaluation_stall(state: PromptOptState, max_share: float) -> tuple[int, int] | None:
+    """The unusable verdicts of this depth's frontier on its queries, past ``max_share``."""
+    return unusable_share(state, state["frontier"], state["queries"][str(state["depth"])], max_share)
 
 
 def validation_stall(state: PromptOptState, max_share: float) -> tuple[int, int] | None:
-    """(unusable, all) validation verdicts of this depth's pool, under the same rule as evaluation_stall."""
+    """The unusable validation verdicts of this depth's pool, under the same rule."""
     from drpo.nodes.validate import validation_pool  # validate imports this module
 
-    keys = [
-        eval_key(candidate, query)
-        for candidate in validation_pool(state)
-        for query in state.get("validation_queries", [])
-    ]
-    records = [state["evaluations"][key] for key in keys if key in state.get("evaluations", {})]
-    failed = sum(1 for record in records if record["reward"] is None)
-    if records and failed and (failed == len(records) or failed / len(records) > max_share):
-        return failed, len(records)
-    return None
+    return unusable_share(state, validation_pool(state), state.get("validation_queries", []), max_share)
 
 
 def proposals_stall(state: PromptOptState) -> int | None:

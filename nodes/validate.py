@@ -19,6 +19,7 @@ from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import BeamValue, ValidatedEvent, emit
 from drpo.graph.state import ROOT_ID, PromptOptState, ValidationEntry
 from drpo.judge.verdict import AS_GOOD_AS_REFERENCE
+from drpo.nodes.prune_beam import reward_of
 from drpo.nodes.stalls import check_validation
 from drpo.scoring import candidate_reward, eval_key
 from drpo.strategy import strategy_for
@@ -57,11 +58,6 @@ def validation_value(state: PromptOptState, candidate_id: str) -> float | None:
     if state.get("scoring") == "relative" and candidate_id == ROOT_ID:
         return AS_GOOD_AS_REFERENCE
     return candidate_reward(candidate_id, state.get("validation_queries", []), state.get("evaluations", {}))
-
-
-def training_reward(state: PromptOptState, candidate_id: str) -> float | None:
-    record = state["candidates"][candidate_id]
-    return candidate_reward(candidate_id, state["queries"][str(record["depth"])], state.get("evaluations", {}))
 
 
 def reuse_identical_prompts(state: PromptOptState) -> dict[str, Any]:
@@ -105,7 +101,7 @@ def rank_on_validation(state: PromptOptState, pool: list[str]) -> list[Validatio
         ValidationEntry(
             id=candidate_id,
             validation=validation_value(state, candidate_id),
-            reward=training_reward(state, candidate_id),
+            reward=reward_of(state, candidate_id),
             kept=False,
         )
         for candidate_id in sorted(pool, key=key)

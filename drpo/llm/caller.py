@@ -263,59 +263,49 @@ class RoleCaller:
         send: Callable[[dict[str, Any]], dict[str, Any]],
         label: str,
     ) -> tuple[dict[str, Any], bool]:
-        """The one call sequence: journal, then cache, then the provider; returns (record, from_journal)."""
+        """The one call sequence: journal, then cache, then the provider; returns (record, from_journal).
+        Under the key's lock, so an identical request in flight at the same time waits and reads the journal."""
         with self._deps.in_flight.hold(key):
-            return self._journaled_once(key, seed_basis, stop, schema, send, label)
+            deps = self._deps
+            done = deps.journal.get_call(key)
+            if done is not None:
+                with deps.stats.lock:
+                    deps.stats.journal_hits += 1
+                return done, True
+            hit = self._cached(key)
+            if hit is not None:
+                return hit, False
+            kwargs = self._kwargs(seed_basis, stop, schema)
+            timing: dict[str, float] = {}
 
-    def _journaled_once(
-        self,
-        key: str,
-        seed_basis: str,
-        stop: tuple[str, ...],
-        schema: dict[str, Any] | None,
-        send: Callable[[dict[str, Any]], dict[str, Any]],
-        label: str,
-    ) -> tuple[dict[str, Any], bool]:
-        deps = self._deps
-        done = deps.journal.get_call(key)
-        if done is not None:
+            def timed() -> dict[str, Any]:
+                """The request itself, timed without the wait for a concurrency slot or a rate limit."""
+                started = time.monotonic()
+                reply = send(kwargs)
+                timing["seconds"] = time.monotonic() - started
+                return reply
+
+            # Journaled while the call still holds its concurrency slot: after kill -9 at most
+            # ``concurrency`` calls are repeated, never one whose reply had already arrived.
+            record = self._send(timed, keep=lambda reply: deps.journal.put_call(key, reply))
+            usage = record["usage"]
+            log.info(
+                "call role=%s model=%s %s in=%d cached=%d out=%d %.2fs",
+                self.role,
+                self.model_id,
+                label,
+                usage["input_tokens"],
+                record.get("cached_input_tokens", 0),
+                usage["output_tokens"],
+                timing.get("seconds", 0.0),
+            )
+            if self._cache is not None:
+                self._cache.put(self._cache_key(key), record)
+            if deps.budget is not None:
+                deps.budget.add(self.role, usage)
             with deps.stats.lock:
-                deps.stats.journal_hits += 1
-            return done, True
-        hit = self._cached(key)
-        if hit is not None:
-            return hit, False
-        kwargs = self._kwargs(seed_basis, stop, schema)
-        timing: dict[str, float] = {}
-
-        def timed() -> dict[str, Any]:
-            """The request itself, timed without the wait for a concurrency slot or a rate limit."""
-            started = time.monotonic()
-            reply = send(kwargs)
-            timing["seconds"] = time.monotonic() - started
-            return reply
-
-        # Journaled while the call still holds its concurrency slot: after kill -9 at most
-        # ``concurrency`` calls are repeated, never one whose reply had already arrived.
-        record = self._send(timed, keep=lambda reply: deps.journal.put_call(key, reply))
-        usage = record["usage"]
-        log.info(
-            "call role=%s model=%s %s in=%d cached=%d out=%d %.2fs",
-            self.role,
-            self.model_id,
-            label,
-            usage["input_tokens"],
-            record.get("cached_input_tokens", 0),
-            usage["output_tokens"],
-            timing.get("seconds", 0.0),
-        )
-        if self._cache is not None:
-            self._cache.put(self._cache_key(key), record)
-        if deps.budget is not None:
-            deps.budget.add(self.role, usage)
-        with deps.stats.lock:
-            deps.stats.fresh_calls += 1
-        return record, False
+                deps.stats.fresh_calls += 1
+            return record, False
 
     def _cache_key(self, key: str) -> str:
         return call_key({"call": key, "provider": self.spec.provider, "base_url": self.spec.base_url or ""})
