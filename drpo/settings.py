@@ -79,11 +79,11 @@ class RoleSpec(BaseModel):
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the API key (never the key itself)"
     )
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature")
     frequency_penalty: float = Field(
         0.0, ge=-2.0, le=2.0, description="OpenAI's frequency_penalty: above 0 small models loop less"
     )
-    max_tokens: int = Field(800, ge=16, le=32768)
+    max_tokens: int = Field(800, ge=16, le=32768, description="Longest reply in tokens; a longer one is cut")
     mode: Literal["chat", "completion"] = Field("chat", description="Base role only: chat or completion model")
     json_schema: bool | None = Field(
         None, description="Send a JSON schema response_format on structured calls (default: on for local)"
@@ -91,7 +91,7 @@ class RoleSpec(BaseModel):
     sample_with_n: bool | None = Field(
         None, description="Ask for M optimizer samples in one request with n (default: on for openai)"
     )
-    timeout: float = Field(600.0, gt=0)
+    timeout: float = Field(600.0, gt=0, description="Seconds to wait for a reply before retrying")
     max_retries: int = Field(4, ge=0, le=20, description="Retries of transient errors (429, 5xx, timeouts)")
     retry_base_delay: float = Field(0.5, ge=0, le=60, description="First backoff delay in seconds (doubles)")
     retry_max_delay: float = Field(30.0, ge=0, le=600, description="Longest backoff delay in seconds")
@@ -200,7 +200,9 @@ class SearchSettings(BaseModel):
         description="Depths in a row whose proposals may all fail before the run stops as stalled "
         "(meanwhile the beam is carried on to new queries)",
     )
-    initial_prompt: str = Field("You are a helpful assistant.", min_length=1)
+    initial_prompt: str = Field(
+        "You are a helpful assistant.", min_length=1, description="The system prompt the search starts from"
+    )
     review: bool = Field(False, description="Pause after each depth's pruning for a human review of the beam")
     strategy: Literal["beam", "greedy", "mc"] = Field(
         "beam",
@@ -283,8 +285,8 @@ class PriceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input_per_million: float = Field(..., ge=0)
-    output_per_million: float = Field(..., ge=0)
+    input_per_million: float = Field(..., ge=0, description="Dollars per million input tokens")
+    output_per_million: float = Field(..., ge=0, description="Dollars per million output tokens")
 
 
 class BudgetSettings(BaseModel):
@@ -403,11 +405,15 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    run_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="The run's name (default: a timestamp)"
+    )
     runs_dir: Path = Field(Path("drpo_runs"), description="Where run directories live")
     store_dir: Path | None = Field(None, description="Chroma store and aspect cache (default: RUNS_DIR/.store)")
     seed_file: Path | None = Field(None, description="Seed queries (Alpaca/LIMA JSON, text, JSONL); default: ours")
-    seed_format: Literal["auto", "alpaca", "lima", "text", "jsonl"] = "auto"
+    seed_format: Literal["auto", "alpaca", "lima", "text", "jsonl"] = Field(
+        "auto", description="How to read seed_file (auto: by its extension and content)"
+    )
     icl_file: Path | None = Field(None, description="Base ICL examples (JSON); default: ours")
     icl_collection: str | None = Field(
         None, description="Retrieve ICL examples from this optimized collection (an ICL run id or collection name)"
