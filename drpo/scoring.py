@@ -66,7 +66,7 @@ def rank_frontier(
         )
 
     return [
-        BeamEntry(id=candidate_id, reward=rewards.get(candidate_id), path_value=values.get(candidate_id))
+        BeamEntry(id=candidate_id, reward=rewards.get(candidate_id), path_value=values.get(candidate_id), kept=False)
         for candidate_id in sorted(frontier, key=key)
     ]
 

@@ -35,7 +35,6 @@ from drpo.graph.state import (
     PreparePayload,
     PromptOptInput,
     PromptOptState,
-    StrategyRecord,
     TransitionPayload,
 )
 from drpo.nodes.evaluate import evaluate
@@ -193,7 +192,7 @@ def route_after_review(state: PromptOptState) -> list[Send] | str:
     if state.get("stop_reason"):
         return "finalize"
     depth = state["depth"]
-    shape = state.get("strategy") or StrategyRecord(name="beam", beam_width=0, num_actions=0)  # older runs: beam
+    shape = state["strategy"]
     strategy = strategy_for(shape["name"])
     sends = []
     for expansion in strategy.expansions(state["beam"], depth, shape["beam_width"], shape["num_actions"]):

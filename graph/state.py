@@ -72,7 +72,7 @@ class FailureRecord(TypedDict):
     target: str
     attempts: int
     error: str  # every re-ask's error, joined with "; " (a message may itself hold "; ")
-    last_error: NotRequired[str]  # the last re-ask's error alone (absent in checkpoints of older versions)
+    last_error: str  # the last re-ask's error alone
 
 
 def unusable_output(depth: int, role: str, kind: str, target: str, attempts: int, errors: list[str]) -> FailureRecord:
@@ -92,7 +92,7 @@ class BeamEntry(TypedDict):
     id: str
     reward: float | None
     path_value: float | None
-    kept: NotRequired[bool]  # kept in the beam after pruning (absent in checkpoints of older versions)
+    kept: bool  # kept in the beam after pruning (False until prune_beam decides)
 
 
 class ValidationEntry(TypedDict):

@@ -30,18 +30,14 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
     }
     for depth_key in sorted(state.get("beams", {}), key=int):
         ranked = state["beams"][depth_key]
-        search = services.settings.search
-        beam_size = strategy_for(search.strategy).width(search.beam_width)
         review = state.get("reviews", {}).get(depth_key)
         chosen = state.get("validated", {}).get(depth_key)
         if review:
             beam = review["beam"]
         elif chosen:
             beam = [entry["id"] for entry in chosen if entry["kept"]]
-        elif all("kept" in entry for entry in ranked):
+        else:
             beam = [entry["id"] for entry in ranked if entry["kept"]]
-        else:  # checkpoints written before pruning recorded what it kept
-            beam = [entry["id"] for entry in ranked[:beam_size]]
         kept = set(beam)
         query_ids = state["queries"][depth_key]
         candidates = []

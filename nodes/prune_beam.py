@@ -74,7 +74,7 @@ def prune_beam(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str
     rejected = set(regressed(state, search.no_regress))
     allowed = [entry["id"] for entry in ranked if entry["id"] not in rejected]
     beam = (allowed or [entry["id"] for entry in ranked])[:width]  # never an empty beam
-    ranked = [BeamEntry(**entry, kept=entry["id"] in beam) for entry in ranked]
+    ranked = [BeamEntry(**{**entry, "kept": entry["id"] in beam}) for entry in ranked]
     update: dict[str, Any] = {"beam": beam, "beams": {str(state["depth"]): ranked}}
     if rejected:
         update["failures"] = [

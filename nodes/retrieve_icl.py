@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from drpo.graph.context import DrpoContext, Services, services_of
-from drpo.nodes.prepare import prepare_input
+from drpo.graph.state import PreparePayload
 
 
 def retrieved_examples(services: Services, queries: list[str]) -> dict[str, list[str]]:
@@ -21,5 +21,5 @@ def retrieved_examples(services: Services, queries: list[str]) -> dict[str, list
 
 
 def retrieve_icl(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:
-    payload = prepare_input(data, "icl")
+    payload = cast(PreparePayload, data)  # the payload of a Send (see missing_preparation)
     return Command(update={"icl": retrieved_examples(services_of(runtime), payload["queries"])}, goto=payload["then"])

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from drpo.graph.context import DrpoContext, Services, services_of
-from drpo.graph.state import AspectRecord, FailureRecord, usage_update
+from drpo.graph.state import AspectRecord, FailureRecord, PreparePayload, usage_update
 from drpo.judge.aspects import select_aspects_for, static_record
 from drpo.llm.usage import add_usage
-from drpo.nodes.prepare import prepare_input
 
 
 def selected_aspects(services: Services, depth: int, queries: list[str]) -> dict[str, Any]:
@@ -44,6 +43,6 @@ def selected_aspects(services: Services, depth: int, queries: list[str]) -> dict
 
 
 def select_aspects(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:
-    payload = prepare_input(data, "aspects")
+    payload = cast(PreparePayload, data)  # the payload of a Send (see missing_preparation)
     update = selected_aspects(services_of(runtime), payload["depth"], payload["queries"])
     return Command(update=update, goto=payload["then"])

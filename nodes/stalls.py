@@ -19,9 +19,7 @@ from drpo.scoring import eval_key
 def _last_error(failures: Sequence[FailureRecord], role: str, depth: int) -> str:
     for record in reversed(failures):
         if record["role"] == role and record["depth"] == depth:
-            if "last_error" in record:
-                return record["last_error"] or record["kind"]
-            return record["error"].rsplit("; ", 1)[-1] or record["kind"]  # a record from before last_error
+            return record["last_error"] or record["kind"]
     return "no usable output"
 
 

@@ -73,8 +73,8 @@ def parse_grades(data: dict[str, Any], aspects: list[str]) -> dict[str, dict[str
     return grades
 
 
-# Only factuality can fail to apply (a poem, a greeting); offering "N/A" on every aspect let a small,
-# schema-constrained judge answer N/A to everything (measured: qwen2.5-0.5b did on 60 of 60 answers).
+# Only factuality can fail to apply (a poem, a greeting); offering "N/A" on every aspect lets a small,
+# schema-constrained judge answer N/A to everything, which leaves nothing to score.
 MAY_NOT_APPLY = {"Factuality"}
 
 

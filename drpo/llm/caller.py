@@ -448,8 +448,8 @@ def call_structured(
     """Ask for JSON, parse and validate it; on failure re-ask with the error, up to ``retries`` times.
 
     ``first`` is an already received first reply (from a request with ``n``). ``whole``: a reply cut off
-    at the length limit is unusable even where the repaired JSON parses, because its last field is cut
-    (the ninth measured demo's best prompt ended mid-word: "### Instructions - Output Improvement S")."""
+    at the length limit is unusable even where the repaired JSON parses, because its last field is cut (a
+    proposed prompt would end mid-word)."""
     messages: list[BaseMessage] = [HumanMessage(content=prompt)]
     outcome: StructuredOutcome[T] = StructuredOutcome(value=None, attempts=0)
     seed_basis: str | None = caller.key_for(messages, json_schema, sample=sample)
