@@ -11,7 +11,6 @@ from functools import cache
 
 from drpo.prompts import PROMPT_TRANSITION, load_template
 
-UNUSABLE = "is not a usable system prompt"
 MIN_WORDS = 5
 TEMPLATE_MARKERS = ("{{", "}}", "<current_system_prompt>", "</current_system_prompt>", "<the complete new system")
 META_OPENINGS = re.compile(

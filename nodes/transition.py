@@ -20,9 +20,9 @@ from drpo.graph.state import (
     usage_update,
 )
 from drpo.llm.caller import call_structured_samples
-from drpo.llm.structured import OutputParseError, RejectedContent, TransitionReply, parse_transition, reply_schema
+from drpo.llm.structured import RejectedContent, TooLong, TransitionReply, parse_transition, reply_schema
 from drpo.llm.usage import add_usage, estimate_tokens
-from drpo.nodes.prompt_sanity import UNUSABLE, prompt_problem
+from drpo.nodes.prompt_sanity import prompt_problem
 from drpo.prompts import PROMPT_TRANSITION, TRANSITION_FEEDBACK, render
 from drpo.prompts.texts import evaluation_text, former_prompts_text
 from drpo.scoring import should_skip
@@ -75,7 +75,8 @@ def carried(payload: TransitionPayload, because: CarryReason, note: str) -> Cand
     )
 
 
-TOO_LONG = "tokens; keep the system prompt under"
+# A proposal whose every re-ask failed the same way is recorded as that kind; mixed failures as unparseable.
+PROPOSAL_FAILURES = {frozenset({TooLong.kind}): "prompt_too_long", frozenset({RejectedContent.kind}): "unusable_prompt"}
 RETRY_SAMPLES = 1000  # a retried transition asks samples 1000*round + i: new journal keys and seeds
 
 
@@ -90,10 +91,10 @@ def length_guarded(
         parsed = parse_transition(data)
         problem = prompt_problem(parsed["new_system_prompt"], shown, current)
         if problem is not None:
-            raise RejectedContent(f"new_system_prompt {UNUSABLE}: {problem}")
+            raise RejectedContent(f"new_system_prompt is not a usable system prompt: {problem}")
         size = estimate_tokens(parsed["new_system_prompt"])
         if limit is not None and size > limit:
-            raise OutputParseError(f"new_system_prompt is about {size} {TOO_LONG} {limit} tokens")
+            raise TooLong(f"new_system_prompt is about {size} tokens; keep the system prompt under {limit} tokens")
         return parsed
 
     return parse
@@ -132,9 +133,7 @@ def transition(payload: TransitionPayload, runtime: Runtime[DrpoContext]) -> dic
     for sample, outcome in enumerate(outcomes):
         usage = add_usage(usage, outcome.usage)
         if outcome.value is None:
-            too_long = bool(outcome.errors) and all(TOO_LONG in error for error in outcome.errors)
-            degenerate = bool(outcome.errors) and all(UNUSABLE in error for error in outcome.errors)
-            kind = "prompt_too_long" if too_long else "unusable_prompt" if degenerate else "unparseable_transition"
+            kind = PROPOSAL_FAILURES.get(frozenset(outcome.error_kinds), "unparseable_transition")
             failures.append(
                 unusable_output(
                     payload["depth"],

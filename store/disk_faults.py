@@ -10,10 +10,8 @@ DISK_FULL = "disk full"
 READ_ONLY = "read-only"
 
 _ERRNO_KINDS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY, errno.EACCES: READ_ONLY}
-_SQLITE_KINDS = {
-    "database or disk is full": DISK_FULL,
-    "attempt to write a readonly database": READ_ONLY,
-}
+# SQLite's primary result codes (the low byte of an extended code): SQLITE_FULL, SQLITE_READONLY.
+_SQLITE_KINDS = {13: DISK_FULL, 8: READ_ONLY}
 
 
 def _causes(error: BaseException) -> list[BaseException]:
@@ -33,9 +31,9 @@ def filesystem_fault(error: BaseException) -> tuple[str, str] | None:
             kind = _ERRNO_KINDS[cause.errno]
             where = f" writing {cause.filename}" if cause.filename else ""
             return kind, f"{kind}{where}: {cause.strerror}"
-        if isinstance(cause, sqlite3.OperationalError):
-            message = str(cause)
-            for text, kind in _SQLITE_KINDS.items():
-                if text in message:
-                    return kind, f"{kind} writing a run database: {message}"
+        if isinstance(cause, sqlite3.Error):
+            code = getattr(cause, "sqlite_errorcode", None)  # set by the sqlite3 module on errors it raises
+            kind = _SQLITE_KINDS.get(code & 0xFF) if isinstance(code, int) else None
+            if kind is not None:
+                return kind, f"{kind} writing a run database: {cause}"
     return None

@@ -384,3 +384,28 @@ def test_an_unreachable_postgres_blocks_no_run_id_and_a_blocked_run_can_be_remov
     assert cleaned.returncode == 0, cleaned.stderr
     gone = drpo("status", "pg", "--runs-dir", "runs", "--checkpointer", postgres_dsn, cwd=tmp_path)
     assert gone.returncode == 2 and "unknown run 'pg'" in gone.stderr
+
+
+def test_filesystem_faults_are_recognised_by_sqlite_code_and_errno_not_by_wording(tmp_path: Path) -> None:
+    import errno
+    import sqlite3
+
+    from drpo.store.disk_faults import DISK_FULL, READ_ONLY, filesystem_fault
+
+    database = tmp_path / "run.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("create table t (x)")
+    read_only = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.Error) as raised:
+        read_only.execute("insert into t values (1)")
+    read_only.close()
+    assert filesystem_fault(RuntimeError("while saving")) is None
+    wrapped = RuntimeError("checkpoint write failed")
+    wrapped.__cause__ = raised.value
+    assert filesystem_fault(wrapped)[0] == READ_ONLY  # found through the cause chain
+    full = sqlite3.OperationalError("a message in any language")
+    full.sqlite_errorcode = 13 | (3 << 8)  # an extended SQLITE_FULL code
+    assert filesystem_fault(full)[0] == DISK_FULL
+    worded = sqlite3.OperationalError("database or disk is full")  # the wording alone decides nothing
+    assert filesystem_fault(worded) is None
+    assert filesystem_fault(OSError(errno.ENOSPC, "No space left on device", "status.json"))[0] == DISK_FULL

@@ -13,6 +13,7 @@ from drpo.llm.structured import (
     AspectSelectionReply,
     OutputParseError,
     RejectedContent,
+    TooLong,
     TransitionReply,
     evaluation_schema,
     extract_json_object,
@@ -154,7 +155,7 @@ def test_a_reply_cut_at_the_length_limit_is_unusable_where_it_must_be_whole(tmp_
 
 
 def test_refused_content_is_re_asked_afresh_without_showing_the_reply_back(tmp_path: Path) -> None:
-    """Small models copy a refused reply they are shown (the fifth demo got the same prompt three times)."""
+    """Small models copy a refused reply they are shown, so a re-ask that echoes it gets it again."""
     replies = iter(['{"p": "again and again and again"}', '{"p": "Be brief and kind."}'])
     model = ScriptedChatModel(responder=lambda text, sample: next(replies))
 
@@ -290,3 +291,25 @@ def test_reply_schemas_are_generated_from_the_reply_models() -> None:
     assert "$defs" not in json.dumps(selection) and "$ref" not in json.dumps(selection)
     entry = evaluation_schema(["Depth"])["properties"]["Depth"]
     assert entry["properties"]["score"] == {"maximum": 5, "minimum": 1, "type": "integer"}
+
+
+def test_each_failed_attempt_records_its_failure_kind_by_type(tmp_path: Path) -> None:
+    """Failure kinds come from the exception type, so rewording a message cannot change what is counted."""
+    replies = iter(['{"p": "long"}', '{"p": "echo"}', "not json at all"])
+    model = ScriptedChatModel(responder=lambda text, sample: next(replies))
+
+    def parse(data: dict) -> str:
+        if data["p"] == "long":
+            raise TooLong("worded like anything")
+        raise RejectedContent("worded like anything")
+
+    outcome = call_structured(_caller(tmp_path, model), "## Task: write a prompt", parse, retries=2)
+    assert outcome.value is None and outcome.error_kinds == ["too_long", "rejected", "unparseable"]
+
+
+def test_a_proposal_is_counted_as_the_kind_all_its_attempts_failed_with() -> None:
+    from drpo.nodes.transition import PROPOSAL_FAILURES
+
+    assert PROPOSAL_FAILURES[frozenset({TooLong.kind})] == "prompt_too_long"
+    assert PROPOSAL_FAILURES[frozenset({RejectedContent.kind})] == "unusable_prompt"
+    assert frozenset({TooLong.kind, OutputParseError.kind}) not in PROPOSAL_FAILURES  # mixed: unparseable

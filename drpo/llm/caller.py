@@ -47,6 +47,7 @@ class StructuredOutcome(Generic[T]):
     value: T | None
     attempts: int
     errors: list[str] = field(default_factory=list)
+    error_kinds: list[str] = field(default_factory=list)  # each error's OutputParseError.kind, in order
     usage: dict[str, int] = field(default_factory=empty_usage)
     raw: str = ""
     alternatives: list[DigitAlternatives] = field(default_factory=list)  # of the reply that parsed
@@ -474,6 +475,7 @@ def call_structured(
             if call.truncated:
                 error = type(error)(f"{error} (the reply hit the length limit and was cut off; answer more briefly)")
             outcome.errors.append(str(error))
+            outcome.error_kinds.append(error.kind)
             log.warning("role=%s unusable reply (attempt %d): %s", caller.role, outcome.attempts, error)
             if isinstance(error, RejectedContent):
                 # A fresh request naming the refusal, with its own sampling seed (the request is the key).

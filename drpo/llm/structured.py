@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,12 +20,23 @@ T = TypeVar("T")
 
 
 class OutputParseError(ValueError):
-    """Model output that cannot be turned into the structure asked for."""
+    """Model output that cannot be turned into the structure asked for. ``kind`` names the failure for the
+    trace, so callers decide by type and never by the wording of a message."""
+
+    kind: ClassVar[str] = "unparseable"
 
 
 class RejectedContent(OutputParseError):
     """Output that parsed but whose content is refused (a degenerate proposed prompt). Re-asked without
     showing the refused reply back: small models copy what they are shown, so the echo got it repeated."""
+
+    kind: ClassVar[str] = "rejected"
+
+
+class TooLong(OutputParseError):
+    """Output that parsed but is longer than the limit set for it; re-asked with the limit named."""
+
+    kind: ClassVar[str] = "too_long"
 
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
