@@ -65,6 +65,9 @@ def parse_chroma_url(url: str) -> tuple[str, int, bool]:
     return parsed.hostname, port, parsed.scheme == "https"
 
 
+DEFAULT_RUNS_DIR = Path("drpo_runs")  # the one default, for the settings and every CLI command
+
+
 class RoleSpec(BaseModel):
     """How one role (base, optimizer, evaluator, aspect_selector) reaches its model."""
 
@@ -408,7 +411,7 @@ class Settings(BaseModel):
     run_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="The run's name (default: a timestamp)"
     )
-    runs_dir: Path = Field(Path("drpo_runs"), description="Where run directories live")
+    runs_dir: Path = Field(DEFAULT_RUNS_DIR, description="Where run directories live")
     store_dir: Path | None = Field(None, description="Chroma store and aspect cache (default: RUNS_DIR/.store)")
     seed_file: Path | None = Field(None, description="Seed queries (Alpaca/LIMA JSON, text, JSONL); default: ours")
     seed_format: Literal["auto", "alpaca", "lima", "text", "jsonl"] = Field(

@@ -32,9 +32,8 @@ from drpo.cli.options import (
     RunsDirOption,
 )
 from drpo.errors import DrpoInputError
-from drpo.settings import EvaluationSettings, Settings, settings_from_flags
+from drpo.settings import DEFAULT_RUNS_DIR, EvaluationSettings, Settings, settings_from_flags
 
-RUNS_DIR = Path("drpo_runs")
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate aligned systems side by side (the paper's protocol).")
 
 SystemOption = Annotated[
@@ -267,7 +266,7 @@ def _eval_result(run_id: str, runs_dir: Path) -> dict[str, Any]:
 @eval_app.command("show")
 def show(
     run_id: Annotated[str, typer.Argument(help="Evaluation to show")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Print an evaluation's table (means with 95% intervals), differences and pairwise results."""
     print_table(run_guarded(lambda: _eval_result(run_id, runs_dir), None))
@@ -277,7 +276,7 @@ def show(
 def report(
     run_id: Annotated[str, typer.Argument(help="Evaluation to report")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for report.md, report.html, PNGs")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Write an evaluation's report files again (from its eval.json) into a directory."""
     from drpo.eval.report import write_report

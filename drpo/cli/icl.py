@@ -22,10 +22,9 @@ from drpo.cli.options import (
     RunsDirOption,
 )
 from drpo.errors import DrpoInputError
-from drpo.settings import settings_from_flags
+from drpo.settings import DEFAULT_RUNS_DIR, settings_from_flags
 from drpo.store.run_dir import find_run
 
-RUNS_DIR = Path("drpo_runs")
 icl_app = typer.Typer(no_args_is_help=True, help="Optimize the answers of the in-context examples (Algorithm 1).")
 
 
@@ -93,7 +92,7 @@ def icl_runs(runs_dir: Path) -> list[Any]:
 
 
 @icl_app.command("list")
-def icl_list(runs_dir: RunsDirOption = RUNS_DIR) -> None:
+def icl_list(runs_dir: RunsDirOption = DEFAULT_RUNS_DIR) -> None:
     """List ICL runs and their collections."""
     table = Table("run id", "status", "collection", "examples", "mean reward before -> after")
     for run in icl_runs(runs_dir):
@@ -118,7 +117,7 @@ def icl_list(runs_dir: RunsDirOption = RUNS_DIR) -> None:
 def icl_show(
     name: Annotated[str, typer.Argument(help="ICL run id or collection name")],
     full: Annotated[bool, typer.Option("--full", help="Print every final answer")] = False,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Show an ICL run: each example's score history and final answer."""
 

@@ -44,10 +44,8 @@ from drpo.cli.options import (
 )
 from drpo.cli.supervise import interactive_review, is_interactive, report_outcome
 from drpo.errors import DrpoInputError
-from drpo.settings import Settings, settings_from_flags
+from drpo.settings import DEFAULT_RUNS_DIR, Settings, settings_from_flags
 from drpo.store.records import RunResult
-
-RUNS_DIR = Path("drpo_runs")
 
 
 def optimize(
@@ -180,7 +178,7 @@ def print_plan(settings: Settings) -> None:
 
 def resume(
     run_id: Annotated[str, typer.Argument(help="Run to continue")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
     checkpointer: CheckpointerOption = None,
@@ -220,7 +218,7 @@ def resume(
         report_outcome(outcome)
 
 
-def list_runs(runs_dir: RunsDirOption = RUNS_DIR) -> None:
+def list_runs(runs_dir: RunsDirOption = DEFAULT_RUNS_DIR) -> None:
     """List runs and their status (a run with a damaged file is listed as unreadable, naming the file)."""
     from drpo.store.files import DamagedRunFile
     from drpo.store.run_dir import list_runs as runs_in
@@ -245,7 +243,7 @@ def list_runs(runs_dir: RunsDirOption = RUNS_DIR) -> None:
 
 def show(
     run_id: Annotated[str, typer.Argument(help="Run to show")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Show a run's best prompt and its per-depth table."""
     from drpo.run.opening import checkpoint_values, depth_rows
@@ -298,7 +296,7 @@ def export(
     run_id: Annotated[str, typer.Argument(help="Run to export")],
     fmt_name: Annotated[str, typer.Option("--format", "-f", help="json or txt")] = "json",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Export a finished run's result (json) or its best prompt (txt)."""
     from drpo.store.run_dir import find_run
@@ -330,7 +328,7 @@ def export(
 
 def repair(
     run_id: Annotated[str, typer.Argument(help="Run whose result.json or checkpoints.sqlite is missing or damaged")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """Rebuild a finished run's result files from its final checkpoint, or replay a run whose checkpoints are
     damaged from its call journal (damaged files are kept aside with a .damaged suffix)."""
@@ -367,7 +365,7 @@ def repair(
 
 def report(
     run_id: Annotated[str, typer.Argument(help="Optimization run to report")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="HTML file (default: RUN_DIR/report.html)")
     ] = None,
@@ -402,7 +400,7 @@ def write_search_report(result: RunResult, path: Path) -> Path:
 
 def remove(
     run_id: Annotated[str, typer.Argument(help="Run to delete")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Delete a run: its directory and, for a Postgres run, its rows in the database."""

@@ -10,15 +10,14 @@ import typer
 
 from drpo.cli.common import EXIT_FAILED, console, err_console, run_guarded
 from drpo.cli.options import LocalModelOption, RunsDirOption
+from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.run_dir import find_run
-
-RUNS_DIR = Path("drpo_runs")
 
 
 def import_reference_command(
     directory: Annotated[Path, typer.Argument(help="Reference model directory (output.json / output.txt)")],
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the imported run")] = None,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     icl_file: Annotated[Path | None, typer.Option("--icl-file", help="The reference's ICL_examples.json")] = None,
 ) -> None:
     """Import the DRPO paper's optimized prompt and ICL examples as a servable run."""
@@ -33,7 +32,7 @@ def import_reference_command(
 
 def chat(
     run_id: Annotated[str, typer.Argument(help="Finished run to chat with")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     local_model: LocalModelOption = None,
     k: Annotated[int | None, typer.Option("--k", help="Examples retrieved per message")] = None,
 ) -> None:

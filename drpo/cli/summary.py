@@ -11,8 +11,7 @@ import typer
 from drpo.cli.common import console, fmt, run_guarded
 from drpo.cli.options import RunsDirOption
 from drpo.errors import DrpoInputError
-
-RUNS_DIR = Path("drpo_runs")
+from drpo.settings import DEFAULT_RUNS_DIR
 
 PREVIEW = 300  # characters of the best prompt shown
 
@@ -66,7 +65,7 @@ def summary(
     evaluation: Annotated[
         str | None, typer.Option("--evaluation", "-e", help="Its held-out evaluation run (drpo eval run)")
     ] = None,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """A few plain lines: what was optimized, what selection found, and what the held-out check measured."""
     from drpo.store.run_dir import find_run

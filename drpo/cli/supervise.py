@@ -26,9 +26,8 @@ from drpo.cli.options import (
 )
 from drpo.errors import DrpoInputError
 from drpo.graph.review import ReviewSummary
+from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.files import read_user_text
-
-RUNS_DIR = Path("drpo_runs")
 
 
 def is_interactive() -> bool:
@@ -148,7 +147,7 @@ def review(
     stop: StopOption = False,
     prompt_file: PromptFileOption = None,
     full: FullOption = False,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Show the pending review, or answer it and continue the run."""
@@ -181,7 +180,7 @@ def review(
 
 def status(
     run_id: Annotated[str, typer.Argument(help="Run to check")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Say whether a run is running, waiting for review, interrupted, failed or done."""
@@ -196,7 +195,7 @@ def status(
 
 def history_command(
     run_id: Annotated[str, typer.Argument(help="Run whose checkpoints to list")],
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """List a run's checkpoints by depth: the beam and best reward at each (fork from any of them)."""
@@ -224,7 +223,7 @@ def edit_command(
     add: AddOption = False,
     drop: DropOption = None,
     prompt_file: PromptFileOption = None,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Edit a paused run's beam through update_state; the pending review then shows the change."""
@@ -249,7 +248,7 @@ def fork(
     drop: DropOption = None,
     prompt_file: PromptFileOption = None,
     review_flag: ReviewOption = None,
-    runs_dir: RunsDirOption = RUNS_DIR,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
     checkpointer: CheckpointerOption = None,
 ) -> None:
     """Start a new run from an earlier depth of RUN, optionally with an edit, and drive it."""

@@ -28,6 +28,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from drpo.prompts import COMPLETION_STOP_SEQUENCES
 from drpo.serve.formatter import clean_completion, format_base_input
+from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.icl_store import IclExample
 
 
@@ -120,7 +121,7 @@ class AlignedChatModel(BaseChatModel):
         run: str | Path,
         llm: BaseLanguageModel,
         *,
-        runs_dir: str | Path = "drpo_runs",
+        runs_dir: str | Path = DEFAULT_RUNS_DIR,
         k: int | None = None,
         embedder: Any = None,
         mode: Literal["chat", "completion"] | None = None,
