@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.console import Console
 from drpo.errors import BudgetExhausted, DrpoInputError, ModelCallError, ProviderUnavailable, SearchStalled
 from drpo.store.disk_faults import DISK_FULL, filesystem_fault
 from drpo.store.redaction import redact
+
+if TYPE_CHECKING:
+    from drpo.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,6 +120,42 @@ def run_guarded(action: Any, run_id: str | None | dict[str, Any]) -> Any:
             raise typer.Exit(EXIT_BAD_INPUT) from None
         _say(f"error: {type(error).__name__}: {error}{_resume_hint(run_id)}")
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def start_run(
+    flags: Callable[[], dict[str, Any]],
+    config: Path | None,
+    local_model: str | None,
+    *,
+    label: str,
+    run: Callable[[Settings], Any],
+    dry_run: Callable[[Settings], None] | None = None,
+    check: Callable[[Settings], None] | None = None,
+    id_prefix: str = "",
+) -> Any:
+    """The one way a command starts a run: settings from the config and flags, a dry run if asked, else a
+    run id, one header line and ``run`` under ``run_guarded`` (whose resume hint needs the id once it exists).
+    ``flags`` is called inside the guard, so a bad flag is one line like any other bad input; ``check``
+    refuses settings before anything is planned or named."""
+    from drpo.settings import settings_from_flags
+    from drpo.store.run_dir import new_run_id
+
+    started: dict[str, Any] = {"run_id": None}
+
+    def action() -> Any:
+        settings = settings_from_flags(config, flags(), local_model)
+        if check is not None:
+            check(settings)
+        if dry_run is not None:
+            dry_run(settings)
+            return None
+        settings = settings.model_copy(update={"run_id": settings.run_id or f"{id_prefix}{new_run_id()}"})
+        console.print(f"{label} [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+        started["run_id"] = settings.run_id if settings.checkpointer != "memory" else None  # nothing to resume
+        started["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
+        return run(settings)
+
+    return run_guarded(action, started)
 
 
 def print_result(result: dict[str, Any]) -> None:

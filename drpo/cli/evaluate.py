@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from drpo.cli.common import console, err_console, fmt, run_guarded
+from drpo.cli.common import console, err_console, fmt, run_guarded, start_run
 from drpo.cli.options import (
     CacheOption,
     CheckpointerOption,
@@ -171,11 +171,8 @@ def run(
     """Answer every query with every system through the serving path, grade every answer, report."""
     from drpo.run.driver import evaluate
     from drpo.run.eval_systems import self_graded
-    from drpo.store.run_dir import new_run_id
 
-    holder: dict[str, Any] = {"run_id": None}
-
-    def action() -> Any:
+    def flags() -> dict[str, Any]:
         evaluation = {
             "queries_file": str(queries) if queries else None,
             "systems": _systems(system),
@@ -188,7 +185,7 @@ def run(
             "exclude_seen": False if include_seen else None,
             "scoring": scoring,
         }
-        flags = {
+        return {
             "run_id": run_id,
             "runs_dir": str(runs_dir) if runs_dir else None,
             "checkpointer": checkpointer,
@@ -197,16 +194,8 @@ def run(
             "cache": {"enabled": cache},
             "evaluation": evaluation,
         }
-        settings = settings_from_flags(config, flags, local_model)
-        if settings.evaluation is None:
-            raise DrpoInputError("an evaluation needs --system and --queries (or an evaluation: block in --config)")
-        if dry_run:
-            print_eval_plan(settings)
-            return None
-        settings = settings.model_copy(update={"run_id": settings.run_id or f"eval-{new_run_id()}"})
-        holder["run_id"] = settings.run_id
-        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
-        console.print(f"evaluation [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+
+    def run(settings: Settings) -> Any:
         with EvalProgress() as progress:
             outcome = evaluate(settings, on_progress=progress)
         graded = self_graded(settings, _resolved_for_warning(settings))
@@ -218,10 +207,19 @@ def run(
             )
         return outcome
 
-    outcome = run_guarded(action, holder)
+    outcome = start_run(
+        flags, config, local_model, label="evaluation", run=run, dry_run=print_eval_plan if dry_run else None,
+        check=needs_evaluation, id_prefix="eval-",
+    )  # fmt: skip
     if outcome is not None:
         print_table(outcome.result)
         console.print(f"report: {outcome.run_dir / 'report.html'}")
+
+
+def needs_evaluation(settings: Settings) -> None:
+    """Refuses settings that name nothing to evaluate."""
+    if settings.evaluation is None:
+        raise DrpoInputError("an evaluation needs --system and --queries (or an evaluation: block in --config)")
 
 
 def _resolved_for_warning(settings: Settings) -> list[Any]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo.cli.common import console, fmt, run_guarded
+from drpo.cli.common import console, fmt, run_guarded, start_run
 from drpo.cli.options import (
     ConfigOption,
     ExamplesFileOption,
@@ -22,7 +22,7 @@ from drpo.cli.options import (
     RunsDirOption,
 )
 from drpo.errors import DrpoInputError
-from drpo.settings import DEFAULT_RUNS_DIR, settings_from_flags
+from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.run_dir import find_run
 
 icl_app = typer.Typer(no_args_is_help=True, help="Optimize the answers of the in-context examples (Algorithm 1).")
@@ -62,26 +62,20 @@ def icl_optimize(
 ) -> None:
     """Optimize the ICL examples' answers into a new Chroma collection."""
     from drpo.run.driver import optimize_icl
-    from drpo.store.run_dir import new_run_id
 
-    holder: dict[str, Any] = {"run_id": None}
-
-    def action() -> Any:
-        flags = {
+    def flags() -> dict[str, Any]:
+        return {
             "run_id": run_id,
             "runs_dir": str(runs_dir) if runs_dir else None,
             "icl_file": str(examples) if examples else None,
             "icl_search": {"beam_width": beam_width, "num_actions": num_actions, "depth": depth},
             "reward": {"icl_mode": reward},
         }
-        settings = settings_from_flags(config, flags, local_model)
-        settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
-        holder["run_id"] = settings.run_id
-        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
-        console.print(f"ICL run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
-        return optimize_icl(settings, on_progress=IclProgressPrinter())
 
-    outcome = run_guarded(action, holder)
+    outcome = start_run(
+        flags, config, local_model, label="ICL run",
+        run=lambda settings: optimize_icl(settings, on_progress=IclProgressPrinter()),
+    )  # fmt: skip
     print_icl_result(outcome.result)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo.cli.common import ProgressPrinter, console, fmt, print_result, run_guarded
+from drpo.cli.common import ProgressPrinter, console, fmt, print_result, run_guarded, start_run
 from drpo.cli.icl import IclProgressPrinter, print_icl_result
 from drpo.cli.options import (
     BeamWidthOption,
@@ -44,7 +44,7 @@ from drpo.cli.options import (
 )
 from drpo.cli.supervise import interactive_review, is_interactive, report_outcome
 from drpo.errors import DrpoInputError
-from drpo.settings import DEFAULT_RUNS_DIR, Settings, settings_from_flags
+from drpo.settings import DEFAULT_RUNS_DIR, Settings
 from drpo.store.records import RunResult
 
 
@@ -79,12 +79,9 @@ def optimize(
 ) -> None:
     """Start a new optimization run."""
     from drpo.run.driver import optimize as run_optimize
-    from drpo.store.run_dir import new_run_id
 
-    holder: dict[str, Any] = {"run_id": None}
-
-    def action() -> Any:
-        flags = {
+    def flags() -> dict[str, Any]:
+        return {
             "run_id": run_id,
             "runs_dir": str(runs_dir) if runs_dir else None,
             "seed_file": str(seed_file) if seed_file else None,
@@ -111,19 +108,13 @@ def optimize(
             "budget": {"max_tokens": max_tokens, "max_cost": max_cost},
             "cache": {"enabled": cache},
         }
-        settings = settings_from_flags(config, flags, local_model)
-        if dry_run:
-            print_plan(settings)
-            return None
-        settings = settings.model_copy(update={"run_id": settings.run_id or new_run_id()})
-        console.print(f"run [bold]{settings.run_id}[/bold] in {settings.runs_dir}")
+
+    def run(settings: Settings) -> Any:
         console.print(describe_roles(settings, config, local_model), highlight=False, markup=False, soft_wrap=True)
-        holder["run_id"] = settings.run_id if settings.checkpointer != "memory" else None  # nothing to resume
-        holder["run_dir"] = settings.runs_dir / str(settings.run_id)  # a hint only once it exists
         on_review = interactive_review if is_interactive() else None
         return run_optimize(settings, on_progress=ProgressPrinter(), on_review=on_review)
 
-    outcome = run_guarded(action, holder)
+    outcome = start_run(flags, config, local_model, label="run", run=run, dry_run=print_plan if dry_run else None)
     if outcome is not None:
         report_outcome(outcome)
 
