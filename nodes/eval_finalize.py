@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from drpo.eval.report import write_report
-from drpo.eval.summary import summarize
+from drpo.eval.summary import EvalRecords, EvalSetup, EvalSummary, summarize
 from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.state import EvalState
 from drpo.llm.pricing import cost_of
@@ -20,7 +20,7 @@ def eval_finalize(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, 
     return {"finished": True}
 
 
-def write_eval_result(state: EvalState, services: Services) -> dict[str, Any]:
+def write_eval_result(state: EvalState, services: Services) -> EvalSummary:
     """eval.json (= result.json), answers.jsonl and the report from a final state; also the rebuild path."""
     resources = services.evaluation
     assert resources is not None
@@ -35,24 +35,30 @@ def write_eval_result(state: EvalState, services: Services) -> dict[str, Any]:
         }
         for name, system in resources.systems.items()
     ]
-    summary = summarize(
+    setup = EvalSetup(
         run_id=services.run_dir.run_id,
         systems=systems,
+        baseline=settings.baseline or systems[0]["name"],
+        pairwise=settings.pairwise,
+        judge=resources.judge.model_id,
+        scoring=settings.scoring,
+        bootstrap=settings.bootstrap,
+        seed=settings.sample_seed,
+    )
+    records = EvalRecords(
         queries=resources.queries,
         items=state.get("items", []),
         excluded=state.get("excluded", {}),
         answers=dict(state.get("answers", {})),
         grades=dict(state.get("grades", {})),
         pairs=dict(state.get("pairs", {})),
-        baseline=settings.baseline or systems[0]["name"],
-        pairwise=settings.pairwise,
-        bootstrap=settings.bootstrap,
-        seed=settings.sample_seed,
+    )
+    summary = summarize(
+        setup,
+        records,
         usage=dict(state.get("usage", {})),
         failures=list(state.get("failures", [])),
-        judge=resources.judge.model_id,
         cost=cost_of(state.get("usage", {}), services.settings),
-        scoring=settings.scoring,
     )
     root = services.run_dir.root
     lines = [json.dumps(record, ensure_ascii=False) for _key, record in sorted(services.journal.answers())]
