@@ -516,9 +516,9 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from an optional YAML file with CLI-style overrides applied on top."""
-    data = read_settings_file(path) if path is not None else {}
+    data = read_settings_file(Path(path)) if path is not None else {}
     return settings_from_dict(data, overrides)
 
 

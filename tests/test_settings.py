@@ -76,3 +76,12 @@ def test_snapshot_holds_env_var_names_not_secrets(monkeypatch: pytest.MonkeyPatc
     )
     assert "sk-very-secret-value" not in str(settings.snapshot())
     assert settings.snapshot()["roles"]["optimizer"]["api_key_env"] == "MY_KEY"
+
+
+def test_load_settings_takes_a_path_as_text_too(tmp_path) -> None:
+    """The README's Python example passes the config's name as a string."""
+    from drpo.settings import load_settings
+
+    config = tmp_path / "my.yaml"
+    config.write_text("search: {depth: 7}\n")
+    assert load_settings(str(config), {"search": {"beam_width": 3}}).search.depth == 7

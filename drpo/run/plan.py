@@ -72,51 +72,52 @@ def optimizer_uses_n(settings: Settings) -> bool:
         features.close()
 
 
-def plan_run(settings: Settings) -> dict[str, Any]:
-    search = settings.search
-    seeds = load_seeds(settings)
-    examples = load_icl(settings)
-    b = search.queries_per_depth
-    width = strategy_for(search.strategy).width(search.beam_width)
-    expected = frontier_sizes(search.depth, width, search.num_actions)
-    bound = frontier_sizes(search.depth + search.max_depth_increase, width, search.num_actions)
-    per_node = 1 if optimizer_uses_n(settings) else search.num_actions
+# What a dry run assumes where it cannot know (estimates, not limits):
+REPLY_SHARE = 0.75  # of a role's max_tokens an answer or proposal uses
+PROMPT_CHARS = 1200  # a proposed system prompt
+SELECTION_REPLY_TOKENS = 250  # an aspect selection's JSON
+PROPOSAL_REPLY_TOKENS = 600  # at most, per proposal: its JSON holds one prompt and an analysis
+JUDGE_REASONING_CHARS = 300  # the selector's reasoning, shown to the judge
+JUDGE_FEEDBACK_CHARS = 800  # the evaluation shown to the optimizer
+JUDGED_ASPECTS = 4  # aspects a selection picks (2-5)
+FORMER_PROMPTS_SHOWN = 3  # prompts of the path the optimizer sees, at most prompt_history
+CHARS_PER_TOKEN = 4
+SKELETON_CHARS = 400  # the judge's reply skeleton for the five regular aspects
+ALIGNMENT_TOKENS = 600  # a system's prompt and examples, added to each evaluated query
 
-    def optimizer_requests(sizes: list[int]) -> int:
-        return sum(min(width, size) for size in sizes[:-1]) * per_node
 
-    order = query_order(seeds, search.seed)
-    texts = {seed.id: seed.text for seed in seeds}
+def cached_selections(settings: Settings, texts: dict[str, str], planned_queries: list[str]) -> int:
+    """Planned queries whose aspect selection the store already holds (a dry run never creates the store)."""
     cache_path = settings.resolved_store_dir() / "aspect_cache.sqlite"
-    cached = 0
-    if cache_path.is_file():  # a dry run never creates files
-        cache = AspectCache(cache_path)
+    if not cache_path.is_file():
+        return 0
+    cache = AspectCache(cache_path)
+    try:
         selector = model_identity(settings.roles.aspect_selector)
         fingerprint = selection_fingerprint(not settings.reward.new_aspects)
-        planned_queries = order[: len(expected) * b]
-        cached = sum(1 for qid in planned_queries if cache.get(texts[qid], selector, fingerprint) is not None)
+        return sum(1 for qid in planned_queries if cache.get(texts[qid], selector, fingerprint) is not None)
+    finally:
         cache.close()
 
-    query = "x" * int(fmean(len(seed.text) for seed in seeds))
-    example_chars = int(fmean(len(example.query) + len(example.answer) for example in examples))
-    base_reply = int(settings.roles.base.max_tokens * 0.75)
-    aspects = list(FALLBACK_ASPECTS[:4])
+
+def input_tokens(settings: Settings, query_chars: int, example_chars: int, base_reply: int) -> dict[str, int]:
+    """One request's prompt tokens per role, rendered from the real templates with typical lengths."""
+    search, relative = settings.search, settings.reward.scoring == "relative"
+    query, answer = "x" * query_chars, "a" * (base_reply * CHARS_PER_TOKEN)
+    aspects = list(FALLBACK_ASPECTS[:JUDGED_ASPECTS])
     definitions = {name: aspect_definitions()[name] for name in aspects}
-    prompt_chars = 1200
-    relative = settings.reward.scoring == "relative"
-    references = (b * (len(expected) - 1), b * (len(bound) - 1)) if relative else (0, 0)  # initial prompt's answers
-    inputs = {
+    return {
         "aspect_selector": estimate_tokens(
             render(ASPECT_SELECTION, aspect_list=aspect_list_text(aspect_definitions()), query=query)
         ),
-        "base": estimate_tokens("p" * prompt_chars + query) + search.icl_k * estimate_tokens("e" * example_chars),
+        "base": estimate_tokens("p" * PROMPT_CHARS + query) + search.icl_k * estimate_tokens("e" * example_chars),
         "evaluator": estimate_tokens(
             render(
                 EVALUATION,
                 query=query,
-                output="a" * (base_reply * 4 * (2 if relative else 1)),  # relative: the reference answer too
+                output=answer * (2 if relative else 1),  # relative: the reference answer too
                 aspect_list=aspect_list_text(definitions),
-                aspect_reasoning="r" * 300,
+                aspect_reasoning="r" * JUDGE_REASONING_CHARS,
                 eval_skeleton=eval_skeleton(aspects, rationale=settings.reward.rationale),
                 reply_rule=reply_rule(settings.reward.rationale),
             )
@@ -124,34 +125,68 @@ def plan_run(settings: Settings) -> dict[str, Any]:
         "optimizer": estimate_tokens(
             render(
                 PROMPT_TRANSITION,
-                current_prompt="p" * prompt_chars,
-                feedback=query + "a" * (base_reply * 4) + "e" * 800,
-                former_prompts="p" * prompt_chars * min(search.prompt_history, 3),
+                current_prompt="p" * PROMPT_CHARS,
+                feedback=query + answer + "e" * JUDGE_FEEDBACK_CHARS,
+                former_prompts="p" * PROMPT_CHARS * min(search.prompt_history, FORMER_PROMPTS_SHOWN),
             )
         ),
     }
-    samples_per_request = search.num_actions if per_node == 1 else 1
-    outputs = {
-        "aspect_selector": 250,
+
+
+def output_tokens(settings: Settings, base_reply: int, samples_per_request: int) -> dict[str, int]:
+    """One request's reply tokens per role."""
+    proposal = min(int(settings.roles.optimizer.max_tokens * REPLY_SHARE), PROPOSAL_REPLY_TOKENS)
+    return {
+        "aspect_selector": SELECTION_REPLY_TOKENS,
         "base": base_reply,
-        "evaluator": judge_reply_tokens(settings.reward.rationale) * len(aspects),
-        "optimizer": min(int(settings.roles.optimizer.max_tokens * 0.75), 600) * samples_per_request,
+        "evaluator": judge_reply_tokens(settings.reward.rationale) * JUDGED_ASPECTS,
+        "optimizer": proposal * samples_per_request,
     }
-    static = settings.reward.mode == "static"
-    validated = (
-        search.validation * validated_candidates(expected, width),
-        search.validation * validated_candidates(bound, width),
-    )
-    calls = {
-        "aspect_selector": (0, 0)
-        if static
-        else (len(expected) * b - cached + search.validation, len(bound) * b + search.validation),
+
+
+def call_counts(
+    settings: Settings, expected: list[int], bound: list[int], width: int, per_node: int, cached: int
+) -> dict[str, tuple[int, int]]:
+    """Calls per role: (expected, upper bound), for frontiers of ``expected`` and ``bound`` sizes per depth."""
+    search = settings.search
+    b = search.queries_per_depth
+    relative = settings.reward.scoring == "relative"
+    references = (b * (len(expected) - 1), b * (len(bound) - 1)) if relative else (0, 0)  # initial prompt's answers
+    validated = tuple(search.validation * validated_candidates(sizes, width) for sizes in (expected, bound))
+
+    def optimizer_requests(sizes: list[int]) -> int:
+        return sum(min(width, size) for size in sizes[:-1]) * per_node
+
+    selections = (len(expected) * b - cached + search.validation, len(bound) * b + search.validation)
+    return {
+        "aspect_selector": (0, 0) if settings.reward.mode == "static" else selections,
         "base": (sum(expected) * b + references[0] + validated[0], sum(bound) * b + references[1] + validated[1]),
         "evaluator": (sum(expected) * b + validated[0], sum(bound) * b + validated[1]),
         "optimizer": (optimizer_requests(expected), optimizer_requests(bound)),
     }
+
+
+def plan_run(settings: Settings) -> dict[str, Any]:
+    """The dry-run plan: calls per role (expected and upper bound), tokens and cost."""
+    search = settings.search
+    seeds, examples = load_seeds(settings), load_icl(settings)
+    width = strategy_for(search.strategy).width(search.beam_width)
+    expected = frontier_sizes(search.depth, width, search.num_actions)
+    bound = frontier_sizes(search.depth + search.max_depth_increase, width, search.num_actions)
+    per_node = 1 if optimizer_uses_n(settings) else search.num_actions
+    samples_per_request = search.num_actions if per_node == 1 else 1
+    planned_queries = query_order(seeds, search.seed)[: len(expected) * search.queries_per_depth]
+    cached = cached_selections(settings, {seed.id: seed.text for seed in seeds}, planned_queries)
+    base_reply = int(settings.roles.base.max_tokens * REPLY_SHARE)
+    inputs = input_tokens(
+        settings,
+        int(fmean(len(seed.text) for seed in seeds)),
+        int(fmean(len(example.query) + len(example.answer) for example in examples)),
+        base_reply,
+    )
+    outputs = output_tokens(settings, base_reply, samples_per_request)
     roles: dict[str, Any] = {}
-    for role, (count, upper) in calls.items():
+    for role, (count, upper) in call_counts(settings, expected, bound, width, per_node, cached).items():
         usage = {"input_tokens": inputs[role] * count, "output_tokens": outputs[role] * count}
         roles[role] = {
             "calls": count,
@@ -164,9 +199,9 @@ def plan_run(settings: Settings) -> dict[str, Any]:
     return {
         "depths": (search.depth, search.depth + search.max_depth_increase),
         "cached_aspect_selections": cached,
-        "samples_per_optimizer_request": search.num_actions if per_node == 1 else 1,
+        "samples_per_optimizer_request": samples_per_request,
         "strategy": search.strategy,
-        "sampled_prompts": (sum(expected[1:]) * 1, sum(bound[1:])),
+        "sampled_prompts": (sum(expected[1:]), sum(bound[1:])),
         "roles": roles,
         "tokens": sum(entry["input_tokens"] + entry["output_tokens"] for entry in roles.values()),
         "cost": None if any(cost is None for cost in costs) else round(sum(costs), 4),  # type: ignore[arg-type]
@@ -186,19 +221,19 @@ def plan_eval(settings: Settings) -> dict[str, Any]:
     answers = len(queries) * systems
     pairs = 2 * len(queries) * (systems - 1) if evaluation.pairwise else 0
     query = "x" * int(fmean(len(q.text) for q in queries))
-    answer_tokens = int(settings.roles.base.max_tokens * 0.75)
+    answer_tokens = int(settings.roles.base.max_tokens * REPLY_SHARE)
     grade_input = estimate_tokens(
         render(
             EVAL_JUDGE,
             query=query,
-            output="a" * answer_tokens * 4,
+            output="a" * answer_tokens * CHARS_PER_TOKEN,
             aspect_list=aspect_list_text(REGULAR_ASPECTS),
-            eval_skeleton="s" * 400,
+            eval_skeleton="s" * SKELETON_CHARS,
             reply_rule=reply_rule(evaluation.rationale),
         )
     )
     calls = {
-        "base": (answers, estimate_tokens(query) + 600, answer_tokens),
+        "base": (answers, estimate_tokens(query) + ALIGNMENT_TOKENS, answer_tokens),
         "evaluator": (answers + pairs, grade_input, judge_reply_tokens(evaluation.rationale) * len(REGULAR_ASPECTS)),
     }
     roles: dict[str, Any] = {}
