@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from statistics import fmean
 
-from drpo.graph.state import BeamEntry, CandidateRecord, EvalRecord
+from drpo.graph.state import BeamEntry, CandidateRecord, VerdictRecord
 
 
-def eval_key(candidate_id: str, query_id: str) -> str:
+def verdict_key(candidate_id: str, query_id: str) -> str:
+    """Where the optimization judge's verdict on a candidate's answer to a query is kept."""
     return f"{candidate_id}|{query_id}"
 
 
@@ -17,12 +18,12 @@ def reward_from_scores(scores: Mapping[str, float]) -> float:
     return fmean(scores.values())
 
 
-def candidate_reward(candidate_id: str, query_ids: list[str], evaluations: Mapping[str, EvalRecord]) -> float | None:
+def candidate_reward(candidate_id: str, query_ids: list[str], evaluations: Mapping[str, VerdictRecord]) -> float | None:
     """Mean reward over the depth's queries, ignoring failed evaluations; None if all failed."""
     rewards = [
         record["reward"]
         for query_id in query_ids
-        if (record := evaluations.get(eval_key(candidate_id, query_id))) is not None and record["reward"] is not None
+        if (record := evaluations.get(verdict_key(candidate_id, query_id))) is not None and record["reward"] is not None
     ]
     return fmean(rewards) if rewards else None
 
@@ -71,7 +72,7 @@ def rank_frontier(
     ]
 
 
-def should_skip(evaluations: list[EvalRecord], threshold: float) -> str | None:
+def should_skip(evaluations: list[VerdictRecord], threshold: float) -> str | None:
     """The reference's skip rule: why a node is carried forward unchanged, or None to optimize it."""
     scored = [record for record in evaluations if record["reward"] is not None]
     if not scored:

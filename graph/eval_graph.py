@@ -15,7 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Send
 
 from drpo.graph.context import DrpoContext
-from drpo.graph.state import EvalItemPayload, EvalState, eval_key
+from drpo.graph.state import EvalItemPayload, EvalState, item_key
 from drpo.nodes.eval_answer import eval_answer
 from drpo.nodes.eval_finalize import eval_finalize
 from drpo.nodes.eval_grade import eval_grade
@@ -38,7 +38,7 @@ def fan_out_answers(state: EvalState) -> list[Send] | str:
     sends = [
         Send("eval_answer", EvalItemPayload(system=system, query=query_id))
         for system, query_id in _pending(state, state.get("systems", []))
-        if eval_key(system, query_id) not in state.get("answers", {})
+        if item_key(system, query_id) not in state.get("answers", {})
     ]
     return sends or "eval_dispatch"
 
@@ -55,16 +55,16 @@ def fan_out_grading(state: EvalState) -> list[Send] | str:
     sends = [
         Send("eval_grade", EvalItemPayload(system=system, query=query_id))
         for system, query_id in _pending(state, systems)
-        if eval_key(system, query_id) in answers and eval_key(system, query_id) not in grades
+        if item_key(system, query_id) in answers and item_key(system, query_id) not in grades
     ]
     reference = state.get("pairwise")
     if reference is not None:
         sends += [
             Send("eval_pair", EvalItemPayload(system=system, query=query_id))
             for system, query_id in _pending(state, [name for name in systems if name != reference])
-            if eval_key(system, query_id) in answers
-            and eval_key(reference, query_id) in answers
-            and eval_key(system, query_id) not in pairs
+            if item_key(system, query_id) in answers
+            and item_key(reference, query_id) in answers
+            and item_key(system, query_id) not in pairs
         ]
     return sends or "eval_finalize"
 

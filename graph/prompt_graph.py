@@ -48,7 +48,7 @@ from drpo.nodes.select_aspects import select_aspects
 from drpo.nodes.stalls import evaluation_round, transition_round
 from drpo.nodes.transition import transition
 from drpo.nodes.validate import needs_validation, select_on_validation, validate, validating, validation_pool
-from drpo.scoring import eval_key, path_ids
+from drpo.scoring import path_ids, verdict_key
 from drpo.strategy import strategy_for
 
 
@@ -75,7 +75,7 @@ def fan_out_generation(state: PromptOptState) -> list[Send] | str:
     sends: list[Send] = []
     for candidate_id in answering(state):
         for query_id in state["queries"][str(depth)]:
-            if eval_key(candidate_id, query_id) in state.get("evaluations", {}):
+            if verdict_key(candidate_id, query_id) in state.get("evaluations", {}):
                 continue
             if candidate_id not in state["frontier"] and query_id in state.get("references", {}):
                 continue  # a reference answer already written
@@ -94,14 +94,14 @@ def generate_payload(state: PromptOptState, depth: int, candidate_id: str, query
 def evaluate_payload(state: PromptOptState, depth: int, candidate_id: str, query_id: str) -> EvaluatePayload:
     """One answer to judge on its query's aspects; under relative scoring against the initial prompt's answer,
     and as a new sample when an earlier verdict on it stayed unusable."""
-    answer_id = eval_key(candidate_id, query_id)
+    answer_id = verdict_key(candidate_id, query_id)
     payload = EvaluatePayload(
         **generate_payload(state, depth, candidate_id, query_id),
         aspects=state["aspects"][query_id],
         answer_id=answer_id,
     )
     if relative(state) and candidate_id != ROOT_ID:
-        payload["reference_answer_id"] = eval_key(ROOT_ID, query_id)
+        payload["reference_answer_id"] = verdict_key(ROOT_ID, query_id)
     if answer_id in state.get("evaluations", {}):  # its verdict stayed unusable: asked again as a new sample
         payload["round"] = evaluation_round(state, answer_id)
     return payload
@@ -129,7 +129,7 @@ def fan_out_evaluation(state: PromptOptState) -> list[Send]:
     sends = []
     for candidate_id in state["frontier"]:
         for query_id in state["queries"][str(depth)]:
-            done = state.get("evaluations", {}).get(eval_key(candidate_id, query_id))
+            done = state.get("evaluations", {}).get(verdict_key(candidate_id, query_id))
             if done is not None and done["reward"] is not None:
                 continue
             sends.append(Send("evaluate", evaluate_payload(state, depth, candidate_id, query_id)))
@@ -202,7 +202,7 @@ def route_after_review(state: PromptOptState) -> list[Send] | str:
         evaluations = [
             state["evaluations"][key]
             for query_id in state["queries"][str(record["depth"])]
-            if (key := eval_key(candidate_id, query_id)) in state["evaluations"]
+            if (key := verdict_key(candidate_id, query_id)) in state["evaluations"]
         ]
         payload = TransitionPayload(
             depth=depth,

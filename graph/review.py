@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from drpo.errors import DrpoInputError
 from drpo.graph.state import ROOT_ID, CandidateRecord, PromptOptState
-from drpo.scoring import eval_key
+from drpo.scoring import verdict_key
 
 
 class ReviewQuery(TypedDict):
@@ -110,7 +110,7 @@ def beam_summary(state: PromptOptState, run_id: str, query_text: Callable[[str],
         record = state["candidates"][candidate_id]
         evaluations = []
         for query_id in query_ids:
-            verdict = state["evaluations"].get(eval_key(candidate_id, query_id))
+            verdict = state["evaluations"].get(verdict_key(candidate_id, query_id))
             if verdict is not None:
                 evaluations.append(
                     ReviewVerdict(

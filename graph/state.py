@@ -48,7 +48,7 @@ class AspectRecord(TypedDict):
     fallback: bool  # True when selection failed after retries and the default aspects were used
 
 
-class EvalRecord(TypedDict):
+class VerdictRecord(TypedDict):
     """One candidate's answer to one query, and the judge's verdict."""
 
     candidate: str
@@ -170,7 +170,7 @@ class PromptOptState(TypedDict):
     candidates: Annotated[dict[str, CandidateRecord], described("Every prompt in the search tree"), merge_dicts]
     frontier: NotRequired[Annotated[list[str], described("Candidates scored at the current depth")]]
     evaluations: Annotated[
-        dict[str, EvalRecord], described("'candidate|query' -> the judge's scores and rationales"), merge_dicts
+        dict[str, VerdictRecord], described("'candidate|query' -> the judge's scores and rationales"), merge_dicts
     ]
     beam: NotRequired[Annotated[list[str], described("Candidates kept for the next transition, best first")]]
     beams: Annotated[dict[str, list[BeamEntry]], described("Depth -> ranked frontier with path values"), merge_dicts]
@@ -232,7 +232,7 @@ class TransitionPayload(TypedDict):
     rank: int
     candidate: CandidateRecord
     history: list[str]  # path prompts, oldest first, current last
-    evaluations: list[EvalRecord]
+    evaluations: list[VerdictRecord]
     aspects: dict[str, AspectRecord]
     sample_offset: NotRequired[int]  # first sample index of this expansion (Monte Carlo search)
     retry_round: NotRequired[int]  # > 0 when this node's whole transition failed before (asked again on resume)
@@ -335,5 +335,6 @@ class EvalItemPayload(TypedDict):
     query: str
 
 
-def eval_key(system: str, query_id: str) -> str:
+def item_key(system: str, query_id: str) -> str:
+    """Where an evaluation keeps a system's answer to a query, and its grade."""
     return f"{system}|{query_id}"

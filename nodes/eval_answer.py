@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import EvalStepEvent, emit
-from drpo.graph.state import EvalAnswerRecord, EvalItemPayload, eval_key
+from drpo.graph.state import EvalAnswerRecord, EvalItemPayload, item_key
 from drpo.llm.usage import estimate_tokens
 
 
@@ -23,7 +23,7 @@ def eval_answer(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict
     request, stop = aligned.request_for(query)
     call = caller.complete(request, stop=stop)
     answer = aligned.clean_reply(call.text)
-    key = eval_key(payload["system"], payload["query"])
+    key = item_key(payload["system"], payload["query"])
     answer_id = f"eval|{key}"
     services.journal.put_answer(
         answer_id,

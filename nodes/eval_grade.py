@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import EvalStepEvent, emit
-from drpo.graph.state import EvalGradeRecord, EvalItemPayload, eval_key, unusable_output
+from drpo.graph.state import EvalGradeRecord, EvalItemPayload, item_key, unusable_output
 from drpo.judge.grading import grade_answer
 
 
@@ -16,7 +16,7 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
     services = services_of(runtime)
     resources = services.evaluation
     assert resources is not None
-    key = eval_key(payload["system"], payload["query"])
+    key = item_key(payload["system"], payload["query"])
     query = resources.queries[payload["query"]]
     answer = services.journal.get_answer(f"eval|{key}")["answer"]
     grade = grade_answer(

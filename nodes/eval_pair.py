@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import EvalStepEvent, emit
-from drpo.graph.state import EvalItemPayload, EvalPairRecord, eval_key, unusable_output
+from drpo.graph.state import EvalItemPayload, EvalPairRecord, item_key, unusable_output
 from drpo.judge.grading import judge_pair, pair_outcome
 from drpo.llm.usage import add_usage
 
@@ -19,13 +19,13 @@ def eval_pair(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[s
     assert resources is not None and resources.settings.pairwise is not None
     reference = resources.settings.pairwise
     query = resources.queries[payload["query"]].text
-    mine = services.journal.get_answer(f"eval|{eval_key(payload['system'], payload['query'])}")["answer"]
-    theirs = services.journal.get_answer(f"eval|{eval_key(reference, payload['query'])}")["answer"]
+    mine = services.journal.get_answer(f"eval|{item_key(payload['system'], payload['query'])}")["answer"]
+    theirs = services.journal.get_answer(f"eval|{item_key(reference, payload['query'])}")["answer"]
     retries = services.settings.search.structured_retries
     first = judge_pair(resources.judge, query, mine, theirs, retries=retries)
     second = judge_pair(resources.judge, query, theirs, mine, retries=retries)
     outcome, flipped = pair_outcome(first.winner, second.winner)
-    key = eval_key(payload["system"], payload["query"])
+    key = item_key(payload["system"], payload["query"])
     record = EvalPairRecord(
         system=payload["system"],
         query=payload["query"],

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import EvaluationEvent, emit
-from drpo.graph.state import PREVIEW_CHARS, EvalRecord, EvaluatePayload, usage_update
+from drpo.graph.state import PREVIEW_CHARS, EvaluatePayload, VerdictRecord, usage_update
 from drpo.judge.verdict import evaluation_failure, judge_answer, judging
 
 
@@ -28,7 +28,7 @@ def evaluate(payload: EvaluatePayload, runtime: Runtime[DrpoContext]) -> dict[st
         reference=reference,
         **judging(services),
     )
-    record = EvalRecord(
+    record = VerdictRecord(
         candidate=payload["candidate"],
         query=payload["query"],
         depth=payload["depth"],

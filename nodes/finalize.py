@@ -17,7 +17,7 @@ from drpo.graph.progress import FinishedEvent, emit
 from drpo.graph.state import PromptOptState
 from drpo.llm.pricing import cost_of
 from drpo.nodes.validate import validation_summary
-from drpo.scoring import eval_key
+from drpo.scoring import verdict_key
 from drpo.store.records import RunResult
 from drpo.store.run_dir import atomic_write_text
 from drpo.strategy import strategy_for
@@ -45,7 +45,7 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
             record = state["candidates"][entry["id"]]
             per_query = []
             for query_id in query_ids:
-                verdict = state["evaluations"].get(eval_key(entry["id"], query_id))
+                verdict = state["evaluations"].get(verdict_key(entry["id"], query_id))
                 if verdict is None:
                     continue
                 per_query.append(

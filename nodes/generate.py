@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import AnswerEvent, emit
 from drpo.graph.state import ROOT_ID, GeneratePayload, usage_update
-from drpo.scoring import eval_key
+from drpo.scoring import verdict_key
 from drpo.serve.formatter import clean_completion, format_base_input
 
 
@@ -22,7 +22,7 @@ def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[st
     request = list(base_input.messages) if base_input.mode == "chat" else base_input.text
     call = caller.complete(request, stop=base_input.stop)
     answer = clean_completion(call.text) if base_input.mode == "completion" else call.text.strip()
-    answer_id = eval_key(payload["candidate"], payload["query"])
+    answer_id = verdict_key(payload["candidate"], payload["query"])
     services.journal.put_answer(
         answer_id,
         {

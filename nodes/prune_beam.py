@@ -11,7 +11,7 @@ from drpo.graph.progress import BeamValue, DepthDoneEvent, emit
 from drpo.graph.state import BeamEntry, PromptOptState, unusable_output
 from drpo.llm.usage import total_tokens
 from drpo.nodes.stalls import check_evaluations
-from drpo.scoring import candidate_reward, eval_key, path_ids, path_value, rank_frontier
+from drpo.scoring import candidate_reward, path_ids, path_value, rank_frontier, verdict_key
 from drpo.strategy import strategy_for
 
 
@@ -41,7 +41,7 @@ def aspect_score(state: PromptOptState, candidate_id: str, aspect: str) -> float
     scores = [
         verdict["scores"][aspect]
         for query_id in state["queries"][str(record["depth"])]
-        if (verdict := state["evaluations"].get(eval_key(candidate_id, query_id))) is not None
+        if (verdict := state["evaluations"].get(verdict_key(candidate_id, query_id))) is not None
         and aspect in verdict["scores"]
     ]
     return sum(scores) / len(scores) if scores else None

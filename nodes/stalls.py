@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from drpo.errors import SearchStalled
 from drpo.graph.context import Services
 from drpo.graph.state import FailureRecord, PromptOptState
-from drpo.scoring import eval_key
+from drpo.scoring import verdict_key
 
 
 def _last_error(failures: Sequence[FailureRecord], role: str, depth: int) -> str:
@@ -36,7 +36,7 @@ def unusable_share(
 ) -> tuple[int, int] | None:
     """(unusable, all) verdicts on these candidates' answers to these queries when more than ``max_share``
     (or all) are unusable, else None."""
-    keys = [eval_key(candidate, query) for candidate in candidates for query in queries]
+    keys = [verdict_key(candidate, query) for candidate in candidates for query in queries]
     records = [state["evaluations"][key] for key in keys if key in state.get("evaluations", {})]
     failed = sum(1 for record in records if record["reward"] is None)
     if records and failed and (failed == len(records) or failed / len(records) > max_share):

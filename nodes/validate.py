@@ -21,7 +21,7 @@ from drpo.graph.state import ROOT_ID, PromptOptState, ValidationEntry
 from drpo.judge.verdict import AS_GOOD_AS_REFERENCE
 from drpo.nodes.prune_beam import reward_of
 from drpo.nodes.stalls import check_validation
-from drpo.scoring import candidate_reward, eval_key
+from drpo.scoring import candidate_reward, verdict_key
 from drpo.strategy import strategy_for
 
 
@@ -48,7 +48,7 @@ def needs_validation(state: PromptOptState, candidate_id: str) -> list[str]:
     return [
         query_id
         for query_id in state.get("validation_queries", [])
-        if (record := evaluations.get(eval_key(candidate_id, query_id))) is None or record["reward"] is None
+        if (record := evaluations.get(verdict_key(candidate_id, query_id))) is None or record["reward"] is None
     ]
 
 
@@ -78,8 +78,8 @@ def reuse_identical_prompts(state: PromptOptState) -> dict[str, Any]:
         if twin is None:
             continue
         for query_id in needs_validation(state, candidate_id):
-            source = evaluations[eval_key(twin, query_id)]
-            copies[eval_key(candidate_id, query_id)] = {**source, "candidate": candidate_id}
+            source = evaluations[verdict_key(twin, query_id)]
+            copies[verdict_key(candidate_id, query_id)] = {**source, "candidate": candidate_id}
     return {"evaluations": copies} if copies else {}
 
 

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from drpo.graph.context import DrpoContext
-from drpo.graph.state import ROOT_ID, CandidateRecord, EvalRecord
+from drpo.graph.state import ROOT_ID, CandidateRecord, VerdictRecord
 from drpo.nodes.evaluate import evaluate
 from drpo.nodes.generate import generate
 from drpo.nodes.prune_beam import prune_beam
@@ -39,9 +39,9 @@ def candidate(cid: str, parent: str | None, depth: int, origin: str = "optimizer
     return CandidateRecord(id=cid, prompt=f"prompt {cid}", parent=parent, depth=depth, origin=origin, note=note)
 
 
-def verdict(cid: str, qid: str, depth: int, reward: float | None) -> EvalRecord:
+def verdict(cid: str, qid: str, depth: int, reward: float | None) -> VerdictRecord:
     scores = {} if reward is None else {"Helpfulness": int(reward), "Clarity": int(reward)}
-    return EvalRecord(
+    return VerdictRecord(
         candidate=cid,
         query=qid,
         depth=depth,

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from drpo.graph.state import EvalRecord
+from drpo.graph.state import VerdictRecord
 from drpo.scoring import path_value, rank_frontier, reward_from_scores, should_skip
 
 
-def record(scores: dict[str, int] | None) -> EvalRecord:
-    return EvalRecord(
+def record(scores: dict[str, int] | None) -> VerdictRecord:
+    return VerdictRecord(
         candidate="c",
         query="q",
         depth=1,

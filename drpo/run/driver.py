@@ -22,7 +22,6 @@ from drpo.graph.review import ReviewSummary, parse_decisions
 from drpo.nodes.stalls import redispatch_node
 from drpo.run.eval_systems import build_eval_resources, preflight_eval
 from drpo.run.opening import (
-    RUN_KINDS,
     at_review_point,
     check_inputs_unchanged,
     load_run_settings,
@@ -43,6 +42,9 @@ from drpo.store.seeds import held_out_records
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 ReviewCallback = Callable[[ReviewSummary], Any]
+
+
+OPTIMIZATION_KINDS = ("prompt", "icl")  # evaluations are runs too, started by evaluate()
 
 
 @dataclass
@@ -309,6 +311,21 @@ def _waiting(run_dir: RunDir, review: ReviewSummary) -> RunOutcome:
     )
 
 
+def _record_new_run(
+    settings: Settings, kind: str, models: dict[str, BaseLanguageModel] | None
+) -> tuple[Settings, RunDir]:
+    """A new run's id (from the settings or generated), its checked settings and its recorded directory."""
+    run_id = settings.run_id or new_run_id()
+    ensure_runs_dir(settings.runs_dir)
+    run_dir = run_dir_for(settings.runs_dir, run_id)
+    if run_dir.exists():
+        raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
+    settings = settings.model_copy(update={"run_id": run_id})
+    preflight(settings, models)
+    record_run(settings, run_dir, kind)
+    return settings, run_dir
+
+
 def optimize(
     settings: Settings,
     *,
@@ -322,19 +339,11 @@ def optimize(
     """Start a new run (its id from settings or generated) and drive it to the end, or until it waits
     for a review (``settings.search.review``) when no ``on_review`` callback answers reviews inline.
 
-    ``kind`` is ``prompt`` (system-prompt optimization) or ``icl`` (ICL-answer optimization)."""
-    if kind not in RUN_KINDS:
-        raise DrpoInputError(f"unknown run kind {kind!r}")
-    if kind == "eval":
-        preflight_eval(settings, models, embedder)
-    run_id = settings.run_id or new_run_id()
-    ensure_runs_dir(settings.runs_dir)
-    run_dir = run_dir_for(settings.runs_dir, run_id)
-    if run_dir.exists():
-        raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
-    settings = settings.model_copy(update={"run_id": run_id})
-    preflight(settings, models)
-    record_run(settings, run_dir, kind)
+    ``kind`` is ``prompt`` (system-prompt optimization) or ``icl`` (ICL-answer optimization); evaluations
+    start through ``evaluate``."""
+    if kind not in OPTIMIZATION_KINDS:
+        raise DrpoInputError(f"unknown optimization kind {kind!r} (prompt or icl; evaluations: drpo.evaluate)")
+    settings, run_dir = _record_new_run(settings, kind, models)
     if kind == "prompt" and settings.search.held_out:
         records = held_out_records(held_out_seeds(settings))
         atomic_write_text(
@@ -343,6 +352,20 @@ def optimize(
     return drive(
         DriveRequest(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
     )
+
+
+def evaluate(
+    settings: Settings,
+    *,
+    models: dict[str, BaseLanguageModel] | None = None,
+    on_progress: ProgressCallback | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    embedder: Embedder | None = None,
+) -> RunOutcome:
+    """Evaluate ``settings.evaluation.systems`` side by side (the paper's protocol); resumable like any run."""
+    preflight_eval(settings, models, embedder)
+    settings, run_dir = _record_new_run(settings, "eval", models)
+    return drive(DriveRequest("eval", settings, run_dir, models, on_progress, checkpointer, embedder))
 
 
 def resume(
@@ -369,11 +392,6 @@ def resume(
         run_dir.kind(), settings, run_dir, models, on_progress, checkpointer, embedder, decision, on_review
     )
     return drive(request)
-
-
-def evaluate(settings: Settings, **kwargs: Any) -> RunOutcome:
-    """Evaluate ``settings.evaluation.systems`` side by side (the paper's protocol); resumable like any run."""
-    return optimize(settings, kind="eval", **kwargs)
 
 
 def optimize_icl(settings: Settings, **kwargs: Any) -> RunOutcome:
