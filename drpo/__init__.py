@@ -9,6 +9,7 @@ __all__ = [
     "AlignedChatModel",
     "Settings",
     "edit_run",
+    "evaluate",
     "fork_run",
     "history",
     "load_settings",
@@ -27,7 +28,7 @@ def __getattr__(name: str) -> Any:
         from drpo import settings
 
         return getattr(settings, name)
-    if name in {"optimize", "optimize_icl", "resume"}:
+    if name in {"evaluate", "optimize", "optimize_icl", "resume"}:
         from drpo.run import driver
 
         return getattr(driver, name)
