@@ -499,16 +499,35 @@ def settings_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = 
         raise DrpoInputError(f"invalid settings: {_first_error(error)}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the later silently,
+    so ``search: {depth: 1, depth: 5}`` would run with a depth nobody chose). Keys brought in by a ``<<``
+    merge may be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_settings_file(path: Path) -> dict[str, Any]:
     """Read a YAML (or JSON) settings file into a mapping."""
     if not path.is_file():
         raise DrpoInputError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(read_user_text(path, "config file"))
+        data = yaml.load(read_user_text(path, "config file"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise DrpoInputError(f"config file {path} is not valid YAML{where}") from None
+        problem = getattr(error, "problem", None) or ""
+        detail = f": {problem}" if problem.startswith("duplicate key") else ""
+        raise DrpoInputError(f"config file {path} is not valid YAML{where}{detail}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

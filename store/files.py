@@ -55,6 +55,14 @@ def read_run_json(path: Path) -> Any:
         raise DamagedRunFile(path, f"not valid JSON ({error.msg} at line {error.lineno})") from None
 
 
+def read_run_mapping(path: Path) -> dict[str, Any]:
+    """A JSON object the run wrote (meta, status, result): anything else is a DamagedRunFile naming it."""
+    data = read_run_json(path)
+    if not isinstance(data, dict):
+        raise DamagedRunFile(path, f"holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def jsonl_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     """(line number, value) of every non-blank line of a JSONL file's text; a bad line is one clear error."""
     for number, line in enumerate(text.splitlines(), start=1):

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
 from drpo.errors import DrpoInputError
-from drpo.store.files import is_writable_dir, read_run_json
-from drpo.store.records import AnyRunResult, RunStatus
+from drpo.store.files import DamagedRunFile, is_writable_dir, read_run_mapping
+from drpo.store.records import AnyRunResult, RunStatus, RunStatusName
 from drpo.store.redaction import redact
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -116,13 +116,13 @@ class RunDir:
 
     def read_meta(self) -> dict[str, Any]:
         """meta.json: the run's kind, provenance and the content hashes of its input files."""
-        return dict(read_run_json(self.meta)) if self.meta.is_file() else {}
+        return read_run_mapping(self.meta) if self.meta.is_file() else {}
 
     def kind(self) -> str:
         """``prompt`` or ``icl``; runs made before kinds existed are prompt runs."""
         if not self.meta.is_file():
             return "prompt"
-        return str(read_run_json(self.meta).get("kind", "prompt"))
+        return str(read_run_mapping(self.meta).get("kind", "prompt"))
 
     def read_config(self) -> dict[str, Any]:
         data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
@@ -139,16 +139,36 @@ class RunDir:
     def read_status(self) -> RunStatus:
         if not self.status.is_file():
             return RunStatus(run_id=self.run_id, status="unknown")
-        return RunStatus(**read_run_json(self.status))  # type: ignore[typeddict-item]
+        return checked_status(self.status, read_run_mapping(self.status))
 
     def read_result(self) -> AnyRunResult | None:
         if not self.result.is_file():
             return None
-        return read_run_json(self.result)  # type: ignore[no-any-return]
+        return read_run_mapping(self.result)  # type: ignore[return-value]
 
     def write_result(self, result: AnyRunResult) -> None:
         """The one writer of ``result.json`` (finalize, the ICL writer, import-reference)."""
         atomic_write_json(self.result, result)
+
+
+STATUS_NAMES = frozenset(get_args(RunStatusName))
+
+
+def checked_status(path: Path, record: dict[str, Any]) -> RunStatus:
+    """status.json's record, its fields checked: a status of the wrong name or type is a damaged file, so
+    one bad run is listed as unreadable instead of breaking every listing."""
+    if record.get("status") not in STATUS_NAMES:
+        raise DamagedRunFile(
+            path, f"its status {str(record.get('status'))[:40]!r} is none of {', '.join(sorted(STATUS_NAMES))}"
+        )
+    numbers = {"updated_at": (int, float), "depth": (int, type(None)), "best_reward": (int, float, type(None))}
+    for name, types in numbers.items():
+        if name in record and (isinstance(record[name], bool) or not isinstance(record[name], types)):
+            raise DamagedRunFile(path, f"its {name} is not a number")
+    for name in ("run_id", "error", "note", "kind", "collection"):
+        if name in record and not isinstance(record[name], str):
+            raise DamagedRunFile(path, f"its {name} is not text")
+    return RunStatus(**record)  # type: ignore[typeddict-item]
 
 
 def ensure_runs_dir(runs_dir: Path) -> None:
@@ -166,18 +186,27 @@ def ensure_runs_dir(runs_dir: Path) -> None:
 def run_dir_for(runs_dir: Path, run_id: str) -> RunDir:
     """Where run ``run_id`` lives (or will live) under ``runs_dir``; the id is validated first."""
     if not RUN_ID_PATTERN.match(run_id):
-        raise DrpoInputError(f"invalid run id {run_id!r}")
+        shown = run_id if len(run_id) <= 80 else f"{run_id[:77]}..."
+        raise DrpoInputError(f"invalid run id {shown!r} (letters, digits, '.', '_', '-'; at most 100 characters)")
     return RunDir(runs_dir / run_id)
+
+
+def _holds_run(path: Path) -> bool:
+    try:
+        return (path / "config.yaml").is_file()
+    except OSError:  # a name too long for the filesystem, say: no run directory
+        return False
 
 
 def find_run(run: str | Path, runs_dir: Path) -> RunDir:
     """An existing run, by id under ``runs_dir`` or by the path of its directory: the one lookup
     every command, supervision and serving use."""
     path = Path(run)
-    if (path / "config.yaml").is_file():
+    if _holds_run(path):
         return RunDir(path)
     if not RUN_ID_PATTERN.match(str(run)):
-        raise DrpoInputError(f"no run at {run}")
+        shown = str(run) if len(str(run)) <= 80 else f"{str(run)[:77]}..."
+        raise DrpoInputError(f"no run at {shown!r}: neither a run directory nor a valid run id")
     found = RunDir(runs_dir / str(run))
     if not found.exists():
         raise DrpoInputError(f"unknown run {str(run)!r} in {runs_dir}")

@@ -35,15 +35,30 @@ def finished_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "runs"
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "not-json"])
-@pytest.mark.parametrize("name", ["status.json", "meta.json", "result.json"])
+DAMAGES = {
+    "empty": "",
+    "not-json": "<html>oops",
+    "empty-object": "{}",
+    "wrong-types": '{"status": 5, "kind": 7}',
+    "a-list": "[1, 2]",
+}
+
+
+FILE_DAMAGES = [
+    (name, damage)
+    for name in ("status.json", "meta.json", "result.json")
+    for damage in ("empty", "truncated", "not-json", "a-list")
+] + [("status.json", "empty-object"), ("status.json", "wrong-types")]  # fields checked where they are read as a record
+
+
+@pytest.mark.parametrize(("name", "damage"), FILE_DAMAGES)
 def test_a_damaged_run_file_never_breaks_other_commands(
     finished_runs: Path, tmp_path: Path, name: str, damage: str
 ) -> None:
     shutil.copytree(finished_runs, tmp_path / "runs")
     target = tmp_path / "runs" / "hurt" / name
     original = target.read_text()
-    target.write_text({"empty": "", "truncated": original[: len(original) // 2], "not-json": "<html>oops"}[damage])
+    target.write_text(DAMAGES.get(damage, original[: len(original) // 2]))
     listed = drpo("runs", "--runs-dir", "runs", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "good" in listed.stdout and f"unreadable: {name}" in listed.stdout
@@ -409,3 +424,26 @@ def test_filesystem_faults_are_recognised_by_sqlite_code_and_errno_not_by_wordin
     worded = sqlite3.OperationalError("database or disk is full")  # the wording alone decides nothing
     assert filesystem_fault(worded) is None
     assert filesystem_fault(OSError(errno.ENOSPC, "No space left on device", "status.json"))[0] == DISK_FULL
+
+
+def test_a_run_id_too_long_for_the_filesystem_is_one_line_everywhere(finished_runs: Path, tmp_path: Path) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    too_long = "a" * 300
+    for command in (["chat"], ["show"], ["export"], ["report"], ["repair"], ["status"], ["remove"], ["summary"],
+                    ["history"], ["resume"], ["eval", "show"]):  # fmt: skip
+        done = drpo(*command, too_long, "--runs-dir", "runs", cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert "Errno" not in done.stderr and "a" * 100 not in done.stderr  # shortened, never the OS's complaint
+
+
+def test_a_config_with_a_key_given_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "twice.yaml"
+    config.write_text("search:\n  depth: 1\n  depth: 5\n")
+    done = drpo("optimize", "--config", str(config), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and "duplicate key 'depth'" in done.stderr and "line 3" in done.stderr
+    merged = tmp_path / "merged.yaml"  # a << merge may still be overridden, as YAML intends
+    merged.write_text("x: &base {provider: local, max_tokens: 100}\nroles:\n  base: {<<: *base, max_tokens: 200}\n")
+    from drpo.settings import read_settings_file
+
+    assert read_settings_file(merged)["roles"]["base"] == {"provider": "local", "max_tokens": 200}
