@@ -280,6 +280,9 @@ def test_a_read_only_runs_dir_serves_reading_commands_and_refuses_writing_ones(
         assert started.returncode == 2
         line = one_line(started.stderr)
         assert str(ro) in line and "not writable" in line and "resume" not in line
+        removed = drpo("remove", "hurt", "--runs-dir", str(ro), cwd=tmp_path)
+        assert removed.returncode == 2 and "read-only" in one_line(removed.stderr)
+        assert "journal" not in removed.stderr and "resume" not in removed.stderr
     assert sorted(path.name for path in (tmp_path / "runs" / "hurt").iterdir()) == before
     assert not (tmp_path / "runs" / "new").exists()
 
@@ -447,3 +450,24 @@ def test_a_config_with_a_key_given_twice_is_refused_naming_it(tmp_path: Path) ->
     from drpo.settings import read_settings_file
 
     assert read_settings_file(merged)["roles"]["base"] == {"provider": "local", "max_tokens": 200}
+
+
+
+def test_symlinks_are_never_followed_when_drpo_writes_or_deletes(finished_runs: Path, tmp_path: Path) -> None:
+    shutil.copytree(finished_runs, tmp_path / "runs")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = tmp_path / "runs" / "good" / "report.html"
+    planted.unlink(missing_ok=True)
+    planted.symlink_to(victim)
+    done = drpo("report", "good", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious"  # the link was replaced by the report, not written through
+    assert not planted.is_symlink() and "<html" in planted.read_text().lower()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "runs" / "hurt", elsewhere)
+    (tmp_path / "runs" / "hurt").symlink_to(elsewhere, target_is_directory=True)
+    removed = drpo("remove", "hurt", "--runs-dir", "runs", cwd=tmp_path)
+    assert removed.returncode == 2 and "symbolic link" in one_line(removed.stderr)
+    assert (elsewhere / "result.json").is_file() and (tmp_path / "runs" / "hurt").is_symlink()
+    assert not list((tmp_path / "runs" / "good").glob(".*.tmp"))  # no stray temporary files

@@ -46,6 +46,7 @@ from drpo.cli.supervise import interactive_review, is_interactive, report_outcom
 from drpo.errors import DrpoInputError
 from drpo.settings import DEFAULT_RUNS_DIR, Settings
 from drpo.store.records import RunResult
+from drpo.store.run_dir import atomic_write_text
 
 
 def optimize(
@@ -310,7 +311,7 @@ def export(
             sys.stdout.write(text)
         else:
             try:
-                output.write_text(text, encoding="utf-8")
+                atomic_write_text(output, text)
             except OSError as error:
                 raise DrpoInputError(f"cannot write {output}: {error.strerror}") from None
 
@@ -382,8 +383,7 @@ def write_search_report(result: RunResult, path: Path) -> Path:
     from drpo.eval.search_report import figures, search_report_html
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(search_report_html(result, figures(result)), encoding="utf-8")
+        atomic_write_text(path, search_report_html(result, figures(result)))
     except OSError as error:
         raise DrpoInputError(f"cannot write the report to {path}: {error.strerror}") from None
     return path

@@ -11,6 +11,7 @@ from typing import Any
 from drpo.eval.html_parts import embedded_figures, num, png_bytes
 from drpo.eval.stats import fmt_interval
 from drpo.eval.summary import AVERAGE, REGULAR, SAFETY
+from drpo.store.run_dir import atomic_write_bytes, atomic_write_text
 
 FIGURES = ("bars", "radar", "datasets", "lengths")
 
@@ -220,8 +221,8 @@ def write_report(summary: dict[str, Any], directory: Path) -> list[Path]:
     written = []
     for key, data in figures.items():
         path = directory / f"{key}.png"
-        path.write_bytes(data)
+        atomic_write_bytes(path, data)
         written.append(path)
-    (directory / "report.md").write_text(markdown_report(summary), encoding="utf-8")
-    (directory / "report.html").write_text(html_report(summary, figures), encoding="utf-8")
+    atomic_write_text(directory / "report.md", markdown_report(summary))
+    atomic_write_text(directory / "report.html", html_report(summary, figures))
     return [directory / "report.md", directory / "report.html", *written]

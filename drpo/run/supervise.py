@@ -6,6 +6,7 @@ so the original run's history is never rewritten.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ from drpo.run.driver import DriveRequest, ProgressCallback, ReviewCallback, RunO
 from drpo.run.opening import at_review_point, graph_config, open_graph, open_run, record_run
 from drpo.run.services import load_seeds, open_journal
 from drpo.settings import Settings
+from drpo.store.files import is_writable_dir
 from drpo.store.postgres import forget_run, is_postgres_dsn, load_status
 from drpo.store.records import RunStatus
 from drpo.store.run_dir import RunDir, run_dir_for
@@ -199,7 +201,14 @@ def remove_run(run_id: str, runs_dir: Path, checkpointer: str | None = None) -> 
     returned note says which rows stay (``drpo remove RUN --checkpointer DSN`` deletes them later)."""
     run_dir = run_dir_for(runs_dir, run_id)
     dsn = checkpointer
+    if run_dir.root.is_symlink():  # deleting through a link would delete whatever it points at
+        raise DrpoInputError(
+            f"run directory {run_dir.root} is a symbolic link (to {os.readlink(run_dir.root)}); drpo remove "
+            "deletes only real run directories: remove the link or its target yourself"
+        )
     if run_dir.exists():
+        if not is_writable_dir(runs_dir) or not is_writable_dir(run_dir.root):
+            raise DrpoInputError(f"runs directory {runs_dir} is read-only; nothing was removed")
         dsn = dsn or str(run_dir.read_config().get("checkpointer", "sqlite"))
         if is_driven_locally(run_dir):
             raise DrpoInputError(f"run {run_id} is being driven by another process; stop it first")
