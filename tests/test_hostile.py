@@ -452,7 +452,6 @@ def test_a_config_with_a_key_given_twice_is_refused_naming_it(tmp_path: Path) ->
     assert read_settings_file(merged)["roles"]["base"] == {"provider": "local", "max_tokens": 200}
 
 
-
 def test_symlinks_are_never_followed_when_drpo_writes_or_deletes(finished_runs: Path, tmp_path: Path) -> None:
     shutil.copytree(finished_runs, tmp_path / "runs")
     victim = tmp_path / "victim.txt"
