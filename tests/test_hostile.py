@@ -470,3 +470,35 @@ def test_symlinks_are_never_followed_when_drpo_writes_or_deletes(finished_runs: 
     assert removed.returncode == 2 and "symbolic link" in one_line(removed.stderr)
     assert (elsewhere / "result.json").is_file() and (tmp_path / "runs" / "hurt").is_symlink()
     assert not list((tmp_path / "runs" / "good").glob(".*.tmp"))  # no stray temporary files
+
+
+@pytest.mark.parametrize("command", ["optimize", "eval"])
+def test_a_reply_that_is_a_web_page_is_a_configuration_error_naming_role_and_url(tmp_path: Path, command: str) -> None:
+    with FakeOpenAIServer(reply_shape="html") as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        args = ["--system", "base", "--queries", str(_queries(tmp_path))] if command == "eval" else []
+        done = drpo(*(["eval", "run"] if command == "eval" else ["optimize"]), "--config", str(config), *args,
+                    cwd=tmp_path)  # fmt: skip
+    line = one_line(done.stderr)
+    assert done.returncode == 2, done.stderr
+    assert "not a chat completion" in line and server.base_url in line and "role " in line
+    assert "resume" not in line and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["optimize", "eval"])
+def test_a_reply_without_choices_fails_resumably_naming_the_role(tmp_path: Path, command: str) -> None:
+    with FakeOpenAIServer(reply_shape="no-choices") as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        args = ["--system", "base", "--queries", str(_queries(tmp_path))] if command == "eval" else []
+        done = drpo(*(["eval", "run"] if command == "eval" else ["optimize"]), "--config", str(config), *args,
+                    "--run-id", "nochoice", cwd=tmp_path)  # fmt: skip
+    line = one_line(done.stderr)
+    assert done.returncode == 1, done.stderr
+    assert "no choices" in line and "role " in line and "drpo resume nochoice" in line
+    assert "IndexError" not in done.stderr and "Traceback" not in done.stderr
+
+
+def _queries(folder: Path) -> Path:
+    path = folder / "queries.txt"
+    path.write_text("How do I boil an egg?\nWrite a haiku about rain.\n")
+    return path

@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from drpo.background import Background
 from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
-from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries
+from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries, reply_shape_checked
 from drpo.llm.structured import OutputParseError, RejectedContent, parse_first_valid
 from drpo.llm.usage import add_usage, empty_usage, estimate_tokens
 from drpo.prompts import RETRY_FEEDBACK, RETRY_REJECTED, render
@@ -226,7 +226,8 @@ class RoleCaller:
         key = self._key(request, (), schema, sample=0, n=count, **offset)
 
         def send(kwargs: dict[str, Any]) -> dict[str, Any]:
-            result = self.model.generate([request], **{**kwargs, "n": count})
+            with reply_shape_checked(self._openai_style):
+                result = self.model.generate([request], **{**kwargs, "n": count})
             generations = result.generations[0]
             token_usage = (result.llm_output or {}).get("token_usage") or {}
             usage = {
@@ -404,7 +405,8 @@ class RoleCaller:
         prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
         alternatives: list[DigitAlternatives] = []
         if self.is_chat:
-            message = self.model.invoke(request, **kwargs)
+            with reply_shape_checked(self._openai_style):
+                message = self.model.invoke(request, **kwargs)
             text = message.content if isinstance(message.content, str) else str(message.content)
             metadata = message.response_metadata or {}
             truncated = metadata.get("finish_reason") == "length"
@@ -419,7 +421,8 @@ class RoleCaller:
                     usage["cached_input_tokens"] = int(cached)
                 return text, usage, truncated, alternatives
         else:
-            result = self.model.generate([prompt_text], **kwargs)
+            with reply_shape_checked(self._openai_style):
+                result = self.model.generate([prompt_text], **kwargs)
             generation = result.generations[0][0]
             text = generation.text
             truncated = (generation.generation_info or {}).get("finish_reason") == "length"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.messages import HumanMessage
 
+from drpo.llm.retry import reply_shape_checked
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.store.server_features import ServerFeatures
 
@@ -31,7 +32,8 @@ def probe_n(caller: RoleCaller) -> bool:
 
     def ask() -> bool:
         try:
-            result = caller.model.generate([[HumanMessage(content=PROBE_TEXT)]], n=2, max_tokens=1, temperature=1.0)
+            with reply_shape_checked(openai_style=True):
+                result = caller.model.generate([[HumanMessage(content=PROBE_TEXT)]], n=2, max_tokens=1, temperature=1.0)
         except (openai.BadRequestError, openai.UnprocessableEntityError):
             return False
         return len(result.generations[0]) == 2

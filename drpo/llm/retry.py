@@ -12,15 +12,25 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from drpo.errors import ModelCallError, ProviderUnavailable
+from drpo.errors import DrpoInputError, ModelCallError, ProviderUnavailable
 from drpo.store.redaction import redact
 
 log = logging.getLogger("drpo.calls")
 T = TypeVar("T")
+
+
+class NotAChatCompletion(Exception):
+    """A successful reply that is no chat completion at all (an HTML page, plain text): the URL points at
+    something other than an OpenAI-compatible API, which no retry heals."""
+
+
+class NoChoices(Exception):
+    """A chat completion with no choice in it: a server fault, retried like a malformed body."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +60,10 @@ def classify(error: Exception) -> str:
         return "transient"  # APITimeoutError is an APIConnectionError
     if isinstance(error, openai.APIStatusError) and error.status_code in {408, 409, 502, 503, 504}:
         return "transient"
-    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError):
+    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError | NoChoices):
         return "transient"  # a malformed body from the server
+    if isinstance(error, NotAChatCompletion):
+        return "fatal"
     if isinstance(error, openai.APIStatusError):
         return "fatal"
     return "other"
@@ -66,6 +78,7 @@ def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
         (openai.NotFoundError, "model or endpoint not found"),
         (openai.BadRequestError, "request rejected"),
         (openai.APIConnectionError, "cannot reach the server"),
+        (NotAChatCompletion, "the reply is not a chat completion (is base_url the API's /v1 address?)"),
     ]
     what = next((text for kind, text in kinds if isinstance(error, kind)), "provider error")
     status = getattr(error, "status_code", None)
@@ -80,6 +93,23 @@ def describe_gave_up(role: str, where: str, error: Exception, retries: int) -> P
     code = f" ({status})" if status else ""
     line = f"role {role} ({where}): still failing after {retries} retries{code}: {detail}"
     return ProviderUnavailable(redact(line.replace("\n", " "))[:400])
+
+
+@contextmanager
+def reply_shape_checked(openai_style: bool) -> Iterator[None]:
+    """Name by type what the OpenAI client and LangChain raise on a 200 reply of the wrong shape: an index
+    error for a completion without choices (a server fault: retried), a value or type error for a body
+    that is no completion at all (an HTML page: the URL is wrong, which no retry heals)."""
+    try:
+        yield
+    except IndexError as error:
+        if not openai_style:
+            raise
+        raise NoChoices("the server replied with no choices") from error
+    except (TypeError, ValueError) as error:
+        if not openai_style or isinstance(error, DrpoInputError | json.JSONDecodeError):
+            raise
+        raise NotAChatCompletion(f"{type(error).__name__}: {str(error)[:160]}") from error
 
 
 def call_with_retries(

@@ -73,6 +73,7 @@ class FakeOpenAIServer:
         timeout_sleep: float = 1.5,
         empty_tasks: set[str] | None = None,
         n_mode: str = "honour",
+        reply_shape: str = "completion",
     ) -> None:
         self.log_path = log_path
         self.latency = latency
@@ -81,6 +82,7 @@ class FakeOpenAIServer:
         self.timeout_sleep = timeout_sleep
         self.empty_tasks = empty_tasks if empty_tasks is not None else set()  # a broken provider; clear() fixes it
         self.n_mode = n_mode  # honour | ignore (one choice whatever n says) | refuse (400 when n > 1)
+        self.reply_shape = reply_shape  # completion | html (a web page, status 200) | no-choices (choices: [])
         self._attempts: dict[str, int] = {}
         self._faults_given: dict[str, int] = {}
         self.required_key = required_key
@@ -190,6 +192,17 @@ class FakeOpenAIServer:
                     return
                 if server.known_models is not None and body.get("model") not in server.known_models:
                     self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})
+                    return
+                if server.reply_shape == "html":
+                    page = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                if server.reply_shape == "no-choices":
+                    self._send(200, {"id": "x", "object": "chat.completion", "model": body.get("model"), "choices": []})
                     return
                 started = time.time()
                 if server.latency:
