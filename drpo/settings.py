@@ -94,7 +94,10 @@ class RoleSpec(BaseModel):
     sample_with_n: bool | None = Field(
         None, description="Ask for M optimizer samples in one request with n (default: on for openai)"
     )
-    timeout: float = Field(600.0, gt=0, description="Seconds to wait for a reply before retrying")
+    timeout: float = Field(600.0, gt=0, description="Seconds without a byte from the server before retrying")
+    deadline: float = Field(
+        900.0, gt=0, description="Seconds one request may take in all, even while bytes trickle in, before retrying"
+    )
     max_retries: int = Field(4, ge=0, le=20, description="Retries of transient errors (429, 5xx, timeouts)")
     retry_base_delay: float = Field(0.5, ge=0, le=60, description="First backoff delay in seconds (doubles)")
     retry_max_delay: float = Field(30.0, ge=0, le=600, description="Longest backoff delay in seconds")

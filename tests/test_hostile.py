@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -502,3 +503,25 @@ def _queries(folder: Path) -> Path:
     path = folder / "queries.txt"
     path.write_text("How do I boil an egg?\nWrite a haiku about rain.\n")
     return path
+
+
+@pytest.mark.parametrize("shape", ["hang", "trickle"])
+def test_a_hung_or_trickling_server_ends_the_run_at_the_deadline_and_it_resumes(tmp_path: Path, shape: str) -> None:
+    """A server that never answers, or sends one byte every 0.2 s (so no read timeout ever fires), stops the
+    run after timeout/deadline and the retries, naming the role; nothing waits for ever."""
+    with FakeOpenAIServer(reply_shape=shape) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        for spec in data["roles"].values():
+            spec.update({"timeout": 1, "deadline": 3, "max_retries": 1, "retry_base_delay": 0})
+        config.write_text(yaml.safe_dump(data))
+        started = time.monotonic()
+        done = drpo("optimize", "--config", str(config), "--run-id", "stuck", cwd=tmp_path, timeout=120)
+        elapsed = time.monotonic() - started
+    line = one_line(done.stderr)
+    assert done.returncode == 1, done.stderr
+    assert "role " in line and "still failing after 1 retries" in line and "drpo resume stuck" in line
+    if shape == "trickle":
+        assert "3 s deadline" in line
+    assert elapsed < 60  # bounded by 2 attempts x 3 s (+ start-up), not by the server
+    assert json.loads((tmp_path / "drpo_runs" / "stuck" / "status.json").read_text())["status"] == "failed"

@@ -166,6 +166,23 @@ def print_plan(settings: Settings) -> None:
         f"estimated tokens {plan['tokens']:,}, estimated cost {cost}; "
         f"{plan['cached_aspect_selections']} aspect selections already cached"
     )
+    console.print(request_limits(settings), highlight=False, markup=False, soft_wrap=True)
+
+
+def request_limits(settings: Settings) -> str:
+    """How long one request may hang before it is retried, per role (one line when the roles agree)."""
+    from drpo.settings import ROLE_NAMES
+
+    limits = {
+        role: f"no byte for {spec.timeout:g} s or no complete reply in {spec.deadline:g} s: retried, "
+        f"up to {spec.max_retries} times"
+        for role in ROLE_NAMES
+        if (spec := getattr(settings.roles, role))
+    }
+    settings_named = "(roles.*.timeout, deadline, max_retries)"
+    if len(set(limits.values())) == 1:
+        return f"a request with {next(iter(limits.values()))} {settings_named}"
+    return "a request with " + "; ".join(f"{role}: {text}" for role, text in limits.items()) + f" {settings_named}"
 
 
 def resume(

@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from drpo.background import Background
 from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
-from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries, reply_shape_checked
+from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries, reply_shape_checked, within_deadline
 from drpo.llm.structured import OutputParseError, RejectedContent, parse_first_valid
 from drpo.llm.usage import add_usage, empty_usage, estimate_tokens
 from drpo.prompts import RETRY_FEEDBACK, RETRY_REJECTED, render
@@ -382,7 +382,7 @@ class RoleCaller:
             if deps.rate_limiter is not None:
                 deps.rate_limiter.acquire()
             with deps.limiter:
-                reply = action()
+                reply = within_deadline(action, spec.deadline) if self._openai_style else action()
                 if keep is not None:
                     keep(reply)
                 return reply

@@ -7,6 +7,7 @@ unknown model, rejected request) fail at once with one line naming the role and 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from drpo.errors import DrpoInputError, ModelCallError, ProviderUnavailable
 from drpo.store.redaction import redact
@@ -27,6 +28,10 @@ T = TypeVar("T")
 class NotAChatCompletion(Exception):
     """A successful reply that is no chat completion at all (an HTML page, plain text): the URL points at
     something other than an OpenAI-compatible API, which no retry heals."""
+
+
+class DeadlineExceeded(Exception):
+    """A request still unanswered at its deadline (a hung or trickling server): retried like a timeout."""
 
 
 class NoChoices(Exception):
@@ -60,7 +65,7 @@ def classify(error: Exception) -> str:
         return "transient"  # APITimeoutError is an APIConnectionError
     if isinstance(error, openai.APIStatusError) and error.status_code in {408, 409, 502, 503, 504}:
         return "transient"
-    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError | NoChoices):
+    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError | NoChoices | DeadlineExceeded):
         return "transient"  # a malformed body from the server
     if isinstance(error, NotAChatCompletion):
         return "fatal"
@@ -110,6 +115,30 @@ def reply_shape_checked(openai_style: bool) -> Iterator[None]:
         if not openai_style or isinstance(error, DrpoInputError | json.JSONDecodeError):
             raise
         raise NotAChatCompletion(f"{type(error).__name__}: {str(error)[:160]}") from error
+
+
+def within_deadline(action: Callable[[], T], seconds: float) -> T:
+    """``action``'s result, or DeadlineExceeded once ``seconds`` have passed. The HTTP client's timeout
+    restarts with every byte, so a server that trickles one byte at a time would hold a call for ever;
+    the action runs on a daemon thread (with the caller's context) that is abandoned at the deadline."""
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome["value"] = context.run(action)
+        except BaseException as error:  # handed to the waiting thread, raised there
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="drpo-request", daemon=True).start()
+    if not done.wait(seconds):
+        raise DeadlineExceeded(f"no complete reply within the {seconds:g} s deadline")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
 
 
 def call_with_retries(

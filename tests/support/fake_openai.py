@@ -82,7 +82,10 @@ class FakeOpenAIServer:
         self.timeout_sleep = timeout_sleep
         self.empty_tasks = empty_tasks if empty_tasks is not None else set()  # a broken provider; clear() fixes it
         self.n_mode = n_mode  # honour | ignore (one choice whatever n says) | refuse (400 when n > 1)
-        self.reply_shape = reply_shape  # completion | html (a web page, status 200) | no-choices (choices: [])
+        # completion | html (a web page, status 200) | no-choices (choices: []) | hang (reads the request,
+        # never answers) | trickle (headers, then one byte every 0.2 s): until the server is closed
+        self.reply_shape = reply_shape
+        self._closing = threading.Event()
         self._attempts: dict[str, int] = {}
         self._faults_given: dict[str, int] = {}
         self.required_key = required_key
@@ -104,6 +107,7 @@ class FakeOpenAIServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -192,6 +196,21 @@ class FakeOpenAIServer:
                     return
                 if server.known_models is not None and body.get("model") not in server.known_models:
                     self._send(404, {"error": {"message": f"model {body.get('model')} does not exist"}})
+                    return
+                if server.reply_shape == "hang":
+                    server._closing.wait(120)
+                    return
+                if server.reply_shape == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    while not server._closing.wait(0.2):
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
                     return
                 if server.reply_shape == "html":
                     page = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
