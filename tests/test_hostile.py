@@ -525,3 +525,30 @@ def test_a_hung_or_trickling_server_ends_the_run_at_the_deadline_and_it_resumes(
         assert "3 s deadline" in line
     assert elapsed < 60  # bounded by 2 attempts x 3 s (+ start-up), not by the server
     assert json.loads((tmp_path / "drpo_runs" / "stuck" / "status.json").read_text())["status"] == "failed"
+
+
+ESCAPES = "Be kind.\x1b]0;PWNED\x07\x1b[2J\x1b[8mhidden\x9b31m"
+
+
+def test_escape_sequences_from_prompts_and_replies_are_printed_visibly(tmp_path: Path) -> None:
+    """An OSC title change, a screen clear and hidden text in a prompt reach no terminal raw."""
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2, review=True)
+        data = yaml.safe_load(config.read_text())
+        data["search"]["initial_prompt"] = ESCAPES
+        config.write_text(yaml.safe_dump(data))
+        waiting = drpo("optimize", "--config", str(config), "--run-id", "esc", cwd=tmp_path)
+        assert waiting.returncode == 0, waiting.stderr
+        outputs = [waiting, drpo("review", "esc", "--full", cwd=tmp_path)]
+        finished = drpo("review", "esc", "--accept", cwd=tmp_path)
+        assert finished.returncode == 0, finished.stderr
+        outputs += [finished, drpo("show", "esc", cwd=tmp_path), drpo("export", "esc", "--format", "txt", cwd=tmp_path)]
+    for done in outputs:
+        assert done.returncode == 0, done.stderr
+        for stream in (done.stdout, done.stderr):
+            assert "\x1b" not in stream and "\x07" not in stream and "\x9b" not in stream
+    unwrapped = [done.stdout.replace("\n", "") for done in outputs]  # Rich wraps long lines at 80 columns
+    assert "\\x1b]0;P" in unwrapped[1]  # shown (the table cuts the prompt), not swallowed
+    assert "\\x1b[2J\\x1b[8mhidden\\x9b31m" in unwrapped[-1]
+    exported = json.loads(drpo("export", "esc", "--format", "json", cwd=tmp_path).stdout)
+    assert ESCAPES in exported["best_prompt"]  # the data itself is kept as it was

@@ -7,6 +7,7 @@ budget), 130 interrupted (resumable).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,30 @@ from drpo.store.redaction import redact
 if TYPE_CHECKING:
     from drpo.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+# Control characters other than newline and tab (C0, DEL, C1): an escape sequence in a seed query, a prompt
+# or a model reply would otherwise retitle, clear or hide the terminal it is printed to.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character but newline and tab written out (``\x1b``), so it shows."""
+    return CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+# JSON escapes C0 controls itself; DEL and C1 it writes raw, which a terminal may act on.
+C1_AS_JSON = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+class VisibleConsole(Console):
+    """A Rich console that shows control characters in every string it renders (plain prints, table cells,
+    rules), so text from files and models never reaches the terminal raw; Rich's own styling is unaffected."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:
+        return super().render_str(visible(text), **kwargs)
+
+
+console = VisibleConsole()
+err_console = VisibleConsole(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from drpo.cli.common import ProgressPrinter, console, fmt, print_result, run_guarded, start_run
+from drpo.cli.common import (
+    C1_AS_JSON,
+    ProgressPrinter,
+    console,
+    fmt,
+    print_result,
+    run_guarded,
+    start_run,
+    visible,
+)
 from drpo.cli.icl import IclProgressPrinter, print_icl_result
 from drpo.cli.options import (
     BeamWidthOption,
@@ -320,12 +329,12 @@ def export(
         if fmt_name == "txt" and "best_prompt" not in result:
             raise DrpoInputError(f"run {run_id} is an ICL run; export it as json")
         text = (
-            json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+            json.dumps(result, indent=2, ensure_ascii=False).translate(C1_AS_JSON) + "\n"
             if fmt_name == "json"
             else result["best_prompt"] + "\n"  # type: ignore[typeddict-item]
         )
         if output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(text if fmt_name == "json" else visible(text))
         else:
             try:
                 atomic_write_text(output, text)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from drpo.cli.common import EXIT_FAILED, console, err_console, run_guarded
+from drpo.cli.common import EXIT_FAILED, console, err_console, run_guarded, visible
 from drpo.cli.options import LocalModelOption, RunsDirOption
 from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.run_dir import find_run
@@ -67,7 +67,7 @@ def chat(
             for chunk in model.stream(history):
                 text = chunk.content if isinstance(chunk.content, str) else str(chunk.content)
                 reply += text
-                sys.stdout.write(text)
+                sys.stdout.write(visible(text))
                 sys.stdout.flush()
         except Exception as error:  # a failed reply ends the chat with one clear line
             err_console.print(f"\nerror: {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
