@@ -32,9 +32,26 @@ class ResponseCache:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._cache.lookup(key, CACHE_NAMESPACE)
-        return dict(json.loads(found[0].text)) if found else None
+        """The record stored under ``key``. Read from the cache's own table as data rather than through its
+        lookup, which rebuilds LangChain objects from the stored text (and warns on every call that it will
+        restrict which): the row is a serialized Generation whose text is our JSON record."""
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session
+
+        schema = self._cache.cache_schema
+        query = (
+            select(schema.response)
+            .where(schema.prompt == key)
+            .where(schema.llm == CACHE_NAMESPACE)
+            .order_by(schema.idx)
+        )
+        with self._lock, Session(self._cache.engine) as session:
+            row = session.execute(query).first()
+        if row is None:
+            return None
+        stored = json.loads(row[0])
+        text = stored.get("kwargs", {}).get("text") if isinstance(stored, dict) else None
+        return dict(json.loads(text)) if isinstance(text, str) else None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         with self._lock:

@@ -552,3 +552,15 @@ def test_escape_sequences_from_prompts_and_replies_are_printed_visibly(tmp_path:
     assert "\\x1b[2J\\x1b[8mhidden\\x9b31m" in unwrapped[-1]
     exported = json.loads(drpo("export", "esc", "--format", "json", cwd=tmp_path).stdout)
     assert ESCAPES in exported["best_prompt"]  # the data itself is kept as it was
+
+
+def test_the_response_cache_prints_no_library_warning(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        first = drpo("optimize", "--config", str(config), "--cache", "--run-id", "one", cwd=tmp_path)
+        second = drpo("optimize", "--config", str(config), "--cache", "--run-id", "two", cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    usage = json.loads((tmp_path / "drpo_runs" / "two" / "result.json").read_text())["usage"]
+    assert sum(role.get("cached_calls", 0) for role in usage.values()) > 0  # the cache was read
+    for done in (first, second):
+        assert "Warning" not in done.stderr and "warn" not in done.stderr.lower(), done.stderr
