@@ -181,6 +181,24 @@ def checked_status(path: Path, record: dict[str, Any]) -> RunStatus:
     return RunStatus(**record)  # type: ignore[typeddict-item]
 
 
+KIND_NAMES = {"prompt": "a prompt optimization", "icl": "an ICL optimization", "eval": "an evaluation"}
+WHAT_WORKS = {
+    "prompt": "show, export, report, summary, chat, history, review, edit and fork",
+    "icl": "drpo icl show, drpo export --format json, and drpo optimize --icl-collection RUN",
+    "eval": "drpo eval show, drpo eval report and drpo export --format json",
+}
+
+
+def require_kind(run: RunDir, wanted: str, doing: str) -> None:
+    """Refuse a command on the wrong kind of run, naming the run's real kind and what works on it."""
+    kind = run.kind()
+    if kind != wanted:
+        raise DrpoInputError(
+            f"run {run.run_id} is {KIND_NAMES.get(kind, kind)}, and {doing} needs {KIND_NAMES[wanted]}; "
+            f"on it use {WHAT_WORKS.get(kind, 'drpo export --format json')}"
+        )
+
+
 def ensure_runs_dir(runs_dir: Path) -> None:
     """A runs directory a new run can be written in; otherwise one line naming the path and the problem."""
     if runs_dir.exists() and not runs_dir.is_dir():

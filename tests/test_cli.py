@@ -304,7 +304,7 @@ def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
         (("optimize", "--icl-collection", "nothing", "--depth", "1"), "not found"),
         (("import-reference", "no/such/dir"), "reference directory not found"),
         (("chat", "nosuchrun"), "unknown run"),
-        (("show", "icl1"), "is an ICL run"),
+        (("show", "icl1"), "is an ICL optimization"),
         (("export", "icl1", "--format", "txt"), "export it as json"),
     ]:
         bad = drpo(*args, "--runs-dir", "runs", cwd=tmp_path)

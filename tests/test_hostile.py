@@ -564,3 +564,19 @@ def test_the_response_cache_prints_no_library_warning(tmp_path: Path) -> None:
     assert sum(role.get("cached_calls", 0) for role in usage.values()) > 0  # the cache was read
     for done in (first, second):
         assert "Warning" not in done.stderr and "warn" not in done.stderr.lower(), done.stderr
+
+
+def test_commands_on_the_wrong_kind_of_run_name_its_kind_and_what_works(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        queries = _queries(tmp_path)
+        made = drpo("eval", "run", "--config", str(config), "--system", "base", "--queries", str(queries),
+                    "--run-id", "ev", cwd=tmp_path)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        for command in (["show"], ["history"], ["review"], ["export", "--format", "txt"], ["chat"], ["report"],
+                        ["summary"], ["fork", "--from-depth", "1"]):  # fmt: skip
+            done = drpo(*command[:1], "ev", *command[1:], cwd=tmp_path, env={"TERM": "dumb"})
+            line = one_line(done.stderr)
+            assert done.returncode == 2, (command, done.stdout, done.stderr)
+            assert "is an evaluation" in line and "drpo eval show" in line, (command, line)
+            assert "Traceback" not in done.stderr and "KeyError" not in done.stderr

@@ -55,7 +55,7 @@ from drpo.cli.supervise import interactive_review, is_interactive, report_outcom
 from drpo.errors import DrpoInputError
 from drpo.settings import DEFAULT_RUNS_DIR, Settings
 from drpo.store.records import RunResult
-from drpo.store.run_dir import atomic_write_text
+from drpo.store.run_dir import atomic_write_text, require_kind
 
 
 def optimize(
@@ -269,8 +269,7 @@ def show(
 
     def action() -> None:
         run = find_run(run_id, runs_dir)
-        if run.kind() == "icl":
-            raise DrpoInputError(f"run {run_id} is an ICL run; use: drpo icl show {run_id}")
+        require_kind(run, "prompt", "drpo show")
         status = run.read_status().get("status", "unknown")
         result: RunResult | None = run.read_result()  # type: ignore[assignment]
         console.print(f"run [bold]{run_id}[/bold]: {status}")
@@ -326,8 +325,8 @@ def export(
         result = run.read_result()
         if result is None:
             raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
-        if fmt_name == "txt" and "best_prompt" not in result:
-            raise DrpoInputError(f"run {run_id} is an ICL run; export it as json")
+        if fmt_name == "txt":
+            require_kind(run, "prompt", "export --format txt")
         text = (
             json.dumps(result, indent=2, ensure_ascii=False).translate(C1_AS_JSON) + "\n"
             if fmt_name == "json"
@@ -393,9 +392,7 @@ def report(
 
     def action() -> Path:
         run = find_run(run_id, runs_dir)
-        if run.kind() != "prompt":
-            hint = f"drpo eval report {run_id} -o DIR" if run.kind() == "eval" else f"drpo icl show {run_id}"
-            raise DrpoInputError(f"run {run_id} is an {run.kind()} run; use: {hint}")
+        require_kind(run, "prompt", "drpo report")
         result = run.read_result()
         if result is None:
             raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")

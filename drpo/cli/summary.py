@@ -68,13 +68,14 @@ def summary(
     runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
     """A few plain lines: what was optimized, what selection found, and what the held-out check measured."""
-    from drpo.store.run_dir import find_run
+    from drpo.store.run_dir import find_run, require_kind
 
     def action() -> list[str]:
         run = find_run(run_id, runs_dir)
         result = run.read_result()
-        if run.kind() != "prompt" or result is None:
-            raise DrpoInputError(f"run {run_id} is not a finished optimization run")
+        require_kind(run, "prompt", "drpo summary")
+        if result is None:
+            raise DrpoInputError(f"run {run_id} has not finished; continue it with: drpo resume {run_id}")
         data = dict(result)
         data.setdefault("roles", run.read_config().get("roles", {}))
         checked, eval_dir = None, None

@@ -23,7 +23,7 @@ from drpo.settings import Settings, is_postgres_dsn, settings_from_dict
 from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.files import DamagedRunFile
 from drpo.store.postgres import describe_dsn, load_run, save_run
-from drpo.store.run_dir import RunDir, run_dir_for
+from drpo.store.run_dir import RunDir, require_kind, run_dir_for
 from drpo.store.sqlite_files import check_sqlite_file
 
 RUN_KINDS = ("prompt", "icl", "eval")
@@ -163,8 +163,8 @@ def open_run(
 ) -> Iterator[OpenRun]:
     """Open an existing run's settings and graph; ``kind`` requires a prompt or ICL run."""
     settings, run_dir = load_run_settings(runs_dir, run_id, {"checkpointer": checkpointer} if checkpointer else None)
-    if kind is not None and run_dir.kind() != kind:
-        raise DrpoInputError(f"run {run_id} is an ICL run; reviews, history, edits and forks are for prompt runs")
+    if kind is not None:
+        require_kind(run_dir, kind, "reviews, history, edits and forks")
     with open_graph(run_dir.kind(), settings, run_dir, saver) as (graph, config):
         yield OpenRun(settings, run_dir, graph, config)
 

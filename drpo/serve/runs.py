@@ -10,7 +10,7 @@ from drpo.errors import DrpoInputError
 from drpo.settings import settings_from_dict
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, chroma_client_for
-from drpo.store.run_dir import find_run
+from drpo.store.run_dir import find_run, require_kind
 
 
 @dataclass
@@ -24,6 +24,7 @@ class ServedRun:
 
 def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = None) -> ServedRun:
     run_dir = find_run(run, runs_dir)
+    require_kind(run_dir, "prompt", "serving (chat, AlignedChatModel)")
     result = run_dir.read_result()
     if result is None:
         raise DrpoInputError(f"run {run_dir.run_id} has not finished; continue it with: drpo resume {run_dir.run_id}")
