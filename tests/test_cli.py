@@ -305,7 +305,7 @@ def test_icl_optimize_list_show_and_use(tmp_path: Path) -> None:
         (("import-reference", "no/such/dir"), "reference directory not found"),
         (("chat", "nosuchrun"), "unknown run"),
         (("show", "icl1"), "is an ICL optimization"),
-        (("export", "icl1", "--format", "txt"), "export it as json"),
+        (("export", "icl1", "--format", "txt"), "drpo export --format json"),
     ]:
         bad = drpo(*args, "--runs-dir", "runs", cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
