@@ -64,7 +64,12 @@ def open_chroma_server(url: str) -> Any:
         client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=ChromaSettings(anonymized_telemetry=False))
         client.heartbeat()
     except Exception as error:
-        raise DrpoInputError(f"cannot reach the Chroma server at {url}: {type(error).__name__}") from None
+        from drpo.store.redaction import redact
+
+        cause = " ".join(str(error).split())[:200] or "no answer"
+        raise DrpoInputError(
+            redact(f"cannot reach the Chroma server at {url}: {type(error).__name__}: {cause}")
+        ) from None
     return client
 
 

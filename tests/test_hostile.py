@@ -580,3 +580,24 @@ def test_commands_on_the_wrong_kind_of_run_name_its_kind_and_what_works(tmp_path
             assert done.returncode == 2, (command, done.stdout, done.stderr)
             assert "is an evaluation" in line and "drpo eval show" in line, (command, line)
             assert "Traceback" not in done.stderr and "KeyError" not in done.stderr
+
+
+def test_a_failed_preflight_creates_no_run_and_the_id_stays_free(tmp_path: Path) -> None:
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        data["roles"]["optimizer"]["api_key_env"] = "DRPO_TEST_KEY_NOBODY_SET"
+        keyless = tmp_path / "keyless.yaml"
+        keyless.write_text(yaml.safe_dump(data))
+        for args, expected in (
+            (["--config", str(keyless)], "DRPO_TEST_KEY_NOBODY_SET is not set"),
+            (["--config", str(config), "--chroma-url", "http://127.0.0.1:9?token=sk-chroma-secret-123456"],
+             "cannot reach the Chroma server"),
+        ):  # fmt: skip
+            done = drpo("optimize", *args, "--run-id", "same", cwd=tmp_path)
+            line = one_line(done.stderr)
+            assert done.returncode == 2 and expected in line, done.stderr
+            assert not (tmp_path / "drpo_runs" / "same").exists()
+        assert "sk-chroma-secret" not in done.stderr and not line.endswith("ValueError")
+        done = drpo("optimize", "--config", str(config), "--run-id", "same", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr  # the id was never taken

@@ -27,6 +27,11 @@ def model_identity(spec: RoleSpec) -> str:
     return f"{spec.provider}:{spec.model}"
 
 
+def check_api_key(role: str, spec: RoleSpec) -> None:
+    """Refuse a role whose key variable is unset, before a run is created for it."""
+    _api_key(role, spec)
+
+
 def _api_key(role: str, spec: RoleSpec) -> str:
     env_name = spec.key_env_name()
     if env_name is None:

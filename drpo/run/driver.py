@@ -30,7 +30,7 @@ from drpo.run.opening import (
     record_run,
 )
 from drpo.run.services import build_services, held_out_seeds, preflight
-from drpo.settings import Settings
+from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.files import is_writable_dir
 from drpo.store.postgres import save_status
@@ -321,7 +321,7 @@ def _record_new_run(
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
     settings = settings.model_copy(update={"run_id": run_id})
-    preflight(settings, models)
+    preflight(settings, models, roles=("base", "evaluator") if kind == "eval" else ROLE_NAMES)
     record_run(settings, run_dir, kind)
     return settings, run_dir
 

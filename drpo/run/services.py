@@ -15,7 +15,7 @@ from drpo.llm.caller import CallerDeps, CallStats, RoleCaller
 from drpo.llm.local_server import LocalServerPool
 from drpo.llm.n_support import decide_n
 from drpo.llm.pricing import BudgetGuard
-from drpo.llm.providers import build_role_model, model_identity, server_key, shared_rate_limiters
+from drpo.llm.providers import build_role_model, check_api_key, model_identity, server_key, shared_rate_limiters
 from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
@@ -91,7 +91,9 @@ def load_icl(settings: Settings) -> list[IclExample]:
     return default_icl_examples() if settings.icl_file is None else load_icl_file(settings.icl_file)
 
 
-def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = None) -> None:
+def preflight(
+    settings: Settings, models: dict[str, BaseLanguageModel] | None = None, roles: tuple[str, ...] = ROLE_NAMES
+) -> None:
     """Check user inputs that would otherwise fail mid-start (seed and ICL files, local model names),
     so bad input never leaves a half-created run behind."""
     from drpo.llm.local_models import resolve_local_model
@@ -106,8 +108,14 @@ def preflight(settings: Settings, models: dict[str, BaseLanguageModel] | None = 
         open_named_collection(client, settings.icl_collection, Embedder(settings.embedding_model))
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
-        if spec.provider == "local" and role not in (models or {}):
+        if role in (models or {}):
+            continue
+        if spec.provider == "local":
             resolve_local_model(spec.model)
+        if role in roles:  # the roles this run calls need their keys now, not at their first request
+            check_api_key(role, spec)
+    if settings.chroma_url and not settings.icl_collection:  # an unreachable server must not leave a run behind
+        chroma_client_for(settings.chroma_url, settings.resolved_store_dir())
     if settings.uses_postgres():  # an unreachable database must not leave a local run that blocks the id
         connect(settings.checkpointer).close()
 
