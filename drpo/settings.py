@@ -472,6 +472,29 @@ class Settings(BaseModel):
     def resolved_store_dir(self) -> Path:
         return self.store_dir if self.store_dir is not None else default_store_dir(self.runs_dir)
 
+    def with_absolute_input_paths(self) -> Settings:
+        """The same settings with every input file named by its absolute path, so a run saved with them
+        resumes from any working directory (a relative seed file would be looked for in the wrong one)."""
+
+        def absolute(path: Path | None) -> Path | None:
+            return path.expanduser().absolute() if path is not None else None
+
+        update: dict[str, Any] = {"seed_file": absolute(self.seed_file), "icl_file": absolute(self.icl_file)}
+        if self.evaluation is not None:
+            systems = [
+                system.model_copy(
+                    update={
+                        "prompt_file": absolute(system.prompt_file),
+                        "examples_file": absolute(system.examples_file),
+                    }
+                )
+                for system in self.evaluation.systems
+            ]
+            update["evaluation"] = self.evaluation.model_copy(
+                update={"queries_file": absolute(self.evaluation.queries_file), "systems": systems}
+            )
+        return self.model_copy(update=update)
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-safe dump for the run directory. Holds env-var names only, never secret values."""
         return self.model_dump(mode="json")

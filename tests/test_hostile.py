@@ -601,3 +601,26 @@ def test_a_failed_preflight_creates_no_run_and_the_id_stays_free(tmp_path: Path)
         assert "sk-chroma-secret" not in done.stderr and not line.endswith("ValueError")
         done = drpo("optimize", "--config", str(config), "--run-id", "same", cwd=tmp_path)
         assert done.returncode == 0, done.stderr  # the id was never taken
+
+
+def test_a_relative_seed_file_is_found_when_the_run_resumes_from_another_directory(tmp_path: Path) -> None:
+    start, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    (start / "seeds.txt").write_text("".join(f"Question number {i}: how do I cook rice?\n" for i in range(6)))
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(start / "c.yaml", server.base_url, depth=2, review=True)
+        waiting = drpo("optimize", "--config", "c.yaml", "--seed-file", "seeds.txt", "--seed-format", "text",
+                       "--run-id", "rel", "--runs-dir", str(tmp_path / "runs"), cwd=start)  # fmt: skip
+        assert waiting.returncode == 0, waiting.stderr
+        saved = yaml.safe_load((tmp_path / "runs" / "rel" / "config.yaml").read_text())
+        assert saved["seed_file"] == str(start / "seeds.txt")  # stored resolved
+        seeds = (start / "seeds.txt").read_text()
+        (start / "seeds.txt").unlink()
+        gone = drpo("review", "rel", "--accept", "--runs-dir", str(tmp_path / "runs"), cwd=elsewhere)
+        assert gone.returncode == 2 and str(start / "seeds.txt") in one_line(gone.stderr)  # the path looked for
+        (start / "seeds.txt").write_text(seeds)
+        done = drpo("review", "rel", "--accept", "--runs-dir", str(tmp_path / "runs"), cwd=elsewhere)
+        assert done.returncode == 0, done.stderr
+    assert config.is_file()
+    assert json.loads((tmp_path / "runs" / "rel" / "status.json").read_text())["status"] == "done"

@@ -320,7 +320,7 @@ def _record_new_run(
     run_dir = run_dir_for(settings.runs_dir, run_id)
     if run_dir.exists():
         raise DrpoInputError(f"run {run_id} already exists in {settings.runs_dir}; use: drpo resume {run_id}")
-    settings = settings.model_copy(update={"run_id": run_id})
+    settings = settings.model_copy(update={"run_id": run_id}).with_absolute_input_paths()
     preflight(settings, models, roles=("base", "evaluator") if kind == "eval" else ROLE_NAMES)
     record_run(settings, run_dir, kind)
     return settings, run_dir
