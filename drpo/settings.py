@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drpo.errors import DrpoInputError
 from drpo.store.files import read_user_text
 from drpo.store.postgres import is_postgres_dsn
+from drpo.store.redaction import KEY_SHAPES
 from drpo.store.run_dir import default_store_dir
 
 Provider = Literal["local", "openai", "openai_compatible"]
@@ -49,15 +50,25 @@ def is_env_var_name(value: str) -> bool:
     return not (mixed and len(value) >= 20)
 
 
+SECRET_QUERY_NAMES = re.compile(r"(key|token|secret|password|passwd|auth|signature|sig|credential)", re.IGNORECASE)
+
+
 def has_credentials(url: str) -> bool:
+    """A user, a password, or a query value that names or looks like a secret (``?key=sk-...``): a URL
+    saved with the run must not carry any of them."""
     parsed = urlsplit(url)
-    return bool(parsed.username or parsed.password)
+    if parsed.username or parsed.password:
+        return True
+    for name, value in parse_qsl(parsed.query, keep_blank_values=True):
+        if SECRET_QUERY_NAMES.search(name) or KEY_SHAPES.search(value):
+            return True
+    return False
 
 
 def parse_chroma_url(url: str) -> tuple[str, int, bool]:
     """(host, port, ssl) of a Chroma server URL."""
     if has_credentials(url):
-        raise ValueError("chroma_url must not contain a user or password (it is saved with the run)")
+        raise ValueError("chroma_url must not contain a user, a password or a key (it is saved with the run)")
     parsed = urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError("chroma_url must look like http://host:port")
@@ -112,7 +123,9 @@ class RoleSpec(BaseModel):
         if self.api_key_env is not None and not is_env_var_name(self.api_key_env):
             raise ValueError("api_key_env must be an environment variable name (e.g. OPENAI_API_KEY), not a key")
         if self.base_url is not None and has_credentials(self.base_url):
-            raise ValueError("base_url must not contain a user or password (it is saved with the run)")
+            raise ValueError(
+                "base_url must not contain a user, a password or a key (it is saved with the run); use api_key_env"
+            )
         return self
 
     def uses_json_schema(self) -> bool:

@@ -24,6 +24,18 @@ def register_secret(value: str) -> None:
             _known.add(value)
 
 
+def redact_known(text: str) -> str:
+    """``text`` with every registered secret replaced: for model replies, which are kept as written
+    except for a key the provider echoed back (key-shaped text a model writes is its answer)."""
+    if not text:
+        return text
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        text = text.replace(value, REDACTED)
+    return text
+
+
 def redact(text: str) -> str:
     """``text`` with every registered secret and every key-shaped token replaced by [redacted]."""
     if not text:

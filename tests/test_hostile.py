@@ -124,6 +124,24 @@ def test_a_server_that_echoes_the_key_never_gets_it_written(tmp_path: Path) -> N
             assert secret.encode() not in path.read_bytes(), path
 
 
+def test_a_provider_whose_answers_echo_the_key_never_gets_it_written(tmp_path: Path) -> None:
+    secret = "plain" + os.urandom(12).hex()  # not key-shaped: only knowing the configured key finds it
+    with FakeOpenAIServer(required_key=secret, echo_key_in_answers=True) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        data = yaml.safe_load(config.read_text())
+        for role in data["roles"].values():
+            role["api_key_env"] = "DRPO_ECHO_KEY"
+        config.write_text(yaml.safe_dump(data))
+        done = drpo("optimize", "--config", str(config), "--run-id", "echo", "--runs-dir", "runs", cwd=tmp_path,
+                    env={"DRPO_ECHO_KEY": secret})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert secret not in done.stdout + done.stderr
+    written = [path for path in (tmp_path / "runs").rglob("*") if path.is_file()]
+    assert any(b"[redacted]" in path.read_bytes() for path in written)  # the echo was there, and replaced
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+
+
 def test_redaction_of_known_values_and_key_shapes() -> None:
     register_secret("my-own-token-123")
     text = "auth my-own-token-123 then Bearer abcdefgh12345678 and gsk_ABCDEFGH1234 and xai-abcdefghijkl"
@@ -137,13 +155,19 @@ def test_redaction_of_known_values_and_key_shapes() -> None:
         ({"provider": "openai", "api_key_env": "sk-abc123def456"}, "environment variable name"),
         ({"provider": "openai", "api_key_env": "gsk_abcdef123456"}, "environment variable name"),
         ({"provider": "openai", "api_key_env": "aB3dE5gH7jK9mN1pQ3sT5vW7"}, "environment variable name"),
-        ({"provider": "openai_compatible", "base_url": "http://user:pw@host:8000/v1"}, "user or password"),
+        ({"provider": "openai_compatible", "base_url": "http://user:pw@host:8000/v1"}, "a password or a key"),
+        ({"provider": "openai_compatible", "base_url": "http://host/v1?key=sk-abcdef123456"}, "a password or a key"),
+        ({"provider": "openai_compatible", "base_url": "http://host/v1?api-version=1&token=x"}, "a password or a key"),
+        (
+            {"provider": "openai_compatible", "base_url": "http://host/v1?x=Bearer%20abcdefgh1234"},
+            "a password or a key",
+        ),
     ],
 )
 def test_settings_refuse_what_would_save_a_secret(role: dict, message: str) -> None:
     with pytest.raises(DrpoInputError, match=message):
         settings_from_dict({"roles": {"optimizer": role}})
-    with pytest.raises(DrpoInputError, match="user or password"):
+    with pytest.raises(DrpoInputError, match="a password or a key"):
         settings_from_dict({"chroma_url": "http://admin:secret@chroma:8000"})
     assert settings_from_dict({"roles": {"optimizer": {"provider": "openai", "api_key_env": "MY_OPENAI_KEY"}}})
 
@@ -624,3 +648,12 @@ def test_a_relative_seed_file_is_found_when_the_run_resumes_from_another_directo
         assert done.returncode == 0, done.stderr
     assert config.is_file()
     assert json.loads((tmp_path / "runs" / "rel" / "status.json").read_text())["status"] == "done"
+
+
+def test_a_chroma_url_carrying_a_token_is_refused_and_never_printed(tmp_path: Path) -> None:
+    done = drpo("optimize", "--dry-run", "--chroma-url", "http://127.0.0.1:9/?token=tok-secret-value-99", cwd=tmp_path)
+    assert done.returncode == 2 and "a password or a key" in one_line(done.stderr)
+    assert "tok-secret-value-99" not in done.stderr + done.stdout
+    from drpo.settings import has_credentials
+
+    assert not has_credentials("http://host:8000/v1?api-version=2024-06-01")  # ordinary query values pass

@@ -25,6 +25,7 @@ from drpo.llm.usage import add_usage, empty_usage, estimate_tokens
 from drpo.prompts import RETRY_FEEDBACK, RETRY_REJECTED, render
 from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
+from drpo.store.redaction import redact_known
 from drpo.store.response_cache import ResponseCache
 
 log = logging.getLogger("drpo.calls")
@@ -190,6 +191,7 @@ class RoleCaller:
             if want:
                 kwargs = {**kwargs, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
             text, usage, truncated, alternatives = self._invoke(request, kwargs)
+            text = redact_known(text)  # a provider that echoes the key never gets it journaled or checkpointed
             # beside the usage, not in it: what the server had cached depends on what it served before,
             # and usage must be the same for a resumed run as for an unbroken one
             reused = usage.pop("cached_input_tokens", 0)
@@ -238,7 +240,7 @@ class RoleCaller:
             }
             return {
                 "role": self.role,
-                "texts": [generation.text for generation in generations],
+                "texts": [redact_known(generation.text) for generation in generations],
                 "truncated": [
                     (generation.generation_info or {}).get("finish_reason") == "length" for generation in generations
                 ],

@@ -74,6 +74,7 @@ class FakeOpenAIServer:
         empty_tasks: set[str] | None = None,
         n_mode: str = "honour",
         reply_shape: str = "completion",
+        echo_key_in_answers: bool = False,
     ) -> None:
         self.log_path = log_path
         self.latency = latency
@@ -90,6 +91,7 @@ class FakeOpenAIServer:
         self._faults_given: dict[str, int] = {}
         self.required_key = required_key
         self.echo_authorization = echo_authorization  # a careless provider: the 401 body repeats the key
+        self.echo_key_in_answers = echo_key_in_answers  # ... or its ordinary answers do
         self.known_models = known_models
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -258,6 +260,8 @@ class FakeOpenAIServer:
                     replies = [respond(text, seed + index) for index in range(count)]
                     if structured and task_of(text) in server.empty_tasks:
                         replies = ["" for _ in replies]
+                    if server.echo_key_in_answers and not structured:
+                        replies = [f"{reply} (asked with {auth.removeprefix('Bearer ')})" for reply in replies]
                     elif fault == "truncated":
                         replies = [reply[: len(reply) // 2] for reply in replies]
                     elif fault == "empty":
