@@ -6,6 +6,7 @@ Secrets never live here: a role names the *environment variable* holding its API
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -529,9 +530,33 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _refuse_booleans_for_numbers(model: type[BaseModel], data: Any, where: str = "") -> None:
+    """``beam_width: true`` would validate as 1 (YAML's true is Python's 1): a number field takes numbers only."""
+    if not isinstance(data, dict):
+        return
+    for name, value in data.items():
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None:
+            continue
+        nested = [arg for arg in (field.annotation, *typing.get_args(field.annotation)) if isinstance(arg, type)]
+        models = [arg for arg in nested if issubclass(arg, BaseModel)]
+        if models:
+            if isinstance(value, list):  # a list of models (evaluation.systems)
+                items = [(f"[{index}]", item) for index, item in enumerate(value)]
+            elif isinstance(value, dict) and typing.get_origin(field.annotation) is dict:  # keyed models (prices)
+                items = [(f".{key}", item) for key, item in value.items()]
+            else:
+                items = [("", value)]
+            for suffix, item in items:
+                _refuse_booleans_for_numbers(models[0], item, f"{where}{name}{suffix}.")
+        elif isinstance(value, bool) and bool not in nested and any(arg in (int, float) for arg in nested):
+            raise DrpoInputError(f"invalid settings: {where}{name}: {value} is not a number")
+
+
 def settings_from_dict(data: dict[str, Any], overrides: dict[str, Any] | None = None) -> Settings:
     """Validate a settings mapping plus overrides, turning validation errors into one clear line."""
     merged = deep_merge(data, overrides or {})
+    _refuse_booleans_for_numbers(Settings, merged)
     try:
         return Settings.model_validate(merged)
     except ValidationError as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from dataclasses import dataclass
 from importlib import resources
@@ -100,9 +101,14 @@ def load_seed_file(path: Path, fmt: SeedFormat = "auto") -> list[SeedQuery]:
         if not isinstance(data, list):
             raise DrpoInputError(f"seed file {path} must hold a JSON list of queries")
         queries = _from_records(data, path)
+    read = len(queries)
     queries = _dedupe(queries)
     if not queries:
         raise DrpoInputError(f"seed file {path} holds no queries")
+    if len(queries) < read:  # the same text twice is one query: say so, or a file of repeats looks larger than it is
+        logging.getLogger("drpo.seeds").warning(
+            "seed file %s: %d repeated queries left out, %d distinct", path, read - len(queries), len(queries)
+        )
     return queries
 
 

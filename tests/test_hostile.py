@@ -657,3 +657,15 @@ def test_a_chroma_url_carrying_a_token_is_refused_and_never_printed(tmp_path: Pa
     from drpo.settings import has_credentials
 
     assert not has_credentials("http://host:8000/v1?api-version=2024-06-01")  # ordinary query values pass
+
+
+def test_true_is_no_number_and_repeated_seed_lines_are_reported(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("search: {beam_width: true}\n")
+    done = drpo("optimize", "--config", str(config), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and "search.beam_width: True is not a number" in one_line(done.stderr)
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("How do I cook rice?\n" * 20 + "Explain gravity.\n")
+    planned = drpo("optimize", "--seed-file", str(seeds), "--seed-format", "text", "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "19 repeated queries left out, 2 distinct" in planned.stderr
