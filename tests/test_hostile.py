@@ -305,6 +305,8 @@ def test_a_read_only_runs_dir_serves_reading_commands_and_refuses_writing_ones(
         assert started.returncode == 2
         line = one_line(started.stderr)
         assert str(ro) in line and "not writable" in line and "resume" not in line
+        forked = drpo("fork", "hurt", "--from-depth", "1", "--run-id", "f", "--runs-dir", str(ro), cwd=tmp_path)
+        assert forked.returncode == 2 and "read-only" in one_line(forked.stderr) and "resume" not in forked.stderr
         removed = drpo("remove", "hurt", "--runs-dir", str(ro), cwd=tmp_path)
         assert removed.returncode == 2 and "read-only" in one_line(removed.stderr)
         assert "journal" not in removed.stderr and "resume" not in removed.stderr

@@ -166,6 +166,8 @@ def fork_run(
     fork_dir = run_dir_for(runs_dir, fork_id)
     if fork_dir.exists():
         raise DrpoInputError(f"run {fork_id} already exists in {runs_dir}")
+    if not is_writable_dir(runs_dir):  # the fork is a new run beside its source: nothing can be written
+        raise DrpoInputError(f"runs directory {runs_dir} is read-only; a fork is a new run there (use --runs-dir)")
     parsed = parse_decisions(decisions, len(values["beam"])) if decisions is not None else None
     search = settings.search if review is None else settings.search.model_copy(update={"review": review})
     fork_settings = settings.model_copy(update={"run_id": fork_id, "search": search})
