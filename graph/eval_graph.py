@@ -52,10 +52,15 @@ def fan_out_grading(state: EvalState) -> list[Send] | str:
     """One grade branch per answer, and in pairwise mode one pair branch per (system, query)."""
     answers, grades, pairs = state.get("answers", {}), state.get("grades", {}), state.get("pairs", {})
     systems = state.get("systems", [])
+    regrade = state.get("regrade_round", 0)
+
+    def needs_grade(key: str) -> bool:  # not graded yet, or unusable and a resume asked for a new round
+        return key not in grades or (not grades[key]["ok"] and grades[key].get("round", 0) < regrade)
+
     sends = [
-        Send("eval_grade", EvalItemPayload(system=system, query=query_id))
+        Send("eval_grade", EvalItemPayload(system=system, query=query_id, round=regrade))
         for system, query_id in _pending(state, systems)
-        if item_key(system, query_id) in answers and item_key(system, query_id) not in grades
+        if item_key(system, query_id) in answers and needs_grade(item_key(system, query_id))
     ]
     reference = state.get("pairwise")
     if reference is not None:

@@ -300,6 +300,7 @@ class EvalGradeRecord(TypedDict):
     attempts: int
     written: NotRequired[dict[str, int | None]]  # evaluation.scoring expected: the digits the judge wrote
     expected_fallbacks: NotRequired[int]  # ... and how many of them had no log-probabilities (kept as written)
+    round: NotRequired[int]  # the regrade round that asked it (0: the first grading)
 
 
 class EvalPairRecord(TypedDict):
@@ -326,6 +327,7 @@ class EvalState(TypedDict):
     failures: Annotated[list[FailureRecord], operator.add]
     usage: Annotated[dict[str, dict[str, int]], merge_usage]
     finished: NotRequired[bool]
+    regrade_round: NotRequired[int]  # raised by a resume after every grade of a system stayed unusable
 
 
 class EvalItemPayload(TypedDict):
@@ -333,6 +335,7 @@ class EvalItemPayload(TypedDict):
 
     system: str
     query: str
+    round: NotRequired[int]  # grade branches: the regrade round (new requests, not journal replays)
 
 
 def item_key(system: str, query_id: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from drpo.errors import SearchStalled
 from drpo.eval.report import write_report
 from drpo.eval.summary import EvalRecords, EvalSetup, EvalSummary, summarize
 from drpo.graph.context import DrpoContext, Services, services_of
@@ -16,8 +17,25 @@ from drpo.store.run_dir import atomic_write_json, atomic_write_text
 
 
 def eval_finalize(state: EvalState, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
-    write_eval_result(state, services_of(runtime))
+    services = services_of(runtime)
+    ungraded = ungraded_systems(state)
+    if ungraded:  # a table of dashes is no result: stop failed, resumably, as a stalled optimization does
+        evaluator = services.settings.roles.evaluator
+        last = next((f["last_error"] for f in reversed(state.get("failures", [])) if f["role"] == "evaluator"), "")
+        raise SearchStalled(
+            f"role evaluator ({evaluator.provider}:{evaluator.model}): every grade of {', '.join(ungraded)} stayed "
+            f"unusable after the re-asks; last error: {last[:300] or 'no usable output'}"
+        )
+    write_eval_result(state, services)
     return {"finished": True}
+
+
+def ungraded_systems(state: EvalState) -> list[str]:
+    """Systems with answers graded but not one grade usable."""
+    by_system: dict[str, list[bool]] = {}
+    for grade in state.get("grades", {}).values():
+        by_system.setdefault(grade["system"], []).append(grade["ok"])
+    return [system for system, oks in by_system.items() if oks and not any(oks)]
 
 
 def write_eval_result(state: EvalState, services: Services) -> EvalSummary:

@@ -11,6 +11,8 @@ from drpo.graph.progress import EvalStepEvent, emit
 from drpo.graph.state import EvalGradeRecord, EvalItemPayload, item_key, unusable_output
 from drpo.judge.grading import grade_answer
 
+REGRADE_SAMPLES = 1000  # a regrade round r asks sample 1000*r: new journal keys and seeds
+
 
 def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
@@ -27,6 +29,7 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
         retries=services.settings.search.structured_retries,
         scoring=resources.settings.scoring,
         rationale=resources.settings.rationale,
+        sample=REGRADE_SAMPLES * payload.get("round", 0),
     )
     record = EvalGradeRecord(
         system=payload["system"],
@@ -36,6 +39,8 @@ def eval_grade(payload: EvalItemPayload, runtime: Runtime[DrpoContext]) -> dict[
         ok=grade.ok,
         attempts=grade.attempts,
     )
+    if payload.get("round"):
+        record["round"] = payload["round"]
     if grade.written:  # expected scores: the digits written in the same reply stay beside them
         record["written"] = grade.written
         record["expected_fallbacks"] = grade.fallbacks

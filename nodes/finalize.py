@@ -129,6 +129,7 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
         "depths": _depth_table(state, services),
         "failures": state.get("failures", []),
         "truncated_answers": sum(1 for record in state.get("evaluations", {}).values() if record.get("truncated")),
+        **({"judge_note": note} if (note := undiscriminating_judge(state)) else {}),
         "reviews": dict(sorted(state.get("reviews", {}).items(), key=lambda item: int(item[0]))),
         "usage": {role: dict(sorted(usage.items())) for role, usage in sorted(state.get("usage", {}).items())},
         "usage_by_depth": {
@@ -137,6 +138,19 @@ def build_result(state: PromptOptState, services: Services) -> RunResult:
         },
         "cost": cost_of(state.get("usage", {}), settings),
     }
+
+
+def undiscriminating_judge(state: PromptOptState) -> str | None:
+    """A note when every judged answer of every candidate got one and the same reward: the search then
+    had no signal, and the prompt it returns is a tie-break, which the result must not present as a finding."""
+    rewards = {record["reward"] for record in state.get("evaluations", {}).values() if record["reward"] is not None}
+    candidates = {record["candidate"] for record in state.get("evaluations", {}).values()}
+    if len(rewards) != 1 or len(candidates) < 2:
+        return None
+    return (
+        f"every judged answer got the same reward ({rewards.pop():.2f}): the judge told no candidate apart, so "
+        "the returned prompt is a tie-break, not a finding"
+    )
 
 
 def write_answers(services: Services) -> None:

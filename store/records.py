@@ -95,6 +95,7 @@ class RunResult(TypedDict):
     imported_from: NotRequired[str]
     validation: NotRequired[ValidationResult]
     truncated_answers: NotRequired[int]  # answers cut at the base role's max_tokens (graded cut)
+    judge_note: NotRequired[str]  # set when the judge gave every answer the same reward (no signal)
 
 
 class IclExampleResult(TypedDict):

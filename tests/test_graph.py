@@ -274,3 +274,19 @@ def test_answers_cut_at_max_tokens_are_marked_in_the_search(make_settings, embed
     assert result["truncated_answers"] == len(verdicts)
     answers = (settings.runs_dir / "cut" / "answers.jsonl").read_text().splitlines()
     assert answers and all(json.loads(line)["truncated"] for line in answers)
+
+
+def constant_judge(text: str, sample: int) -> str:
+    if task_of(text) == "evaluate":
+        reply = json.loads(respond(text, sample).split("```json\n", 1)[1].split("\n```", 1)[0])
+        return json.dumps({aspect: {"rationale": "fine", "score": "3"} for aspect in reply})
+    return respond(text, sample)
+
+
+def test_a_judge_that_scores_everything_alike_is_named_in_the_result(make_settings, embedder: Embedder) -> None:
+    """Every reward 3.00: the returned prompt is a tie-break, and the result says so instead of a finding."""
+    result = run(make_settings(depth=3), roles(ScriptedChatModel(responder=constant_judge)), embedder, "flat").result
+    assert {c["reward"] for d in result["depths"] for c in d["candidates"]} == {3.0}
+    assert "the judge told no candidate apart" in result["judge_note"] and "3.00" in result["judge_note"]
+    varied = run(make_settings(depth=3), roles(ScriptedChatModel()), embedder, "varied").result
+    assert "judge_note" not in varied

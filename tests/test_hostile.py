@@ -671,3 +671,22 @@ def test_true_is_no_number_and_repeated_seed_lines_are_reported(tmp_path: Path) 
     planned = drpo("optimize", "--seed-file", str(seeds), "--seed-format", "text", "--dry-run", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "19 repeated queries left out, 2 distinct" in planned.stderr
+
+
+def test_an_evaluation_with_no_usable_grade_fails_and_resumes_once_the_judge_is_fixed(tmp_path: Path) -> None:
+    with FakeOpenAIServer(empty_tasks={"grade"}) as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        args = ["eval", "run", "--config", str(config), "--system", "base", "--system", "fixed",
+                "--queries", str(_queries(tmp_path)), "--run-id", "blank"]  # fmt: skip
+        failed = drpo(*args, cwd=tmp_path)
+        line = one_line(failed.stderr)
+        assert failed.returncode == 1, failed.stderr
+        assert "every grade of base, fixed stayed unusable" in line and "drpo resume blank" in line
+        status = json.loads((tmp_path / "drpo_runs" / "blank" / "status.json").read_text())
+        assert status["status"] == "failed" and not (tmp_path / "drpo_runs" / "blank" / "eval.json").exists()
+        server.empty_tasks.clear()  # the judge is fixed
+        resumed = drpo("resume", "blank", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((tmp_path / "drpo_runs" / "blank" / "eval.json").read_text())
+    assert result["parse_failures"] == {"base": 0, "fixed": 0}
+    assert result["table"]["base"]["Average"]["mean"] is not None

@@ -197,6 +197,8 @@ def print_result(result: dict[str, Any]) -> None:
             highlight=False,
             markup=False,
         )
+    if result.get("judge_note"):
+        console.print(f"note: {result['judge_note']}", highlight=False, markup=False)
     if result.get("truncated_answers"):
         console.print(
             f"{result['truncated_answers']} answers were cut at the base model's max_tokens and graded cut",

@@ -39,6 +39,8 @@ def summary_lines(
     prompt = result["best_prompt"]
     shown = prompt if len(prompt) <= PREVIEW else prompt[:PREVIEW].rstrip() + "..."
     lines.append(f"Returned prompt ({result['best']['candidate_id']}): {shown}")
+    if result.get("judge_note"):
+        lines.append(f"Note: {result['judge_note']}.")
     if evaluation is not None:
         queries = evaluation["queries"]["evaluated"]
         lines.append(f"Held-out check on {queries} queries the search never saw (judge {evaluation['judge']}):")

@@ -105,6 +105,7 @@ def grade_answer(
     rubric: str = "eval",
     per_aspect: bool = False,
     rationale: str = "first",
+    sample: int = 0,
 ) -> Grade:
     """Grade one answer; unusable output is re-asked, then reported as not ok (never scored).
 
@@ -112,7 +113,8 @@ def grade_answer(
     optimization judge's templates (``reward.rubric``), to measure them on the same verdicts.
     ``scoring`` ``expected`` weighs 1-5 by the judge's token probabilities (the digits stay in ``written``).
     ``per_aspect`` asks one call per aspect instead of all aspects in one reply; ``rationale`` ``none``
-    asks for the scores alone (docs/judges.md has both measured)."""
+    asks for the scores alone (docs/judges.md has both measured). ``sample`` keys (and seeds) the requests,
+    so grades asked again after a stall are new requests, not replays of the unusable replies."""
     definitions = aspects_for(safety)
     if per_aspect and len(definitions) > 1:
         return merged(
@@ -126,12 +128,21 @@ def grade_answer(
                     scoring=scoring,
                     rubric=rubric,
                     rationale=rationale,
+                    sample=sample,
                 )
                 for name, text in definitions.items()
             ]
         )
     return _grade(
-        caller, query, answer, definitions, retries=retries, scoring=scoring, rubric=rubric, rationale=rationale
+        caller,
+        query,
+        answer,
+        definitions,
+        retries=retries,
+        scoring=scoring,
+        rubric=rubric,
+        rationale=rationale,
+        sample=sample,
     )
 
 
@@ -162,6 +173,7 @@ def _grade(
     scoring: str,
     rubric: str,
     rationale: str = "first",
+    sample: int = 0,
 ) -> Grade:
     aspects = list(definitions)
     values = {
@@ -180,6 +192,7 @@ def _grade(
         prompt,
         lambda data: parse_grades(data, aspects),
         retries=retries,
+        sample=sample,
         json_schema=grading_schema(aspects, rationale),
         logprobs=scoring == "expected",
     )

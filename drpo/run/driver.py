@@ -255,6 +255,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 graph_input = _initial_input(request.kind, settings)
             elif request.kind == "prompt":
                 _send_stalled_work_again(graph, config, snapshot, settings)
+            elif request.kind == "eval":
+                _grade_stalled_systems_again(graph, config, snapshot)
             while True:
                 _stream(graph, graph_input, config, services, request.on_progress)
                 review = pending_review_of(graph, config)
@@ -301,6 +303,18 @@ def _send_stalled_work_again(graph: Any, config: dict[str, Any], snapshot: Any, 
     if node is not None:
         graph.update_state(config, None, as_node=node)
         logging.getLogger("drpo.run").info("asking the stalled %s calls again", node)
+
+
+def _grade_stalled_systems_again(graph: Any, config: dict[str, Any], snapshot: Any) -> None:
+    """An evaluation that stopped because a system had no usable grade resumes by asking its unusable
+    grades again, as new requests (a regrade round), once the judge is fixed."""
+    from drpo.nodes.eval_finalize import ungraded_systems
+
+    if tuple(snapshot.next) == ("eval_finalize",) and ungraded_systems(snapshot.values):
+        graph.update_state(
+            config, {"regrade_round": snapshot.values.get("regrade_round", 0) + 1}, as_node="eval_dispatch"
+        )
+        logging.getLogger("drpo.run").info("asking the unusable grades again")
 
 
 def _waiting(run_dir: RunDir, review: ReviewSummary) -> RunOutcome:
