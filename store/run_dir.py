@@ -116,6 +116,12 @@ class RunDir:
     def lock(self) -> Path:
         return self.root / "run.lock"
 
+    @property
+    def repair_marker(self) -> Path:
+        """Present while ``drpo repair`` replays a finished run: the run stays done if the repair is killed,
+        and the next repair completes it."""
+        return self.root / "repair.pending"
+
     def create(self, config_snapshot: dict[str, Any], kind: str = "prompt", **meta: Any) -> None:
         """Write (or rewrite) the run's kind and settings snapshot; ``meta`` adds provenance (a fork's source)."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,12 @@ class RunDir:
     def read_status(self) -> RunStatus:
         if not self.status.is_file():
             return RunStatus(run_id=self.run_id, status="unknown")
-        return checked_status(self.status, read_run_mapping(self.status))
+        status = checked_status(self.status, read_run_mapping(self.status))
+        if self.repair_marker.is_file() and status["status"] != "done" and self.result.is_file():
+            return RunStatus(  # a finished run whose repair was stopped is still finished
+                run_id=self.run_id, status="done", note=f"a repair was stopped; drpo repair {self.run_id} completes it"
+            )
+        return status
 
     def read_result(self) -> AnyRunResult | None:
         if not self.result.is_file():

@@ -690,3 +690,38 @@ def test_an_evaluation_with_no_usable_grade_fails_and_resumes_once_the_judge_is_
     result = json.loads((tmp_path / "drpo_runs" / "blank" / "eval.json").read_text())
     assert result["parse_failures"] == {"base": 0, "fixed": 0}
     assert result["table"]["base"]["Average"]["mean"] is not None
+
+
+def test_a_repair_killed_midway_leaves_the_run_done_and_the_next_repair_completes_it(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+
+    from support.cli import drpo_background
+
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "c.yaml", server.base_url, depth=2)
+        made = drpo("optimize", "--config", str(config), "--run-id", "fin", "--runs-dir", "runs", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        run = tmp_path / "runs" / "fin"
+        original = json.loads((run / "result.json").read_text())
+        with sqlite3.connect(run / "journal.sqlite") as journal:  # one call the replay must make again...
+            journal.execute("delete from calls where rowid = (select max(rowid) from calls)")
+        (run / "checkpoints.sqlite").write_bytes(b"not a database at all" * 100)
+        server.latency = 60  # ... from a server that takes a minute: the repair is killed while it waits
+        asked_before = server.received
+        repair = drpo_background("repair", "fin", "--runs-dir", "runs", cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while server.received == asked_before and time.monotonic() < deadline:
+            time.sleep(0.1)  # the replay reached the call the journal lacks, and waits for the server
+        assert server.received > asked_before
+        repair.send_signal(signal.SIGKILL)
+        repair.wait(timeout=30)
+        for command in ("status", "show"):
+            done = drpo(command, "fin", "--runs-dir", "runs", cwd=tmp_path)
+            assert done.returncode == 0 and "done" in done.stdout, (command, done.stdout, done.stderr)
+            assert "running" not in done.stdout and "interrupted" not in done.stdout
+        server.latency = 0
+        completed = drpo("repair", "fin", "--runs-dir", "runs", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads((run / "result.json").read_text()) == original
+    assert json.loads((run / "status.json").read_text())["status"] == "done" and not (run / "repair.pending").exists()

@@ -355,8 +355,15 @@ def repair(
     from drpo.store.run_dir import find_run
 
     def action() -> Any:
-        if set_damaged_checkpoints_aside(find_run(run_id, runs_dir)):
-            return "replayed", run_resume(run_id, runs_dir)
+        run_dir = find_run(run_id, runs_dir)
+        pending = run_dir.repair_marker.is_file()  # an earlier repair was stopped: this one completes it
+        if not pending and run_dir.result.is_file():
+            run_dir.repair_marker.touch()  # until the replay ends, the finished run stays done
+        if set_damaged_checkpoints_aside(run_dir) or pending:
+            outcome = run_resume(run_id, runs_dir)
+            run_dir.repair_marker.unlink(missing_ok=True)
+            return "replayed", outcome
+        run_dir.repair_marker.unlink(missing_ok=True)
         with open_run(run_id, runs_dir) as run:
             snapshot = run.snapshot()
             run_dir = run.run_dir

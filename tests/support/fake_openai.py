@@ -94,6 +94,7 @@ class FakeOpenAIServer:
         self.echo_key_in_answers = echo_key_in_answers  # ... or its ordinary answers do
         self.known_models = known_models
         self.requests: list[dict[str, Any]] = []
+        self.received = 0  # requests read so far, answered or not (requests lists the answered ones)
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -189,6 +190,8 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.received += 1
                 auth = self.headers.get("Authorization", "")
                 if server.required_key is not None and auth != f"Bearer {server.required_key}":
                     message = "Incorrect API key provided"
