@@ -171,6 +171,14 @@ class PostgresRunLock:
         return True
 
     def release(self) -> None:
+        """Unlock explicitly, then end the session. Closing alone releases the lock only once the server has
+        processed the disconnect, after this call returns: a resume made right after (the next command, or
+        the next review decision in-process) could then find the run still locked, on a loaded machine."""
         if self._conn is not None:
-            self._conn.close()  # ends the session, which releases the lock
-            self._conn = None
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+            except Exception:  # the connection is gone: the server ended the session and its lock with it
+                pass
+            finally:
+                self._conn.close()
+                self._conn = None

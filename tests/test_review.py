@@ -205,3 +205,18 @@ def test_the_shipped_review_example_supervises_a_run(make_settings, capsys: pyte
     assert [c["prompt"] for c in depth3 if c["origin"] == "human"] == [module.OWN_PROMPT]
     printed = capsys.readouterr().out
     assert "depth 1: rewards [" in printed and "review after depth 2:" in printed
+
+
+def test_a_released_postgres_run_lock_is_free_the_moment_release_returns(postgres_dsn: str) -> None:
+    """The unlock is part of release(), not left to the server's handling of the disconnect, so the next
+    command (or the next in-process resume) never finds the run still locked, however loaded the machine."""
+    from drpo.store.postgres import PostgresRunLock
+
+    for attempt in range(40):
+        first = PostgresRunLock(postgres_dsn, f"lock-{attempt}")
+        assert first.acquire()
+        assert not PostgresRunLock(postgres_dsn, f"lock-{attempt}").acquire()  # held: refused
+        first.release()
+        second = PostgresRunLock(postgres_dsn, f"lock-{attempt}")
+        assert second.acquire(), f"attempt {attempt}: still locked after release() returned"
+        second.release()
