@@ -38,7 +38,8 @@ def sample_queries(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict
     depth = state.get("depth", 0) + 1
     update: dict[str, Any] = {"depth": depth, "proposals": Overwrite([]), "review_enabled": search.review}
     if depth == 1:
-        order = list(services.seed_order)
+        reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
+        order = list(services.seed_order)[:reach]  # the most the search can use: state stays small for any seed file
         root = CandidateRecord(
             id=ROOT_ID,
             prompt=state.get("initial_prompt") or search.initial_prompt,

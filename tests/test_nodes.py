@@ -60,6 +60,9 @@ def test_sample_queries_starts_with_the_root_then_orders_children(runtime: Runti
     assert isinstance(first["proposals"], Overwrite)
     order = first["query_order"]
     assert first["queries"] == {"1": order[:1]}
+    search = runtime.context.services.settings.search
+    reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
+    assert order == list(runtime.context.services.seed_order)[:reach]  # only what the search can reach is kept
     state = {
         **first,
         "proposals": [
