@@ -38,13 +38,7 @@ def redact_known(text: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every registered secret and every key-shaped token replaced by [redacted]."""
-    if not text:
-        return text
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
-        text = text.replace(value, REDACTED)
-    return KEY_SHAPES.sub(REDACTED, text)
+    return KEY_SHAPES.sub(REDACTED, redact_known(text)) if text else text
 
 
 class RedactingFilter(logging.Filter):

@@ -64,11 +64,19 @@ def test_the_same_seed_gives_the_same_result(make_settings, embedder: Embedder) 
     assert [d["queries"] for d in other["depths"]] != [d["queries"] for d in first["depths"]]
 
 
-def perfect_judge(text: str, sample: int) -> str:
-    if task_of(text) == "evaluate":
-        reply = json.loads(respond(text, sample).split("```json\n", 1)[1].split("\n```", 1)[0])
-        return json.dumps({aspect: {"rationale": "flawless", "score": "5"} for aspect in reply})
-    return respond(text, sample)
+def judge_giving(score: str, rationale: str):
+    """A scripted model whose judge gives every aspect of every answer one score."""
+
+    def respond_with(text: str, sample: int) -> str:
+        if task_of(text) == "evaluate":
+            reply = json.loads(respond(text, sample).split("```json\n", 1)[1].split("\n```", 1)[0])
+            return json.dumps({aspect: {"rationale": rationale, "score": score} for aspect in reply})
+        return respond(text, sample)
+
+    return respond_with
+
+
+perfect_judge = judge_giving("5", "flawless")
 
 
 def test_skip_rule_carries_prompts_and_raises_the_depth(make_settings, embedder: Embedder) -> None:
@@ -276,16 +284,11 @@ def test_answers_cut_at_max_tokens_are_marked_in_the_search(make_settings, embed
     assert answers and all(json.loads(line)["truncated"] for line in answers)
 
 
-def constant_judge(text: str, sample: int) -> str:
-    if task_of(text) == "evaluate":
-        reply = json.loads(respond(text, sample).split("```json\n", 1)[1].split("\n```", 1)[0])
-        return json.dumps({aspect: {"rationale": "fine", "score": "3"} for aspect in reply})
-    return respond(text, sample)
-
-
 def test_a_judge_that_scores_everything_alike_is_named_in_the_result(make_settings, embedder: Embedder) -> None:
     """Every reward 3.00: the returned prompt is a tie-break, and the result says so instead of a finding."""
-    result = run(make_settings(depth=3), roles(ScriptedChatModel(responder=constant_judge)), embedder, "flat").result
+    result = run(
+        make_settings(depth=3), roles(ScriptedChatModel(responder=judge_giving("3", "fine"))), embedder, "flat"
+    ).result
     assert {c["reward"] for d in result["depths"] for c in d["candidates"]} == {3.0}
     assert "the judge told no candidate apart" in result["judge_note"] and "3.00" in result["judge_note"]
     varied = run(make_settings(depth=3), roles(ScriptedChatModel()), embedder, "varied").result
