@@ -6,6 +6,7 @@ Secrets never live here: a role names the *environment variable* holding its API
 from __future__ import annotations
 
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -530,6 +531,27 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def nested_model(annotation: Any) -> tuple[type[BaseModel] | None, str]:
+    """The settings model a field holds (directly, optional, in a list or as dict values) and the path
+    suffix that says how it is keyed."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, ""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is not type(None):
+                found, suffix = nested_model(arg)
+                if found is not None:
+                    return found, suffix
+    if origin is list and args:
+        found, _ = nested_model(args[0])
+        return found, "[]"
+    if origin is dict and len(args) == 2:
+        found, _ = nested_model(args[1])
+        return found, ".MODEL"
+    return None, ""
+
+
 def _refuse_booleans_for_numbers(model: type[BaseModel], data: Any, where: str = "") -> None:
     """``beam_width: true`` would validate as 1 (YAML's true is Python's 1): a number field takes numbers only."""
     if not isinstance(data, dict):
@@ -538,18 +560,19 @@ def _refuse_booleans_for_numbers(model: type[BaseModel], data: Any, where: str =
         field = model.model_fields.get(name) if isinstance(name, str) else None
         if field is None:
             continue
-        nested = [arg for arg in (field.annotation, *typing.get_args(field.annotation)) if isinstance(arg, type)]
-        models = [arg for arg in nested if issubclass(arg, BaseModel)]
-        if models:
-            if isinstance(value, list):  # a list of models (evaluation.systems)
+        inner, keyed = nested_model(field.annotation)
+        if inner is not None:
+            if keyed == "[]" and isinstance(value, list):  # a list of models (evaluation.systems)
                 items = [(f"[{index}]", item) for index, item in enumerate(value)]
-            elif isinstance(value, dict) and typing.get_origin(field.annotation) is dict:  # keyed models (prices)
+            elif keyed == ".MODEL" and isinstance(value, dict):  # keyed models (prices)
                 items = [(f".{key}", item) for key, item in value.items()]
             else:
                 items = [("", value)]
             for suffix, item in items:
-                _refuse_booleans_for_numbers(models[0], item, f"{where}{name}{suffix}.")
-        elif isinstance(value, bool) and bool not in nested and any(arg in (int, float) for arg in nested):
+                _refuse_booleans_for_numbers(inner, item, f"{where}{name}{suffix}.")
+            continue
+        types_named = [arg for arg in (field.annotation, *typing.get_args(field.annotation)) if isinstance(arg, type)]
+        if isinstance(value, bool) and bool not in types_named and any(arg in (int, float) for arg in types_named):
             raise DrpoInputError(f"invalid settings: {where}{name}: {value} is not a number")
 
 
