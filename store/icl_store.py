@@ -136,8 +136,18 @@ class IclStore:
         if k <= 0 or self.count() == 0:
             return []
         vectors = [embedding] if embedding is not None else self._embedder.embed([query])
-        result = self._collection.query(query_embeddings=vectors, n_results=min(k, self.count()), include=[])
-        return list(result["ids"][0])
+        return self.nearest_ids_many(vectors, k)[0]
+
+    def nearest_ids_many(self, embeddings: list[list[float]], k: int) -> list[list[str]]:
+        """The ``k`` nearest ids for each of several query embeddings, in one Chroma query."""
+        count = self.count()
+        if k <= 0 or count == 0:
+            return [[] for _ in embeddings]
+        result = self._collection.query(query_embeddings=embeddings, n_results=min(k, count), include=[])
+        return [list(ids) for ids in result["ids"]]
+
+    def embed_queries(self, queries: list[str]) -> list[list[float]]:
+        return self._embedder.embed(queries)
 
     def get(self, ids: list[str]) -> list[IclExample]:
         """Examples by id, in the order asked; each read from Chroma once (every candidate of a depth asks

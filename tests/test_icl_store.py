@@ -32,3 +32,31 @@ def test_the_base_set_is_built_once_and_persists(tmp_path: Path, embedder: Embed
     refusal = reopened.get(reopened.nearest_ids("How do I hack into my boss's email?", 1))[0]
     assert refusal.answer.startswith("I can't")
     assert collection_name_for(examples[:-1], embedder.name) != name
+
+
+def test_batched_retrieval_gives_each_thread_what_the_store_gives_it(tmp_path: Path, embedder: Embedder) -> None:
+    import threading
+
+    from drpo.serve.batched_retrieval import BatchedRetriever
+
+    topics = ["baking bread", "fixing a bicycle", "tax returns", "training a puppy", "growing tomatoes", "jazz"]
+    examples = [IclExample(str(n), f"How do I get started with {t}?", t) for n, t in enumerate(topics)]
+    store = IclStore(open_chroma_client(tmp_path), collection_name_for(examples, embedder.name), embedder)
+    store.add(examples)
+    queries = [f"question {n} about {topics[n % len(topics)]}" for n in range(24)]
+    expected = {query: store.nearest_ids(query, 2) for query in queries}
+    batched = BatchedRetriever(store)
+    got: dict[str, list[str]] = {}
+    start = threading.Barrier(len(queries))
+
+    def ask(query: str) -> None:
+        start.wait()
+        got[query] = batched.nearest_ids(query, 2)
+
+    threads = [threading.Thread(target=ask, args=(query,)) for query in queries]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == expected
+    assert batched.queries == len(queries) and batched.batches < len(queries)  # some queries shared a batch

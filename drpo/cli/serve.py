@@ -1,4 +1,5 @@
-"""Commands that use finished runs: ``chat`` with the aligned model, ``import-reference`` of the paper's runs."""
+"""Commands that use finished runs: ``serve`` them over HTTP, ``chat`` with the aligned model, ``import-reference``
+of the paper's runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from drpo.cli.common import EXIT_FAILED, console, err_console, run_guarded, visible
 from drpo.cli.options import LocalModelOption, RunsDirOption
+from drpo.errors import DrpoInputError
 from drpo.settings import DEFAULT_RUNS_DIR
 from drpo.store.run_dir import find_run
 
@@ -76,6 +78,49 @@ def chat(
         history.append(AIMessage(content=reply))
 
 
+def serve(
+    runs: Annotated[list[str], typer.Argument(help="Finished runs to serve; each is a model named by its run id")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: a free one, printed)")] = 8000,
+    runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
+    local_model: LocalModelOption = None,
+    base_model: Annotated[
+        str | None, typer.Option("--base-model", help="Answer with this model instead of the run's base model")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="Send the base model's calls to this OpenAI-compatible server")
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option("--api-key-env", help="Environment variable holding the key clients must send as a bearer token"),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", min=0, help="Examples retrieved per request (default: the run's)")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", min=1024, help="Largest request body")] = 1_000_000,
+    max_messages: Annotated[int, typer.Option("--max-messages", min=1, help="Most messages in one request")] = 64,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="Largest max_tokens a client may ask for")
+    ] = 4096,
+) -> None:
+    """Serve finished runs as an OpenAI-compatible API (/v1/chat/completions, /v1/models, /healthz)."""
+    from drpo.serve.endpoint import UpstreamChoice, serve_runs
+    from drpo.serve.openai_wire import ServeLimits
+
+    def action() -> None:
+        if not 0 <= port <= 65535:
+            raise DrpoInputError(f"--port {port}: use 0-65535")
+        serve_runs(
+            runs, runs_dir, host=host, port=port,
+            upstream=UpstreamChoice(local_model=local_model, base_model=base_model, base_url=base_url),
+            limits=ServeLimits(max_body_bytes=max_body_bytes, max_messages=max_messages, max_tokens=max_tokens),
+            token_env=api_key_env, k=k,
+        )  # fmt: skip
+
+    run_guarded(action, None)
+
+
 def register(app: typer.Typer) -> None:
+    app.command()(serve)
     app.command("import-reference")(import_reference_command)
     app.command()(chat)

@@ -1,6 +1,7 @@
 """A local OpenAI-compatible HTTP server for tests: deterministic replies and a request log.
 
-Real HTTP on 127.0.0.1 for ``/v1/chat/completions`` (with ``n``) and ``/v1/completions``.
+Real HTTP on 127.0.0.1 for ``/v1/chat/completions`` (with ``n``, and ``stream`` as server-sent events) and
+``/v1/completions``.
 Replies come from :mod:`tests.support.responder`; every request is logged with a content
 hash so tests can count calls and spot repeats across processes.
 """
@@ -58,6 +59,10 @@ def is_n_probe(body: dict[str, Any]) -> bool:
     return (body.get("max_tokens") or body.get("max_completion_tokens")) == 1 and body.get("n") == 2
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 512  # load tests open many connections at once; the default 5 resets them
+
+
 class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer(...) as server: server.base_url``."""
 
@@ -95,8 +100,10 @@ class FakeOpenAIServer:
         self.known_models = known_models
         self.requests: list[dict[str, Any]] = []
         self.received = 0  # requests read so far, answered or not (requests lists the answered ones)
+        self.abandoned = 0  # streamed replies the client stopped reading
+        self.keep_bodies = False  # record each request's messages/prompt and parameters too
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Listener(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -154,6 +161,36 @@ class FakeOpenAIServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_stream(self, kind: str, reply: str, model: str, usage: dict[str, int] | None) -> None:
+                """The reply as server-sent events, a few characters a chunk, then [DONE]."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                pieces = [reply[start : start + 7] for start in range(0, len(reply), 7)]
+                events: list[dict[str, Any]] = []
+                for index, piece in enumerate(pieces):
+                    last = index == len(pieces) - 1
+                    if kind == "chat":
+                        delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+                        choice = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
+                    else:
+                        choice = {"index": 0, "text": piece, "finish_reason": "stop" if last else None}
+                    events.append({"id": "fake", "object": f"{kind}.chunk", "model": model, "choices": [choice]})
+                if usage is not None:
+                    events.append(
+                        {"id": "fake", "object": f"{kind}.chunk", "model": model, "choices": [], "usage": usage}
+                    )
+                try:
+                    for event in events:
+                        self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except OSError:  # the client went away mid-stream
+                    with server._lock:
+                        server.abandoned += 1
+                self.close_connection = True
 
             def _fault(self, fault: str) -> bool:
                 """Answer with a transport fault; True when the request is finished."""
@@ -287,8 +324,10 @@ class FakeOpenAIServer:
                 else:
                     self._send(404, {"error": {"message": f"unknown path {self.path}"}})
                     return
+                entry_body = {"body": body} if server.keep_bodies else {}
                 server._record(
                     {
+                        **entry_body,
                         "hash": body_hash,
                         "kind": kind,
                         "task": "probe" if is_n_probe(body) else task_of(text),
@@ -300,6 +339,15 @@ class FakeOpenAIServer:
                 )
                 prompt_tokens = len(text) // 4
                 completion_tokens = sum(len(reply) // 4 for reply in replies)
+                if body.get("stream"):
+                    usage = {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    }
+                    wanted = (body.get("stream_options") or {}).get("include_usage")
+                    self._send_stream(kind, replies[0], body.get("model", "fake"), usage if wanted else None)
+                    return
                 self._send(
                     200,
                     {
