@@ -79,13 +79,15 @@ RUNNABLE = [block for block in ALL_BLOCKS if block.kind == "run"]
 
 
 def command_lines(script: str) -> list[list[str]]:
-    """The ``drpo`` invocations of a shell block: continuation lines joined, comments and ``[optional]`` parts
-    (the docs' notation for optional flags) dropped."""
+    """The ``drpo`` invocations of a shell block (after any ``VAR=value`` prefix): continuation lines joined,
+    comments and ``[optional]`` parts (the docs' notation for optional flags) dropped."""
     joined = script.replace("\\\n", " ")
     commands = []
     for line in joined.splitlines():
         line = re.sub(r"\[[^\]]*\]", "", line)
         words = shlex.split(line, comments=True)
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # VAR=value drpo ...
+            words = words[1:]
         if words and words[0] == "drpo":
             commands.append(words[1:])
     return commands

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -312,3 +313,52 @@ def test_a_port_in_use_is_one_line(work: Path, server: Served) -> None:
     port = server.url.rsplit(":", 1)[1].removesuffix("/v1")
     done = drpo("serve", RUN, "--port", port, cwd=work, timeout=120)
     assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
+
+
+LOADER_START = "# Load a drpo LangChain export"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def documented_loader() -> str:
+    """The loader snippet of docs/deployment.md, as a reader would copy it."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    start = text.index(LOADER_START)
+    return text[start : text.index("```", start)]
+
+
+def test_the_langchain_export_loads_without_drpo_and_builds_the_served_messages(
+    work: Path, aligned: AlignedChatModel
+) -> None:
+    done = drpo("export", RUN, "--format", "langchain", "-o", "my-export", cwd=work)
+    assert done.returncode == 0, done.stderr
+    queries = [QUERY, "Is it safe to eat raw cookie dough?", "Write a limerick about a cat."]
+    epilogue = (
+        "\nimport sys\n"
+        f"built = [[[m.type, m.content] for m in messages_for(q)] for q in {queries!r}]\n"
+        "imported = any(name.split('.')[0] == 'drpo' for name in sys.modules)\n"
+        "print('RESULT' + json.dumps({'built': built, 'drpo_imported': imported}))\n"
+    )
+    script = work / "load_export.py"
+    script.write_text(documented_loader() + epilogue)
+    ran = subprocess.run(
+        [sys.executable, "-I", str(script)],
+        cwd=work, env=cli_env(), capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout.split("RESULT", 1)[1])
+    assert result["drpo_imported"] is False
+    expected = []
+    for query in queries:
+        messages, _ = aligned.request_for(query)
+        assert isinstance(messages, list)
+        expected.append([[message.type, message.content] for message in messages])
+    assert result["built"] == expected
+    assert len(expected[0]) == 2 + 2 * aligned.k  # the prompt, K examples as two turns each, the query
+
+
+def test_export_langchain_needs_a_directory(work: Path) -> None:
+    done = drpo("export", RUN, "--format", "langchain", cwd=work)
+    assert done.returncode == 2 and "-o DIR" in done.stderr
+    (work / "a-file").write_text("x")
+    done = drpo("export", RUN, "--format", "langchain", "-o", "a-file", cwd=work)
+    assert done.returncode == 2 and "is a file" in done.stderr

@@ -311,16 +311,22 @@ def show(
 
 def export(
     run_id: Annotated[str, typer.Argument(help="Run to export")],
-    fmt_name: Annotated[str, typer.Option("--format", "-f", help="json or txt")] = "json",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")] = None,
+    fmt_name: Annotated[str, typer.Option("--format", "-f", help="json, txt or langchain")] = "json",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout); a directory for langchain")
+    ] = None,
     runs_dir: RunsDirOption = DEFAULT_RUNS_DIR,
 ) -> None:
-    """Export a finished run's result (json) or its best prompt (txt)."""
+    """Export a finished run's result (json), its best prompt (txt), or its prompt and examples as LangChain
+    objects (langchain: a directory with prompt.json, examples.jsonl, manifest.json)."""
     from drpo.store.run_dir import find_run
 
     def action() -> None:
-        if fmt_name not in {"json", "txt"}:
-            raise DrpoInputError(f"unknown export format {fmt_name!r}: use json or txt")
+        if fmt_name not in {"json", "txt", "langchain"}:
+            raise DrpoInputError(f"unknown export format {fmt_name!r}: use json, txt or langchain")
+        if fmt_name == "langchain":
+            export_langchain_directory(run_id, runs_dir, output)
+            return
         run = find_run(run_id, runs_dir)
         result = run.read_result()
         if result is None:
@@ -341,6 +347,21 @@ def export(
                 raise DrpoInputError(f"cannot write {output}: {error.strerror}") from None
 
     run_guarded(action, None)
+
+
+def export_langchain_directory(run_id: str, runs_dir: Path, output: Path | None) -> None:
+    from drpo.serve.langchain_export import export_langchain
+
+    if output is None:
+        raise DrpoInputError("--format langchain writes a directory: give it with -o DIR")
+    if output.exists() and not output.is_dir():
+        raise DrpoInputError(f"{output} is a file; --format langchain writes a directory")
+    done = export_langchain(run_id, runs_dir, output)
+    console.print(
+        f"wrote {done.directory}/prompt.json, examples.jsonl ({done.examples} examples, K={done.k}) and manifest.json;"
+        " docs/deployment.md shows how to load them",
+        highlight=False,
+    )
 
 
 def repair(

@@ -20,6 +20,7 @@ class ServedRun:
     store: IclStore
     k: int
     base_mode: str
+    embedding_model: str
 
 
 def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = None) -> ServedRun:
@@ -50,6 +51,7 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
         store=store,
         k=int(serving.get("icl_k", settings.search.icl_k)),
         base_mode=str(serving.get("base_mode", "chat")),
+        embedding_model=embedder.name,
     )
 
 
