@@ -346,6 +346,13 @@ class LocalServerSettings(BaseModel):
     )
     threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")
     batch: int = Field(0, ge=0, le=8192, description="Prompt tokens processed per step (0 = llama.cpp's 512)")
+    reproducible: bool = Field(
+        True,
+        description="Process every request's prompt from scratch, so a reply does not depend on what the server "
+        "answered before and a resumed run ends as the unbroken one did. false: reuse the cached prefix of the "
+        "previous prompt (less prompt processing when requests share a template; replies then depend on the "
+        "order of requests, and resume can diverge). docs/performance.md has both measured",
+    )
 
 
 SYSTEM_KINDS = ("base", "fixed", "run")

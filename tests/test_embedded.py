@@ -107,3 +107,46 @@ def test_evaluation_on_the_embedded_model(tmp_path: Path) -> None:
     assert len(result["items"]) == 6 and result["queries"]["safety"] == 1
     assert all(item["answer_id"] for item in result["items"])
     assert (tmp_path / "runs" / "ev" / "report.html").is_file()
+
+
+def test_kill_9_then_resume_on_the_embedded_model_reaches_the_unbroken_result(tmp_path: Path) -> None:
+    """The embedded server's replies must not depend on what it served before: the resumed run sends its
+    next requests to a fresh server, the unbroken run sent them to one that had served depth 1."""
+    import os
+    import signal
+
+    from support.cli import drpo_background
+
+    args = [
+        "--local-model", "smollm2-135m", "--beam-width", "2", "--num-actions", "2", "--depth", "3", "--seed", "7",
+        "--run-id", "e", "--runs-dir", "runs",
+    ]  # fmt: skip
+    unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
+    for work in (unbroken, killed):
+        work.mkdir()
+        (work / "config.yaml").write_text(json.dumps({"search": {"stall_patience": 4}}))
+    done = drpo("optimize", "--config", "config.yaml", *args, cwd=unbroken, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = json.loads((unbroken / "runs" / "e" / "result.json").read_text())
+    assert reference["depths_run"] == 3
+
+    process = drpo_background("optimize", "--config", "config.yaml", *args, cwd=killed)
+    assert process.stdout is not None
+    for line in process.stdout:  # the first depth is finished (checkpointed) when its line is printed
+        if line.startswith("depth   1"):
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (killed / "runs" / "e" / "result.json").exists()
+    resumed = drpo("resume", "e", "--runs-dir", "runs", cwd=killed, timeout=1200)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    result = json.loads((killed / "runs" / "e" / "result.json").read_text())
+    assert result["best_prompt"] == reference["best_prompt"]
+
+    def rewards(run: dict) -> list[list[tuple[str, float]]]:
+        return [[(c["id"], c["reward"]) for c in depth["candidates"]] for depth in run["depths"]]
+
+    assert rewards(result) == rewards(reference)  # named first: the likeliest difference, shown plainly
+    assert {key: value for key, value in result.items() if key != "run_id"} == {
+        key: value for key, value in reference.items() if key != "run_id"
+    }

@@ -38,6 +38,10 @@ class LocalServer:
         if settings.batch:
             params.n_batch = max(settings.batch, params.n_batch)
             params.n_ubatch = settings.batch
+        # With prompt caching the tokens of a shared prefix come from the KV cache of an earlier request,
+        # computed in other batch shapes, and the logits differ enough to change a greedy reply: the reply
+        # would depend on what was served before it, which a resumed (fresh) server has not.
+        params.cache_prompt = not settings.reproducible
         params.verbosity = -1
         params.port = 0
         params.hostnames = ["127.0.0.1"]
