@@ -88,6 +88,34 @@ def test_chat_with_an_imported_run_on_the_embedded_model(shared_data: Path, tmp_
     assert reply.strip(), chat.stdout
 
 
+def test_serve_an_imported_run_on_the_embedded_model(shared_data: Path, tmp_path: Path) -> None:
+    """drpo serve with --local-model: the embedded server answers an OpenAI client, whole and streamed."""
+    import openai
+
+    from support.serving import start_serve, stop
+
+    model_dir = shared_data / "drpo-reference" / "optimized" / "llama3-8b"
+    done = drpo("import-reference", str(model_dir), "--run-id", "ref-llama3", "--runs-dir", "runs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    served = start_serve(tmp_path, "ref-llama3", "--runs-dir", "runs", "--local-model", "smollm2-135m", name="local")
+    try:
+        client = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0, timeout=600)
+        messages = [{"role": "user", "content": "Name one planet of the solar system."}]
+        whole = client.chat.completions.create(model="ref-llama3", messages=messages, max_tokens=24, seed=1)  # type: ignore[arg-type]
+        streamed = client.chat.completions.create(
+            model="ref-llama3",
+            messages=messages,
+            max_tokens=24,
+            seed=1,
+            stream=True,  # type: ignore[arg-type]
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+    finally:
+        stop(served)
+    assert whole.choices[0].message.content and whole.usage is not None and whole.usage.completion_tokens <= 24
+    assert text == whole.choices[0].message.content  # temperature 0, one slot, no prompt cache: the same reply
+
+
 def test_evaluation_on_the_embedded_model(tmp_path: Path) -> None:
     """Wiring only: SmolLM2 answers and judges through the real server, grades parse under the schema."""
     queries = tmp_path / "queries.jsonl"

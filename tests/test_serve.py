@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,8 +22,9 @@ from langchain_openai.chat_models.base import _convert_message_to_dict
 
 from drpo.serve.aligned import AlignedChatModel
 from drpo.store.embeddings import Embedder
-from support.cli import DRPO, cli_env, drpo, fake_server_config
+from support.cli import cli_env, drpo, fake_server_config
 from support.fake_openai import FakeOpenAIServer
+from support.serving import Served, start_serve, stop
 
 pytestmark = pytest.mark.server
 
@@ -33,40 +32,6 @@ RUN = "served-run"
 TOKEN = "serve-test-token-5f1c9a27"
 TOKEN_ENV = "DRPO_TEST_SERVE_TOKEN"
 LIMITS = ["--max-body-bytes", "20000", "--max-messages", "8", "--max-tokens", "512"]
-
-
-@dataclass
-class Served:
-    process: subprocess.Popen[str]
-    url: str
-    stdout: Path
-    stderr: Path
-
-    def log_text(self) -> str:
-        return self.stdout.read_text() + self.stderr.read_text()
-
-
-def start_serve(work: Path, *args: str, name: str, env: dict[str, str] | None = None) -> Served:
-    stdout, stderr = work / f"{name}.out", work / f"{name}.err"
-    process = subprocess.Popen(
-        [*DRPO, "serve", *args, "--port", "0"],
-        cwd=work, env={**cli_env(), **(env or {})}, stdout=stdout.open("w"), stderr=stderr.open("w"), text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = re.search(r"at (http://\S+/v1)", stdout.read_text())
-        if found:
-            return Served(process, found.group(1), stdout, stderr)
-        if process.poll() is not None:
-            raise AssertionError(f"drpo serve exited: {stderr.read_text()}")
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError("drpo serve did not start")
-
-
-def stop(served: Served) -> None:
-    served.process.terminate()
-    served.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -362,3 +327,24 @@ def test_export_langchain_needs_a_directory(work: Path) -> None:
     (work / "a-file").write_text("x")
     done = drpo("export", RUN, "--format", "langchain", "-o", "a-file", cwd=work)
     assert done.returncode == 2 and "is a file" in done.stderr
+
+
+def test_several_runs_are_several_models(work: Path, upstream: FakeOpenAIServer) -> None:
+    config = work / "config.yaml"
+    done = drpo("optimize", "--config", str(config), "--run-id", "second-run", "--seed", "3", cwd=work)
+    assert done.returncode == 0, done.stderr
+    twice = drpo("serve", RUN, RUN, cwd=work, timeout=120)
+    assert twice.returncode == 2 and "named twice" in twice.stderr
+    served = start_serve(work, RUN, "second-run", name="two")
+    try:
+        two = openai.OpenAI(base_url=served.url, api_key="unused", max_retries=0)
+        assert sorted(model.id for model in two.models.list()) == sorted([RUN, "second-run"])
+        for model in (RUN, "second-run"):
+            before = len(upstream.requests)
+            reply = two.chat.completions.create(model=model, messages=[{"role": "user", "content": QUERY}])
+            assert reply.model == model and reply.choices[0].message.content
+            system = upstream.requests[before]["body"]["messages"][0]
+            result = json.loads((work / "drpo_runs" / model / "result.json").read_text())
+            assert system == {"role": "system", "content": result["best_prompt"]}
+    finally:
+        stop(served)

@@ -44,7 +44,8 @@ VARIANTS = [
     Variant("batch/ubatch 64", server={"n_batch": 64, "n_ubatch": 64}),
     Variant("threads 1", server={"threads": 1}),
     Variant(
-        "cache_prompt false + host cache off", server={"cache_prompt": False, "cache_ram_mib": 0},
+        "cache_prompt false + host cache off",
+        server={"cache_prompt": False, "cache_ram_mib": 0},
         request={"cache_prompt": False},
     ),  # fmt: skip
 ]
@@ -126,7 +127,8 @@ def main() -> None:
     print(f"{'configuration':<42} {'same reply':>10} {'max |dlogprob|':>15} {'warm s':>8}")
     for variant in chosen:
         row = compare(model_path, variant, args.history)
-        print(f"{row['variant']:<42} {'yes' if row['equal'] else 'NO':>10} {row['max_logprob_diff']:>15.2e} {row['seconds']:>8.1f}")
+        same = "yes" if row["equal"] else "NO"
+        print(f"{row['variant']:<42} {same:>10} {row['max_logprob_diff']:>15.2e} {row['seconds']:>8.1f}")
 
 
 if __name__ == "__main__":
