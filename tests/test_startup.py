@@ -88,3 +88,28 @@ def test_next_depth_aspects_are_selected_beside_the_transitions(tmp_path: Path, 
     assert aspects[0]["end"] <= answers[0]["start"] + 0.05
     for prepared in aspects[1:]:
         assert any(t["start"] < prepared["end"] and prepared["start"] < t["end"] for t in transitions)
+
+
+HEAVY_MODULES = ("langgraph", "chromadb", "torch", "openai", "langchain_openai", "sentence_transformers", "uvicorn")
+
+
+@pytest.mark.parametrize(
+    "command", [["--help"], ["optimize", "--help"], ["serve", "--help"], ["eval", "run", "--help"]]
+)
+def test_help_and_argument_parsing_import_no_heavy_library(command: list[str]) -> None:
+    """Each of these takes a second or more to import; the CLI must answer --help (and parse arguments) without."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from drpo.cli.app import app\n"
+        "try:\n"
+        f"    app({command!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('LOADED', sorted({{n.split('.')[0] for n in sys.modules}} & set({HEAVY_MODULES!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
