@@ -104,8 +104,9 @@ def serve(
     ] = 4096,
 ) -> None:
     """Serve finished runs as an OpenAI-compatible API (/v1/chat/completions, /v1/models, /healthz)."""
-    from drpo.serve.endpoint import UpstreamChoice, serve_runs
+    from drpo.serve.endpoint import serve_runs
     from drpo.serve.openai_wire import ServeLimits
+    from drpo.serve.runs import UpstreamChoice
 
     def action() -> None:
         if not 0 <= port <= 65535:

@@ -12,56 +12,28 @@ import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from drpo.errors import DrpoInputError
 from drpo.serve.batched_retrieval import BatchedRetriever
 from drpo.serve.http_app import ServeApp, ServedModel
 from drpo.serve.openai_wire import ServeLimits
-from drpo.settings import RoleSpec, settings_from_dict
+from drpo.serve.runs import UpstreamChoice, run_settings
 from drpo.store.redaction import RedactingFilter, register_secret
 from drpo.store.run_dir import find_run
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-@dataclass(frozen=True)
-class UpstreamChoice:
-    """Which model answers: the run's own base model unless one of these replaces it."""
-
-    local_model: str | None = None
-    base_model: str | None = None
-    base_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.local_model and (self.base_model or self.base_url):
-            raise DrpoInputError(
-                "--local-model replaces the base model: give it alone, not with --base-model/--base-url"
-            )
-
-    def applied_to(self, spec: RoleSpec) -> RoleSpec:
-        if self.local_model:
-            return spec.model_copy(update={"provider": "local", "model": self.local_model, "base_url": None})
-        update: dict[str, object] = {}
-        if self.base_model:
-            update["model"] = self.base_model
-        if self.base_url:
-            update["base_url"] = self.base_url
-            if spec.provider == "local":
-                update["provider"] = "openai_compatible"
-        return RoleSpec.model_validate({**spec.model_dump(), **update}) if update else spec
-
-
 def token_from_env(name: str | None) -> str | None:
     """The bearer token clients must send, read from the named variable (never from the command line)."""
     if name is None:
         return None
-    value = os.environ.get(name, "")
-    if not value.strip():
+    value = os.environ.get(name, "").strip()
+    if not value:
         raise DrpoInputError(f"--api-key-env {name}: the environment variable is not set or empty")
-    register_secret(value.strip())
-    return value.strip()
+    register_secret(value)
+    return value
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -98,7 +70,7 @@ def served_models(
         served = []
         for name in runs:
             run_dir = find_run(name, runs_dir)
-            settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
+            settings = run_settings(run_dir)
             spec = upstream.applied_to(settings.roles.base)
             pool_key = settings.local.model_dump_json()
             pool = pools.setdefault(pool_key, LocalServerPool(settings.local))

@@ -1,4 +1,5 @@
-"""Open a finished run for serving: its optimized prompt and its ICL collection in Chroma."""
+"""Open a finished run for serving: its settings, its optimized prompt and ICL collection in Chroma, and the
+base model that answers (its own, or one chosen instead)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from drpo.errors import DrpoInputError
-from drpo.settings import settings_from_dict
+from drpo.settings import RoleSpec, Settings, settings_from_dict
 from drpo.store.embeddings import Embedder
 from drpo.store.icl_store import IclStore, chroma_client_for
-from drpo.store.run_dir import find_run, require_kind
+from drpo.store.run_dir import RunDir, find_run, require_kind
 
 
 @dataclass
@@ -33,7 +34,7 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
     name = serving.get("icl_collection")
     if not name:
         raise DrpoInputError(f"{run_dir.result} names no ICL collection")
-    settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
+    settings = run_settings(run_dir)
     store_dir = settings.resolved_store_dir()
     embedder = embedder or Embedder(serving.get("embedding_model", settings.embedding_model))
     try:
@@ -55,16 +56,45 @@ def open_run_for_serving(run: Path, runs_dir: Path, embedder: Embedder | None = 
     )
 
 
+@dataclass(frozen=True)
+class UpstreamChoice:
+    """Which model answers a served run: its own base model unless one of these replaces it."""
+
+    local_model: str | None = None
+    base_model: str | None = None
+    base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.local_model and (self.base_model or self.base_url):
+            raise DrpoInputError(
+                "--local-model replaces the base model: give it alone, not with --base-model/--base-url"
+            )
+
+    def applied_to(self, spec: RoleSpec) -> RoleSpec:
+        if self.local_model:
+            return spec.model_copy(update={"provider": "local", "model": self.local_model, "base_url": None})
+        update: dict[str, object] = {}
+        if self.base_model:
+            update["model"] = self.base_model
+        if self.base_url:
+            update["base_url"] = self.base_url
+            if spec.provider == "local":
+                update["provider"] = "openai_compatible"
+        return RoleSpec.model_validate({**spec.model_dump(), **update}) if update else spec
+
+
+def run_settings(run_dir: RunDir) -> Settings:
+    """The settings a run was made with, its runs directory being the one it was found in."""
+    return settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
+
+
 def run_base_model(run: Path, runs_dir: Path, local_model: str | None = None) -> tuple[Any, Any]:
     """The run's configured base model (or a local GGUF/packaged model instead), plus the server pool
     that must stay alive while it is used."""
     from drpo.llm.local_server import LocalServerPool
     from drpo.llm.providers import build_role_model
 
-    run_dir = find_run(run, runs_dir)
-    settings = settings_from_dict({**run_dir.read_config(), "runs_dir": str(run_dir.root.parent)})
-    spec = settings.roles.base
-    if local_model:
-        spec = spec.model_copy(update={"provider": "local", "model": local_model, "base_url": None})
+    settings = run_settings(find_run(run, runs_dir))
+    spec = UpstreamChoice(local_model=local_model).applied_to(settings.roles.base)
     pool = LocalServerPool(settings.local)
     return build_role_model("base", spec, pool), pool
