@@ -79,7 +79,7 @@ def served_models(
             model = AlignedChatModel.from_run(run_dir.root, llm, runs_dir=runs_dir, k=k, embedder=embedder)
             model = model.model_copy(update={"retriever": BatchedRetriever(model.retriever)})
             model.examples_for("warm-up")  # load the embedding model now, not on the first client's request
-            served.append(ServedModel(model.run_id, model, model_identity(spec)))
+            served.append(ServedModel(model, model_identity(spec)))
         yield served
     finally:
         for pool in pools.values():

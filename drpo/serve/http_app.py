@@ -52,13 +52,24 @@ T = TypeVar("T")
 class ServedModel:
     """One finished run as a model: its id is the run id; ``upstream`` names the model that answers."""
 
-    run_id: str
     model: AlignedChatModel
     upstream: str
+
+    @property
+    def run_id(self) -> str:
+        return self.model.run_id
 
 
 class ClientGone(Exception):
     """The client disconnected before its reply was complete."""
+
+
+class UpstreamFailed(Exception):
+    """The model behind a served run failed mid-request; ``error`` is what the client receives."""
+
+    def __init__(self, error: WireError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def error_response(error: WireError) -> JSONResponse:
@@ -206,7 +217,7 @@ class ServeApp:
             return error_response(error)
         gone = asyncio.ensure_future(wait_for_disconnect(request.receive))
         if wire.stream:
-            return EventStream(self, served, wire, gone, began)
+            return EventStream(served, wire, gone, began)
         try:
             response = await self._complete(served, wire, gone)
         finally:
@@ -244,10 +255,10 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, app: ServeApp, served: ServedModel, wire: ChatCompletionRequest, gone: asyncio.Task[None], began: float
+        self, served: ServedModel, wire: ChatCompletionRequest, gone: asyncio.Task[None], began: float
     ) -> None:
         super().__init__(status_code=200)
-        self.app, self.served, self.wire, self.gone, self.began = app, served, wire, gone, began
+        self.served, self.wire, self.gone, self.began = served, wire, gone, began
         self.completion_id = new_completion_id()
 
     def _pieces(self) -> AsyncIterator[Any]:
@@ -261,15 +272,10 @@ class EventStream(Response):
         status = 200
         try:
             try:
-                first = await unless_client_leaves(anext(pieces), self.gone)
-            except StopAsyncIteration:
-                first = None
-            except ClientGone:
-                raise
-            except Exception as error:
-                failure = upstream_failure(self.served, error)
-                status = failure.status
-                await error_response(failure)(scope, receive, send)
+                first = await self._next_piece(pieces)
+            except UpstreamFailed as failed:
+                status = failed.error.status
+                await error_response(failed.error)(scope, receive, send)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": self._headers()})
             await self._relay(first, pieces, send)
@@ -283,6 +289,18 @@ class EventStream(Response):
                 "POST /v1/chat/completions model=%s stream %d %.3fs", self.served.run_id, status,
                 time.perf_counter() - self.began,
             )  # fmt: skip
+
+    async def _next_piece(self, pieces: AsyncIterator[Any]) -> Any:
+        """The upstream's next piece; None at its end. ClientGone when the client leaves first, UpstreamFailed
+        (carrying the client's 502) when the upstream fails."""
+        try:
+            return await unless_client_leaves(anext(pieces), self.gone)
+        except StopAsyncIteration:
+            return None
+        except ClientGone:
+            raise
+        except Exception as error:
+            raise UpstreamFailed(upstream_failure(self.served, error)) from error
 
     def _headers(self) -> list[tuple[bytes, bytes]]:
         return [
@@ -305,14 +323,9 @@ class EventStream(Response):
                 if text:
                     await self._event(send, chunk_body(cid, model, {"content": text}))
             try:
-                piece = await unless_client_leaves(anext(pieces), self.gone)
-            except StopAsyncIteration:
-                piece = None
-            except ClientGone:
-                raise
-            except Exception as error:
-                failure = upstream_failure(self.served, error)
-                await self._event(send, failure.body())
+                piece = await self._next_piece(pieces)
+            except UpstreamFailed as failed:
+                await self._event(send, failed.error.body())
                 break
         else:
             await self._event(send, chunk_body(cid, model, {}, finish_reason=finish))
