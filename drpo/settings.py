@@ -252,6 +252,19 @@ class SearchSettings(BaseModel):
         "from the searched seeds and never trained on; each depth's survivors and the initial prompt are judged "
         "on them, and the beam and the returned prompt rank on that validation reward",
     )
+    validation_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=4.0,
+        description="How much more than the initial prompt's mean validation reward a proposal must score to "
+        "replace it (0 = any higher score); guards against a lead that is noise on a few validation queries",
+    )
+
+    @model_validator(mode="after")
+    def _margin_needs_validation(self) -> SearchSettings:
+        if self.validation_margin > 0 and self.validation == 0:
+            raise ValueError("search.validation_margin needs search.validation (validation queries to measure it on)")
+        return self
 
 
 class RewardSettings(BaseModel):

@@ -92,7 +92,7 @@ def _depth_table(state: PromptOptState, services: Services) -> list[dict[str, An
 
 def build_result(state: PromptOptState, services: Services) -> RunResult:
     settings = services.settings
-    validation = validation_summary(state)
+    validation = validation_summary(state, settings.search.validation_margin)
     if validation is not None:  # the beam is ranked on validation, and keeps the best validated prompt first
         best_id = state["beam"][0]
         validation["queries"] = [{"id": qid, "text": services.query_text(qid)} for qid in validation["queries"]]

@@ -6,7 +6,9 @@ previous beam, and the returned prompt is the beam's first. Training rewards com
 depth that the optimizer saw feedback on, so a prompt written about that query can win them; the
 validation queries are the same for every candidate and never shown to the optimizer, so their reward
 compares candidates of different depths directly, and the initial prompt (validated at depth 1 and
-kept in the pool until something beats it) is returned when no proposal does.
+kept in the pool until something beats it) is returned when no proposal does. With
+``search.validation_margin`` a proposal must lead the initial prompt by more than the margin, because on a
+few validation queries a small lead is noise and a weak judge's noise is not an improvement.
 """
 
 from __future__ import annotations
@@ -88,14 +90,18 @@ def validate(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, 
     return reuse_identical_prompts(state)
 
 
-def rank_on_validation(state: PromptOptState, pool: list[str]) -> list[ValidationEntry]:
-    """Best first: higher validation reward; ties go to the earlier candidate (older depth, then pool
-    order), so a proposal must beat the incumbent, not equal it. Unscored candidates rank last."""
+def rank_on_validation(state: PromptOptState, pool: list[str], margin: float = 0.0) -> list[ValidationEntry]:
+    """Best first: higher validation reward, the initial prompt's counted ``margin`` higher (so a proposal
+    replaces it only by leading by more than the margin, and the order stays transitive); ties go to the
+    earlier candidate (older depth, then pool order), so a proposal must beat the incumbent, not equal it.
+    Unscored candidates rank last."""
     order = {candidate_id: index for index, candidate_id in enumerate(pool)}
 
     def key(candidate_id: str) -> tuple[bool, float, int, int]:
         value = validation_value(state, candidate_id)
-        return (value is None, -(value or 0.0), state["candidates"][candidate_id]["depth"], order[candidate_id])
+        handicap = margin if candidate_id == ROOT_ID else 0.0
+        ranked_value = -((value or 0.0) + handicap)
+        return (value is None, ranked_value, state["candidates"][candidate_id]["depth"], order[candidate_id])
 
     return [
         ValidationEntry(
@@ -113,7 +119,7 @@ def select_on_validation(state: PromptOptState, runtime: Runtime[DrpoContext]) -
     check_validation(state, services)  # unusable validation verdicts stop the run (resumably), never rank
     search = services.settings.search
     width = strategy_for(search.strategy).width(search.beam_width)
-    ranked = rank_on_validation(state, validation_pool(state))
+    ranked = rank_on_validation(state, validation_pool(state), search.validation_margin)
     beam = [entry["id"] for entry in ranked[:width]]
     ranked = [ValidationEntry(**{**entry, "kept": entry["id"] in beam}) for entry in ranked]  # type: ignore[typeddict-item]
     emit(
@@ -126,9 +132,9 @@ def select_on_validation(state: PromptOptState, runtime: Runtime[DrpoContext]) -
     return {"beam": beam, "validated": {str(state["depth"]): ranked}}
 
 
-def validation_summary(state: PromptOptState) -> dict[str, Any] | None:
-    """What result.json reports about validation: the queries, every validated candidate's value, and
-    whether any proposal beat the initial prompt (None when validation is off)."""
+def validation_summary(state: PromptOptState, margin: float = 0.0) -> dict[str, Any] | None:
+    """What result.json reports about validation: the queries, every validated candidate's value, the
+    margin, and whether any proposal beat the initial prompt by it (None when validation is off)."""
     queries = state.get("validation_queries", [])
     if not queries:
         return None
@@ -140,16 +146,19 @@ def validation_summary(state: PromptOptState) -> dict[str, Any] | None:
     best_id = state["beam"][0] if state.get("beam") else ROOT_ID
     best_value = values.get(best_id)
     beat = best_id != ROOT_ID and state["candidates"][best_id]["prompt"] != state["candidates"][ROOT_ID]["prompt"]
+    by_margin = f" by more than {margin:g}" if margin else ""
     note = (
-        f"a proposal beat the initial prompt on {len(queries)} validation queries"
+        f"a proposal beat the initial prompt{by_margin} on {len(queries)} validation queries"
         if beat
-        else f"no proposal beat the initial prompt on {len(queries)} validation queries; the initial prompt is returned"
+        else f"no proposal beat the initial prompt{by_margin} on {len(queries)} validation queries; "
+        "the initial prompt is returned"
     )
     return {
         "queries": list(queries),
         "rewards": values,
         "initial": initial,
         "best": best_value,
+        "margin": margin,
         "beat_initial": beat,
         "note": note,
     }

@@ -20,6 +20,7 @@ RESULT = {
         "initial": 3.9,
         "best": 3.9,
         "beat_initial": False,
+        "rewards": {"d1-0-0": 3.9, "d2-0-0": 3.85, "d2-0-1": None},
     },
 }
 
@@ -41,6 +42,7 @@ def test_the_summary_says_what_was_optimized_and_what_the_interval_means(tmp_pat
     assert "system prompt of the base model (local:qwen2.5-0.5b)" in text and "1 retrieved example" in text
     assert "no proposal beat the initial prompt on 3 validation queries" in text
     assert "both sides send the same requests" in text
+    assert "returned prompt 3.90, best proposal 3.85" in text
     assert "No difference measured between optimized and initial" in text and "holds 0" in text
     assert "Answers cut at max_tokens (graded cut): {'optimized': 2}" in text
     assert lines[-2].endswith(str(tmp_path / "run" / "report.html"))

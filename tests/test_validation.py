@@ -103,6 +103,31 @@ def test_the_initial_prompt_is_returned_when_no_proposal_beats_it(make_settings,
     assert {kind_of(c["prompt"]) for c in validated} == {"PLAIN", "OVERFIT"}
 
 
+@pytest.mark.parametrize(("margin", "modest_returned"), [(0.5, True), (1.0, False)])
+def test_a_proposal_must_lead_the_initial_prompt_by_more_than_the_margin(
+    make_settings, embedder: Embedder, margin: float, modest_returned: bool
+) -> None:
+    # MODEST leads the initial prompt by exactly 1.0 on validation (4 against 3)
+    settings = make_settings(
+        depth=2, beam_width=1, num_actions=1, validation=2, max_depth_increase=0, validation_margin=margin
+    )
+    model = ScriptedChatModel(responder=scripted_search(texts_of_validation(settings), ("MODEST",)))
+    result = run(settings, roles(model), embedder, f"margin-{margin}").result
+    validation = result["validation"]
+    assert validation["margin"] == margin and validation["initial"] == 3
+    assert max(validation["rewards"].values()) == 4  # the proposal was validated either way
+    assert validation["beat_initial"] is modest_returned
+    assert (kind_of(result["best_prompt"]) == "MODEST") is modest_returned
+    if not modest_returned:
+        assert result["best_prompt"] == INITIAL
+        assert validation["note"].startswith("no proposal beat the initial prompt by more than 1 on 2 validation")
+
+
+def test_a_margin_without_validation_queries_is_a_clear_error(make_settings) -> None:
+    with pytest.raises(Exception, match="search.validation_margin needs search.validation"):
+        make_settings(validation_margin=0.1)
+
+
 def test_identical_prompts_are_not_validated_twice(make_settings, embedder: Embedder) -> None:
     settings = make_settings(depth=3, beam_width=1, num_actions=1, validation=2, max_depth_increase=0)
     model = ScriptedChatModel(responder=scripted_search(texts_of_validation(settings), ("OVERFIT",)))

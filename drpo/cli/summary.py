@@ -11,9 +11,18 @@ import typer
 from drpo.cli.common import console, fmt, run_guarded
 from drpo.cli.options import RunsDirOption
 from drpo.errors import DrpoInputError
+from drpo.graph.state import ROOT_ID
 from drpo.settings import DEFAULT_RUNS_DIR
 
 PREVIEW = 300  # characters of the best prompt shown
+
+
+def _best_proposal(validation: dict[str, Any]) -> str:
+    """When the initial prompt is kept, the best proposal's validation reward shows by how much it lost."""
+    if validation["beat_initial"]:
+        return ""
+    proposals = [value for key, value in validation.get("rewards", {}).items() if key != ROOT_ID and value is not None]
+    return f", best proposal {fmt(max(proposals))}" if proposals else ""
 
 
 def summary_lines(
@@ -34,7 +43,7 @@ def summary_lines(
     if validation:
         lines.append(
             f"Selection: {validation['note']} (mean reward there: initial {fmt(validation['initial'])}, "
-            f"returned prompt {fmt(validation['best'])})."
+            f"returned prompt {fmt(validation['best'])}{_best_proposal(validation)})."
         )
     prompt = result["best_prompt"]
     shown = prompt if len(prompt) <= PREVIEW else prompt[:PREVIEW].rstrip() + "..."
