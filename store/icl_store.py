@@ -150,7 +150,7 @@ class IclStore:
     def nearest_ids(self, query: str, k: int, embedding: list[float] | None = None) -> list[str]:
         """Ids of the ``k`` examples whose queries are most similar to ``query``, nearest first
         (``embedding``: the query's, when already computed)."""
-        if k <= 0 or self.count() == 0:
+        if k <= 0:
             return []
         vectors = [embedding] if embedding is not None else self._embedder.embed([query])
         return self.nearest_ids_many(vectors, k)[0]
