@@ -147,3 +147,57 @@ def test_the_first_depth_does_not_wait_for_chroma(
     assert answered.is_set()
     assert held["best_prompt"] == unhindered["best_prompt"]
     assert held["depths"] == unhindered["depths"]  # same candidates, rewards and beams (aspects came from the cache)
+
+
+def test_what_a_new_runs_first_answers_need_imports_no_langgraph_or_chroma() -> None:
+    """A new run's first answers go out before the graph is built, so the modules they need must not
+    import LangGraph (or Chroma), or the import would come first again."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import drpo.run.driver, drpo.run.services, drpo.run.first_answers\n"
+        "print('LOADED', sorted({n.split('.')[0] for n in sys.modules} & {'langgraph', 'chromadb'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
+
+
+def test_a_new_runs_first_answer_goes_out_before_the_graph_opens(
+    make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a warm store the first depth's answer is asked before the graph is opened; the generate node
+    then reads it from the journal: no request is made twice and the search is the same."""
+    from collections import Counter
+
+    import drpo.run.driver as driver_module
+    from support.responder import respond, task_of
+    from support.runs import roles, run
+    from support.scripted import ScriptedChatModel
+
+    settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
+    unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
+    answered = threading.Event()
+
+    def responder(text: str, sample: int) -> str:
+        if task_of(text) == "answer":
+            answered.set()
+        return respond(text, sample)
+
+    seen_before_graph: list[bool] = []
+    real_open_graph = driver_module.open_graph
+
+    def open_graph_after_a_moment(*args: object, **kwargs: object) -> object:
+        seen_before_graph.append(answered.wait(10))
+        return real_open_graph(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(driver_module, "open_graph", open_graph_after_a_moment)
+    model = ScriptedChatModel(responder=responder)
+    early = run(settings, roles(model), embedder, "early").result
+    assert seen_before_graph == [True]
+    answers = Counter(text for text in model.finished if task_of(text) == "answer")
+    assert max(answers.values()) == 1  # the node read the early reply from the journal, it did not ask again
+    assert early["depths"] == unhindered["depths"] and early["best_prompt"] == unhindered["best_prompt"]
+    assert early["usage"] == {role: unhindered["usage"][role] for role in early["usage"]}
