@@ -10,7 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
 
 from drpo.background import Background
 from drpo.eval.queries import EvalQuery
@@ -25,9 +28,6 @@ from drpo.store.icl_store import IclExample, IclStore, exact_nearest_ids
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
 from drpo.store.server_features import ServerFeatures
-
-if TYPE_CHECKING:  # LangGraph is imported by the graph, not here: building services must not wait for it
-    from langgraph.runtime import Runtime
 
 
 @dataclass
@@ -118,41 +118,23 @@ class Services:
         already holds (compared exactly), so the first requests do not wait for Chroma, which opens
         beside them; every later depth asks the collection."""
         k = self.settings.search.icl_k
-        vectors = self._cached_example_vectors() if depth == 1 else None
-        if vectors is not None:
-            return exact_nearest_ids(self.query_embedding(query_id), vectors, k)
+        if depth == 1 and self._retrieves_from_own_examples() and self.embedding_cache is not None:
+            texts = [example.query for example in self.icl_examples]
+            cached = self.embedding_cache.get_many(self.embedder.name, texts)
+            if texts and len(cached) == len(set(texts)):
+                vectors = {example.id: cached[example.query] for example in self.icl_examples}
+                return exact_nearest_ids(self.query_embedding(query_id), vectors, k)
         return self.icl_store.nearest_ids(self.query_text(query_id), k, self.query_embedding(query_id))
-
-    def _cached_example_vectors(self) -> dict[str, list[float]] | None:
-        """Example id -> vector, when the run retrieves from its own examples and the embedding cache
-        holds every one of them (None otherwise)."""
-        if not self._retrieves_from_own_examples() or self.embedding_cache is None:
-            return None
-        texts = [example.query for example in self.icl_examples]
-        cached = self.embedding_cache.get_many(self.embedder.name, texts)
-        if not texts or len(cached) < len(set(texts)):
-            return None
-        return {example.id: cached[example.query] for example in self.icl_examples}
-
-    def first_depth_ready_without_models(self) -> bool:
-        """Whether the first depth's examples can be retrieved with no embedding model and no Chroma: every
-        example's and every reachable query's vector is cached (a store used before by the same seeds)."""
-        if self._cached_example_vectors() is None or self.embedding_cache is None:
-            return False
-        texts = {self.query_text(query_id) for query_id in self._reachable_queries()}
-        return len(self.embedding_cache.get_many(self.embedder.name, list(texts))) == len(texts)
-
-    def _reachable_queries(self) -> list[str]:
-        search = self.settings.search
-        reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
-        return [*self.seed_order[:reach], *self.validation_order]
 
     def query_embedding(self, query_id: str) -> list[float]:
         """The query's embedding. The first request embeds every query the search can reach in one
         batch, which keeps per-depth retrieval off the model-free critical path."""
         with self._embedding_lock:
             if query_id not in self._query_embeddings:
-                planned = [qid for qid in self._reachable_queries() if qid not in self._query_embeddings]
+                search = self.settings.search
+                reach = (search.depth + search.max_depth_increase) * search.queries_per_depth
+                reachable = [*self.seed_order[:reach], *self.validation_order]
+                planned = [qid for qid in reachable if qid not in self._query_embeddings]
                 batch = planned if query_id in planned else [query_id]
                 vectors = self.embedder.embed([self.query_text(qid) for qid in batch])
                 self._query_embeddings.update(zip(batch, vectors, strict=True))
@@ -198,7 +180,5 @@ def services_of(runtime: Runtime[DrpoContext]) -> Services:
         return services
     if _fallback_factory is None:
         raise RuntimeError("no drpo services: invoke the graph with context=DrpoContext(services=...)")
-    from langgraph.config import get_config
-
     thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
     return _fallback_factory(thread_id)

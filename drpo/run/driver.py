@@ -7,19 +7,20 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import Command
 
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
 from drpo.graph.review import ReviewSummary, parse_decisions
 from drpo.nodes.stalls import redispatch_node
 from drpo.run.eval_systems import build_eval_resources, preflight_eval
-from drpo.run.first_answers import ask_first_answers
 from drpo.run.opening import (
     at_review_point,
     check_inputs_unchanged,
@@ -38,9 +39,6 @@ from drpo.store.redaction import RedactingFilter
 from drpo.store.run_dir import RunDir, atomic_write_text, ensure_runs_dir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
 from drpo.store.seeds import held_out_records
-
-if TYPE_CHECKING:  # LangGraph is imported when the graph opens, after a new run's first requests are out
-    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 ReviewCallback = Callable[[ReviewSummary], Any]
@@ -73,7 +71,6 @@ class DriveRequest:
     embedder: Embedder | None = None
     decision: Any = None
     on_review: ReviewCallback | None = None
-    new_run: bool = False  # just recorded, nothing checkpointed: its first answers can go out before the graph opens
 
 
 class _BestEffortFileHandler(logging.FileHandler):
@@ -228,19 +225,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
     services: Services | None = None
     started = False
     log = logging.getLogger("drpo.run")
-    early = request.new_run and request.kind == "prompt"
-    with _run_logging(run_dir), ExitStack() as graph_scope:
-        if not early:  # a damaged checkpoint file of an existing run is reported before the run is touched
-            graph, config = graph_scope.enter_context(open_graph(request.kind, settings, run_dir, request.checkpointer))
+    with _run_logging(run_dir), open_graph(request.kind, settings, run_dir, request.checkpointer) as (graph, config):
         try:
-            if early:
-                services = build_services(settings, run_dir, request.models, request.embedder)
-                run_dir.write_status("running")
-                started = True
-                ask_first_answers(services)  # LangGraph's import and the graph's compilation overlap them
-                graph, config = graph_scope.enter_context(
-                    open_graph(request.kind, settings, run_dir, request.checkpointer)
-                )
             review = pending_review_of(graph, config)
             snapshot = graph.get_state(config)
             edited = review is None and at_review_point(settings, snapshot)
@@ -250,18 +236,15 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 _checked_decision(review or {"beam": snapshot.values["beam"]}, decision)
             elif review is not None and on_review is None:
                 return _waiting(run_dir, review)
-            if services is None:
-                # services first: a damaged journal stops the run here, before its status says running
-                services = build_services(settings, run_dir, request.models, request.embedder)
-                run_dir.write_status("running")
-                started = True
+            # services first: a damaged journal stops the run here, before its status says running
+            services = build_services(settings, run_dir, request.models, request.embedder)
+            run_dir.write_status("running")
+            started = True
             if request.kind == "eval":
                 services.evaluation = build_eval_resources(settings, services, request.models or {})
             elif request.kind == "prompt" and request.on_progress is not None:
                 services.planned_calls = planned_calls(settings)
             services.start_warm_up()  # Chroma and the embeddings load while the first requests go out
-            from langgraph.types import Command
-
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam
                 _stream(graph, None, config, services, request.on_progress)
@@ -381,9 +364,7 @@ def optimize(
             run_dir.held_out, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         )
     return drive(
-        DriveRequest(
-            kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review, new_run=True
-        )
+        DriveRequest(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
     )
 
 
