@@ -24,7 +24,7 @@ from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
-from drpo.store.icl_store import IclExample, IclStore, exact_nearest_ids
+from drpo.store.icl_store import IclExample, IclStore
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
 from drpo.store.server_features import ServerFeatures
@@ -80,12 +80,10 @@ class Services:
 
     @property
     def icl_store(self) -> IclStore:
-        self.stats.request_sent.set()  # needed now: the warm-up must not wait for a first request
         return self.stores.get().store
 
     @property
     def chroma_client(self) -> Any:
-        self.stats.request_sent.set()
         return self.stores.get().client
 
     def start_warm_up(self) -> None:
@@ -98,33 +96,6 @@ class Services:
 
     def query_text(self, query_id: str) -> str:
         return self.seeds[query_id].text
-
-    def _retrieves_from_own_examples(self) -> bool:
-        """The run's collection is the one built from its own examples (not a named one such as an ICL
-        run's), so the examples in memory are exactly the collection's content."""
-        return self.settings.icl_collection is None
-
-    def examples(self, ids: list[str]) -> list[IclExample]:
-        """Examples by id: from memory when the collection holds exactly the run's examples (no wait for
-        Chroma to open, no read on the path between model calls), else from the collection."""
-        if self._retrieves_from_own_examples():
-            by_id = {example.id: example for example in self.icl_examples}
-            if all(item_id in by_id for item_id in ids):
-                return [by_id[item_id] for item_id in ids]
-        return self.icl_store.get(ids)
-
-    def nearest_example_ids(self, query_id: str, depth: int) -> list[str]:
-        """The query's K nearest example ids. The first depth's come from the vectors the embedding cache
-        already holds (compared exactly), so the first requests do not wait for Chroma, which opens
-        beside them; every later depth asks the collection."""
-        k = self.settings.search.icl_k
-        if depth == 1 and self._retrieves_from_own_examples() and self.embedding_cache is not None:
-            texts = [example.query for example in self.icl_examples]
-            cached = self.embedding_cache.get_many(self.embedder.name, texts)
-            if texts and len(cached) == len(set(texts)):
-                vectors = {example.id: cached[example.query] for example in self.icl_examples}
-                return exact_nearest_ids(self.query_embedding(query_id), vectors, k)
-        return self.icl_store.nearest_ids(self.query_text(query_id), k, self.query_embedding(query_id))
 
     def query_embedding(self, query_id: str) -> list[float]:
         """The query's embedding. The first request embeds every query the search can reach in one
@@ -141,7 +112,6 @@ class Services:
             return self._query_embeddings[query_id]
 
     def close(self) -> None:
-        self.stats.request_sent.set()  # a warm-up still waiting for a first request goes on and ends
         self.stores.wait()
         if self.n_decision is not None:
             self.n_decision.wait()

@@ -11,14 +11,15 @@ from drpo.graph.context import DrpoContext, Services, services_of
 from drpo.graph.state import PreparePayload
 
 
-def retrieved_examples(services: Services, queries: list[str], depth: int) -> dict[str, list[str]]:
+def retrieved_examples(services: Services, queries: list[str]) -> dict[str, list[str]]:
     """Query id -> ids of its K nearest examples."""
-    return {query_id: services.nearest_example_ids(query_id, depth) for query_id in queries}
+    k = services.settings.search.icl_k
+    return {
+        query_id: services.icl_store.nearest_ids(services.query_text(query_id), k, services.query_embedding(query_id))
+        for query_id in queries
+    }
 
 
 def retrieve_icl(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:
     payload = cast(PreparePayload, data)  # the payload of a Send (see missing_preparation)
-    return Command(
-        update={"icl": retrieved_examples(services_of(runtime), payload["queries"], payload["depth"])},
-        goto=payload["then"],
-    )
+    return Command(update={"icl": retrieved_examples(services_of(runtime), payload["queries"])}, goto=payload["then"])

@@ -28,23 +28,6 @@ def example_id(query: str) -> str:
     return "icl-" + hashlib.sha256(query.encode("utf-8")).hexdigest()[:12]
 
 
-def exact_nearest_ids(query_vector: list[float], example_vectors: dict[str, list[float]], k: int) -> list[str]:
-    """The ``k`` ids whose vectors are nearest ``query_vector`` by cosine distance (the collections'
-    space), nearest first, found by comparing with every vector: a run's first retrieval, made from
-    cached vectors while Chroma is still opening, returns what the collection's query would."""
-    import numpy as np
-
-    if k <= 0 or not example_vectors:
-        return []
-    ids = list(example_vectors)
-    matrix = np.asarray([example_vectors[item_id] for item_id in ids], dtype=np.float64)
-    query = np.asarray(query_vector, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
-    similarity = matrix @ query / np.where(norms == 0, 1.0, norms)
-    order = np.argsort(-similarity, kind="stable")[: min(k, len(ids))]
-    return [ids[index] for index in order]
-
-
 def collection_name_for(examples: list[IclExample], embedder_name: str, prefix: str = "drpo-icl") -> str:
     """A name that changes when the examples or the embedder change, so a stale index is never reused."""
     digest = hashlib.sha256()

@@ -60,24 +60,3 @@ def test_batched_retrieval_gives_each_thread_what_the_store_gives_it(tmp_path: P
         thread.join()
     assert got == expected
     assert batched.queries == len(queries) and batched.batches < len(queries)  # some queries shared a batch
-
-
-def test_exact_search_over_cached_vectors_returns_what_the_collection_returns(
-    tmp_path: Path, embedder: Embedder
-) -> None:
-    """A run's first depth retrieves from cached vectors while Chroma opens; later depths ask Chroma. Both
-    must give the same examples in the same order, or the first depth's answers depend on timing."""
-    from drpo.store.icl_store import exact_nearest_ids
-    from drpo.store.seeds import default_seed_queries
-
-    examples = default_icl_examples()
-    store = IclStore(open_chroma_client(tmp_path), collection_name_for(examples, embedder.name), embedder)
-    store.ensure(examples)
-    vectors = dict(zip([e.id for e in examples], embedder.embed([e.query for e in examples]), strict=True))
-    queries = [seed.text for seed in default_seed_queries()]
-    assert len(queries) >= 40
-    for query, query_vector in zip(queries, embedder.embed(queries), strict=True):
-        for k in (1, 2, 4):
-            assert exact_nearest_ids(query_vector, vectors, k) == store.nearest_ids(query, k, query_vector), (query, k)
-    assert exact_nearest_ids(vectors[examples[0].id], vectors, 0) == []
-    assert exact_nearest_ids(vectors[examples[0].id], vectors, 1) == [examples[0].id]

@@ -113,37 +113,3 @@ def test_help_and_argument_parsing_import_no_heavy_library(command: list[str]) -
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
-
-
-def test_the_first_depth_does_not_wait_for_chroma(
-    make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On a warm store the first depth's examples come from cached vectors: its first answer is asked
-    while Chroma is still opening (held here until that answer arrives), and the run's result is the
-    same as when Chroma opened at once."""
-    import drpo.run.services as services_module
-    from support.responder import respond, task_of
-    from support.runs import roles, run
-    from support.scripted import ScriptedChatModel
-
-    settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
-    unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
-    answered = threading.Event()
-
-    def responder(text: str, sample: int) -> str:
-        if task_of(text) == "answer":
-            answered.set()
-        return respond(text, sample)
-
-    real_open = services_module.open_icl_stores
-
-    def open_after_the_first_answer(*args: object) -> object:
-        if not answered.wait(30):
-            raise AssertionError("the first answer waited for Chroma to open")
-        return real_open(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(services_module, "open_icl_stores", open_after_the_first_answer)
-    held = run(settings, roles(ScriptedChatModel(responder=responder)), embedder, "held").result
-    assert answered.is_set()
-    assert held["best_prompt"] == unhindered["best_prompt"]
-    assert held["depths"] == unhindered["depths"]  # same candidates, rewards and beams (aspects came from the cache)

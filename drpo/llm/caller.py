@@ -63,9 +63,6 @@ class CallStats:
     cache_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # set when the run's first journaled request leaves: start-up work that can wait (opening Chroma)
-    # waits for it, so it does not compete with the first request for the interpreter
-    request_sent: threading.Event = field(default_factory=threading.Event)
 
 
 def _serialize(request: list[BaseMessage] | str) -> Any:
@@ -288,7 +285,6 @@ class RoleCaller:
             def timed() -> dict[str, Any]:
                 """The request itself, timed without the wait for a concurrency slot or a rate limit."""
                 started = time.monotonic()
-                deps.stats.request_sent.set()
                 reply = send(kwargs)
                 timing["seconds"] = time.monotonic() - started
                 return reply

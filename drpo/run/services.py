@@ -120,9 +120,6 @@ def preflight(
         connect(settings.checkpointer).close()
 
 
-WARM_UP_WAIT_SECONDS = 5.0  # the longest the warm-up waits for the first request before opening Chroma
-
-
 def open_journal(settings: Settings, run_dir: RunDir) -> CallJournal:
     """The run's call journal: beside the checkpoints (Postgres) or in the run directory (SQLite)."""
     if settings.uses_postgres():
@@ -150,9 +147,6 @@ def build_services(
     server_client = chroma_client_for(settings.chroma_url, store_dir) if settings.chroma_url else None
 
     def warm_up() -> IclStores:
-        # after the first request has left (or when something needs the store, see Services.icl_store):
-        # importing and opening Chroma would otherwise hold the interpreter while that request is built
-        stats.request_sent.wait(WARM_UP_WAIT_SECONDS)
         opened = open_icl_stores(settings, examples, embedder, server_client)
         services.embed_reachable_queries()
         return opened
