@@ -135,8 +135,11 @@ class IclStore:
         (``embedding``: the query's, when already computed)."""
         if k <= 0:
             return []
-        vectors = [embedding] if embedding is not None else self._embedder.embed([query])
-        return self.nearest_ids_many(vectors, k)[0]
+        if embedding is None:
+            if self.count() == 0:  # nothing to find: do not load the embedding model for it
+                return []
+            embedding = self._embedder.embed([query])[0]
+        return self.nearest_ids_many([embedding], k)[0]
 
     def nearest_ids_many(self, embeddings: list[list[float]], k: int) -> list[list[str]]:
         """The ``k`` nearest ids for each of several query embeddings, in one Chroma query."""

@@ -60,3 +60,10 @@ def test_batched_retrieval_gives_each_thread_what_the_store_gives_it(tmp_path: P
         thread.join()
     assert got == expected
     assert batched.queries == len(queries) and batched.batches < len(queries)  # some queries shared a batch
+
+
+def test_an_empty_collection_answers_without_loading_the_embedding_model(tmp_path: Path) -> None:
+    cold = Embedder("packaged:all-minilm-l6-v2")  # nothing loaded yet
+    store = IclStore(open_chroma_client(tmp_path), "empty", cold)
+    assert store.nearest_ids("Any question at all", 2) == []
+    assert not cold.model_loaded
