@@ -90,7 +90,7 @@ def validate(state: PromptOptState, runtime: Runtime[DrpoContext]) -> dict[str, 
     return reuse_identical_prompts(state)
 
 
-def rank_on_validation(state: PromptOptState, pool: list[str], margin: float = 0.0) -> list[ValidationEntry]:
+def rank_on_validation(state: PromptOptState, pool: list[str], margin: float) -> list[ValidationEntry]:
     """Best first: higher validation reward, the initial prompt's counted ``margin`` higher (so a proposal
     replaces it only by leading by more than the margin, and the order stays transitive); ties go to the
     earlier candidate (older depth, then pool order), so a proposal must beat the incumbent, not equal it.
@@ -132,7 +132,7 @@ def select_on_validation(state: PromptOptState, runtime: Runtime[DrpoContext]) -
     return {"beam": beam, "validated": {str(state["depth"]): ranked}}
 
 
-def validation_summary(state: PromptOptState, margin: float = 0.0) -> dict[str, Any] | None:
+def validation_summary(state: PromptOptState, margin: float) -> dict[str, Any] | None:
     """What result.json reports about validation: the queries, every validated candidate's value, the
     margin, and whether any proposal beat the initial prompt by it (None when validation is off)."""
     queries = state.get("validation_queries", [])
