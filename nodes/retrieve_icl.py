@@ -12,12 +12,14 @@ from drpo.graph.state import PreparePayload
 
 
 def retrieved_examples(services: Services, queries: list[str]) -> dict[str, list[str]]:
-    """Query id -> ids of its K nearest examples."""
-    k = services.settings.search.icl_k
-    return {
-        query_id: services.icl_store.nearest_ids(services.query_text(query_id), k, services.query_embedding(query_id))
-        for query_id in queries
-    }
+    """Query id -> ids of its K nearest examples, found in one Chroma query. The examples' texts are read
+    into the store's memory here too: this node runs ahead of the generation that shows them, so the
+    answers' requests never wait for a Chroma read."""
+    store = services.icl_store
+    embeddings = [services.query_embedding(query_id) for query_id in queries]
+    nearest = store.nearest_ids_many(embeddings, services.settings.search.icl_k)
+    store.get([example_id for ids in nearest for example_id in ids])
+    return dict(zip(queries, nearest, strict=True))
 
 
 def retrieve_icl(data: Any, runtime: Runtime[DrpoContext]) -> Command[Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ class IclStore:
         )
         self.name = collection_name
         self._by_id: dict[str, IclExample] = {}
+        self._reading = threading.Lock()
 
     @classmethod
     def open_existing(cls, client: Any, collection_name: str, embedder: Embedder) -> IclStore:
@@ -99,6 +101,7 @@ class IclStore:
         store._collection = client.get_collection(name=collection_name, embedding_function=None)
         store.name = collection_name
         store._by_id = {}
+        store._reading = threading.Lock()
         return store
 
     def count(self) -> int:
@@ -109,13 +112,14 @@ class IclStore:
         if not examples:
             return
         extra = metadata or [{} for _ in examples]
-        self._by_id.clear()
         self._collection.upsert(
             ids=[example.id for example in examples],
             embeddings=self._embedder.embed([example.query for example in examples]),
             documents=[example.answer for example in examples],
             metadatas=[{**more, "query": example.query} for example, more in zip(examples, extra, strict=True)],
         )
+        with self._reading:  # after the upsert: a read racing it cannot leave an old text cached
+            self._by_id.clear()
 
     def metadata(self) -> list[dict[str, Any]]:
         """Every example's id, query, answer and provenance."""
@@ -154,12 +158,15 @@ class IclStore:
 
     def get(self, ids: list[str]) -> list[IclExample]:
         """Examples by id, in the order asked; each read from Chroma once (every candidate of a depth asks
-        for the same few, and a Chroma read costs milliseconds on the path between model calls)."""
-        wanted = [item_id for item_id in dict.fromkeys(ids) if item_id not in self._by_id]
-        if wanted:
-            found = self._collection.get(ids=wanted, include=["documents", "metadatas"])
-            for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True):
-                self._by_id[item_id] = IclExample(id=item_id, query=str(meta["query"]), answer=str(doc))
+        for the same few, and a Chroma read costs milliseconds on the path between model calls). Callers
+        that miss at the same moment wait for one read instead of each making their own."""
+        if any(item_id not in self._by_id for item_id in ids):
+            with self._reading:
+                wanted = [item_id for item_id in dict.fromkeys(ids) if item_id not in self._by_id]
+                if wanted:
+                    found = self._collection.get(ids=wanted, include=["documents", "metadatas"])
+                    for item_id, doc, meta in zip(found["ids"], found["documents"], found["metadatas"], strict=True):
+                        self._by_id[item_id] = IclExample(id=item_id, query=str(meta["query"]), answer=str(doc))
         missing = [item_id for item_id in ids if item_id not in self._by_id]
         if missing:
             raise KeyError(f"ICL examples missing from collection {self.name}: {missing}")

@@ -67,3 +67,35 @@ def test_an_empty_collection_answers_without_loading_the_embedding_model(tmp_pat
     store = IclStore(open_chroma_client(tmp_path), "empty", cold)
     assert store.nearest_ids("Any question at all", 2) == []
     assert not cold.model_loaded
+
+
+def test_readers_missing_the_same_examples_at_once_share_one_chroma_read(tmp_path: Path, embedder: Embedder) -> None:
+    import threading
+
+    examples = default_icl_examples()
+    store = IclStore(open_chroma_client(tmp_path), collection_name_for(examples, embedder.name), embedder)
+    store.ensure(examples)
+    wanted = [example.id for example in examples[:3]]
+    reads: list[list[str]] = []
+    collection_get = store._collection.get
+
+    def slow_get(*args: object, **kwargs: object) -> object:
+        reads.append(list(kwargs["ids"]))  # type: ignore[arg-type]
+        threading.Event().wait(0.05)  # every reader arrives while the first read is running
+        return collection_get(*args, **kwargs)
+
+    store._collection.get = slow_get
+    start = threading.Barrier(6)
+    got: list[list[str]] = []
+
+    def read() -> None:
+        start.wait()
+        got.append([example.answer for example in store.get(wanted)])
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert reads == [wanted]
+    assert got == [[example.answer for example in examples[:3]]] * 6

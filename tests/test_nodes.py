@@ -93,6 +93,27 @@ def test_retrieve_and_select_for_the_depths_queries(runtime: Runtime) -> None:
     assert list(ahead.update["aspects"]) == [services.seed_order[1]] and ahead.goto == "sample_queries"
 
 
+def test_retrieval_reads_the_examples_ahead_so_generation_never_waits_for_chroma(runtime: Runtime) -> None:
+    services = runtime.context.services
+    store = services.icl_store
+    queries = list(services.seed_order[:3])
+    expected = {qid: store.nearest_ids(services.query_text(qid), 2) for qid in queries}
+    retrieved = retrieve_icl({"depth": 2, "queries": queries, "then": "sample_queries"}, runtime).update["icl"]
+    assert retrieved == expected  # one batched Chroma query finds what one query per seed finds
+    reads: list[list[str]] = []
+    collection_get = store._collection.get
+
+    def counted_get(*args: object, **kwargs: object) -> object:
+        reads.append(list(kwargs.get("ids") or []))
+        return collection_get(*args, **kwargs)
+
+    store._collection.get = counted_get
+    for qid in queries:
+        payload = {"depth": 2, "candidate": ROOT_ID, "prompt": "Be kind.", "query": qid, "icl": retrieved[qid]}
+        assert generate(payload, runtime)["usage"]["base"]["calls"] == 1
+    assert reads == []  # the texts were read by retrieve_icl, off the path between model calls
+
+
 def test_generate_then_evaluate_one_branch(runtime: Runtime) -> None:
     services = runtime.context.services
     qid = services.seed_order[0]
