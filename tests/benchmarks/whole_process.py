@@ -15,7 +15,8 @@ For each: requests by role (from the server's log), whole-process wall time, tim
 first request, the search span (first request start to last reply end), time from the last reply to
 exit (the n probe, one request on a server not seen before, goes out beside start-up and is not the
 first search request), the critical-path bound (its requests times the latency) and the span's share of it. A last
-run at zero latency gives drpo's own time per request. The reference implementation's figures
+run at zero latency gives drpo's own time per request, and a minimal client replaying the warm run's rounds on
+the same server shows the span the server and the wire allow on their own. The reference implementation's figures
 (Singla17/DRPO, measured on this machine kind, ../shared/docs/drpo-reference.md) are printed above
 as the yardstick. Medians over ``--repeats`` runs.
 """
@@ -23,11 +24,13 @@ as the yardstick. Medians over ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ import yaml
 
 from support.cli import cli_env, fake_server_config
 from support.fake_openai import fake_server_process
+from support.responder import EVAL_TASK, TRANSITION_TASK
 
 REFERENCE = {"requests": 276, "wall": 66.7, "startup": 5.5, "exit": 1.35}
 TASK_ROLE = {"aspects": "aspect_selector", "answer": "base", "evaluate": "evaluator", "transition": "optimizer"}
@@ -88,6 +92,54 @@ def run_once(root: Path, name: str, latency: float, store: Path, use_n: bool | N
     )
 
 
+def logged_rounds(log: Path) -> list[list[str]]:
+    """The search's rounds in a run's request log: the tasks of requests that were in flight together."""
+    entries = sorted(
+        (entry for entry in map(json.loads, log.read_text().splitlines()) if entry.get("task") != "probe"),
+        key=lambda entry: entry["start"],
+    )
+    rounds: list[list[dict[str, Any]]] = []
+    for entry in entries:
+        if rounds and entry["start"] < max(other["end"] for other in rounds[-1]):
+            rounds[-1].append(entry)
+        else:
+            rounds.append([entry])
+    return [[str(entry.get("task", "answer")) for entry in group] for group in rounds]
+
+
+MINIMAL_BODY_TEXT = {  # the smallest prompts the fake server answers as each task (tests/support/responder.py)
+    "evaluate": f"{EVAL_TASK}\n<output>\nAn answer.\n</output>\n## Aspects to rate\n- Helpfulness: h\n- Clarity: c",
+    "transition": f"{TRANSITION_TASK}\n<current_system_prompt>\nYou are a helpful assistant.\n</current_system_prompt>",
+    "answer": "Explain recursion briefly.",
+}
+
+
+def minimal_client_span(root: Path, rounds: list[list[str]], latency: float) -> float:
+    """The same rounds, sent by about the smallest client there is (http.client, a thread per request, the
+    next round as soon as the last reply is read): the span the server and the wire allow on their own,
+    the floor any client meets on this server."""
+    log = root / f"minimal-{time.time_ns()}.requests.jsonl"
+    with fake_server_process(latency, log) as base_url:
+        host, port = base_url.split("//")[1].split("/")[0].split(":")
+
+        def send(task: str) -> None:
+            text = MINIMAL_BODY_TEXT.get(task, MINIMAL_BODY_TEXT["answer"])
+            body = json.dumps({"model": "m", "seed": 0, "messages": [{"role": "user", "content": text}]})
+            connection = http.client.HTTPConnection(host, int(port))
+            connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            connection.getresponse().read()
+            connection.close()
+
+        for tasks in rounds:
+            threads = [threading.Thread(target=send, args=(task,)) for task in tasks]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    return max(entry["end"] for entry in entries) - min(entry["start"] for entry in entries)
+
+
 def median_timing(timings: list[Timing]) -> dict[str, Any]:
     return {
         "wall": statistics.median(t.wall for t in timings),
@@ -134,6 +186,8 @@ def main() -> None:
             situations["n, warm store"].append(run_once(root, f"warm{repeat}", args.latency, cold, None, args.depth))
             situations["no n, warm"].append(run_once(root, f"non{repeat}", args.latency, cold, False, args.depth))
             zero.append(run_once(root, f"zero{repeat}", 0.0, cold, None, args.depth))
+        rounds = logged_rounds(root / "warm0.requests.jsonl")
+        floors = [minimal_client_span(root, rounds, args.latency) for _ in range(args.repeats)]
     shape = f"W=2 M=3 D={args.depth} K=2 I=0"
     print(f"latency {args.latency * 1000:.0f} ms per request; {shape}; medians of {args.repeats}")
     columns = ("reqs", 5), ("wall s", 7), ("first", 7), ("search", 7), ("exit", 6), ("bound", 6), ("share", 6)
@@ -151,6 +205,13 @@ def main() -> None:
     print(
         f"zero latency: whole process {zero_figures['wall']:.1f} s, search {zero_figures['span']:.2f} s "
         f"= {per_request:.1f} ms of drpo's own time per request (concurrency 8)"
+    )
+    floor = statistics.median(floors)
+    bound = critical_requests(figures["n, warm store"]["depths"]) * args.latency
+    print(
+        f"minimal client, the warm run's {len(rounds)} rounds on the same server: search {floor:.2f} s "
+        f"= {bound / floor:.0%} of the bound (what the server and the wire allow; drpo warm: "
+        f"{figures['n, warm store']['span']:.2f} s)"
     )
     print("same best prompt in every repeat: " + ", ".join(f"{k}: {v['same_result']}" for k, v in figures.items()))
     if args.json:
