@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from drpo.errors import DrpoInputError, ModelCallError, ProviderUnavailable
+from drpo.llm.request_threads import run_on_request_thread
 from drpo.store.redaction import redact
 
 log = logging.getLogger("drpo.calls")
@@ -120,7 +121,8 @@ def reply_shape_checked(openai_style: bool) -> Iterator[None]:
 def within_deadline(action: Callable[[], T], seconds: float) -> T:
     """``action``'s result, or DeadlineExceeded once ``seconds`` have passed. The HTTP client's timeout
     restarts with every byte, so a server that trickles one byte at a time would hold a call for ever;
-    the action runs on a daemon thread (with the caller's context) that is abandoned at the deadline."""
+    the action runs on a daemon thread (with the caller's context, one of the reused request threads) that is
+    abandoned at the deadline."""
     done = threading.Event()
     outcome: dict[str, Any] = {}
     context = contextvars.copy_context()
@@ -133,7 +135,7 @@ def within_deadline(action: Callable[[], T], seconds: float) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="drpo-request", daemon=True).start()
+    run_on_request_thread(run)
     if not done.wait(seconds):
         raise DeadlineExceeded(f"no complete reply within the {seconds:g} s deadline")
     if "error" in outcome:
