@@ -24,7 +24,7 @@ from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
 from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
-from drpo.store.icl_store import IclExample, IclStore
+from drpo.store.icl_store import IclExample, IclStore, exact_nearest_ids
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
 from drpo.store.server_features import ServerFeatures
@@ -54,7 +54,8 @@ class IclStores:
 class Services:
     """Models, stores and data one run uses. The ICL store opens, and the reachable seed queries are
     embedded, on a background thread (``start_warm_up``): the first depth's aspect selection needs
-    neither, so it does not wait for Chroma or the embedding model."""
+    neither, and on a warm store its examples come from cached vectors, so the first requests wait for
+    neither Chroma nor the embedding model."""
 
     settings: Settings
     run_dir: RunDir
@@ -96,6 +97,34 @@ class Services:
 
     def query_text(self, query_id: str) -> str:
         return self.seeds[query_id].text
+
+    def _collection_is_own_examples(self) -> bool:
+        """The run retrieves from the collection built from its own examples (not a named one, such as an
+        ICL run's), so the examples in memory are exactly the collection's content."""
+        return self.settings.icl_collection is None
+
+    def examples(self, ids: list[str]) -> list[IclExample]:
+        """Examples by id: from memory when the collection holds exactly the run's examples (no wait for
+        Chroma to open, no read on the path between model calls), else from the collection."""
+        if self._collection_is_own_examples():
+            by_id = {example.id: example for example in self.icl_examples}
+            if all(item_id in by_id for item_id in ids):
+                return [by_id[item_id] for item_id in ids]
+        return self.icl_store.get(ids)
+
+    def nearest_from_cached_vectors(self, query_ids: list[str]) -> dict[str, list[str]] | None:
+        """The queries' K nearest examples compared exactly against vectors the embedding cache already
+        holds, or None when any vector is missing (nothing here loads the embedding model or opens Chroma).
+        The first depth uses it, so the first requests do not wait for Chroma, which opens beside them."""
+        if not self._collection_is_own_examples() or self.embedding_cache is None or not self.icl_examples:
+            return None
+        texts = [example.query for example in self.icl_examples] + [self.query_text(qid) for qid in query_ids]
+        cached = self.embedding_cache.get_many(self.embedder.name, texts)
+        if any(text not in cached for text in texts):
+            return None
+        vectors = {example.id: cached[example.query] for example in self.icl_examples}
+        k = self.settings.search.icl_k
+        return {qid: exact_nearest_ids(cached[self.query_text(qid)], vectors, k) for qid in query_ids}
 
     def query_embedding(self, query_id: str) -> list[float]:
         """The query's embedding. The first request embeds every query the search can reach in one

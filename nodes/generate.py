@@ -16,7 +16,7 @@ from drpo.serve.formatter import clean_completion, format_base_input
 def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
     caller = services.callers["base"]
-    examples = services.icl_store.get(payload["icl"])
+    examples = services.examples(payload["icl"])
     query = services.query_text(payload["query"])
     base_input = format_base_input(payload["prompt"], examples, query, caller.spec.mode)
     request = list(base_input.messages) if base_input.mode == "chat" else base_input.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,23 @@ class IclExample:
 
 def example_id(query: str) -> str:
     return "icl-" + hashlib.sha256(query.encode("utf-8")).hexdigest()[:12]
+
+
+def exact_nearest_ids(query_vector: list[float], example_vectors: dict[str, list[float]], k: int) -> list[str]:
+    """The ``k`` ids whose vectors are nearest ``query_vector`` by cosine distance (the collections' space),
+    nearest first, found by comparing with every vector. A run's first retrieval is made this way from cached
+    vectors while Chroma is still opening; it must return what the collection's query returns (tested).
+    Plain Python: it runs beside Chroma's import, and must not import numpy on a second thread."""
+    if k <= 0 or not example_vectors:
+        return []
+    query_norm = math.sqrt(sum(value * value for value in query_vector)) or 1.0
+
+    def similarity(vector: list[float]) -> float:
+        norm = math.sqrt(sum(value * value for value in vector)) * query_norm
+        return sum(a * b for a, b in zip(vector, query_vector, strict=True)) / (norm or 1.0)
+
+    ranked = sorted(example_vectors, key=lambda item_id: -similarity(example_vectors[item_id]))
+    return ranked[:k]
 
 
 def collection_name_for(examples: list[IclExample], embedder_name: str, prefix: str = "drpo-icl") -> str:

@@ -99,3 +99,25 @@ def test_readers_missing_the_same_examples_at_once_share_one_chroma_read(tmp_pat
         thread.join()
     assert reads == [wanted]
     assert got == [[example.answer for example in examples[:3]]] * 6
+
+
+def test_exact_search_over_cached_vectors_returns_what_the_collection_returns(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    """A run's first depth retrieves from cached vectors while Chroma opens; later depths ask Chroma. Both
+    must give the same examples in the same order, or the first depth's answers would depend on the store."""
+    from drpo.store.icl_store import exact_nearest_ids
+    from drpo.store.seeds import default_seed_queries
+
+    examples = default_icl_examples()
+    store = IclStore(open_chroma_client(tmp_path), collection_name_for(examples, embedder.name), embedder)
+    store.ensure(examples)
+    vectors = dict(zip([e.id for e in examples], embedder.embed([e.query for e in examples]), strict=True))
+    queries = [seed.text for seed in default_seed_queries()]
+    assert len(queries) >= 40
+    for query, query_vector in zip(queries, embedder.embed(queries), strict=True):
+        for k in (1, 2, 4):
+            assert exact_nearest_ids(query_vector, vectors, k) == store.nearest_ids(query, k, query_vector), (query, k)
+    assert exact_nearest_ids(vectors[examples[0].id], vectors, 0) == []
+    assert exact_nearest_ids(vectors[examples[0].id], vectors, 1) == [examples[0].id]
+    assert exact_nearest_ids(vectors[examples[0].id], {}, 2) == []

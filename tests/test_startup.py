@@ -113,3 +113,87 @@ def test_help_and_argument_parsing_import_no_heavy_library(command: list[str]) -
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
+
+
+def test_the_first_depth_does_not_wait_for_chroma(
+    make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a warm store the first depth's examples come from cached vectors: its first answer is asked
+    while Chroma is still opening (held here until that answer arrives), and the run's result is the
+    same as when Chroma opened at once."""
+    import drpo.run.services as services_module
+    from support.responder import respond, task_of
+    from support.runs import roles, run
+    from support.scripted import ScriptedChatModel
+
+    settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
+    unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
+    answered = threading.Event()
+
+    def responder(text: str, sample: int) -> str:
+        if task_of(text) == "answer":
+            answered.set()
+        return respond(text, sample)
+
+    real_open = services_module.open_icl_stores
+
+    def open_after_the_first_answer(*args: object) -> object:
+        if not answered.wait(30):
+            raise AssertionError("the first answer waited for Chroma to open")
+        return real_open(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services_module, "open_icl_stores", open_after_the_first_answer)
+    held = run(settings, roles(ScriptedChatModel(responder=responder)), embedder, "held").result
+    assert answered.is_set()
+    assert held["best_prompt"] == unhindered["best_prompt"]
+    assert held["depths"] == unhindered["depths"]  # same candidates, rewards and beams
+
+
+RECORD_IMPORTS = r"""
+import os, sys, threading, time
+record = open(os.environ["IMPORT_LOG"], "a", buffering=1)
+
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        record.write(f"{time.monotonic()}\t{threading.current_thread().name}\t{name}\n")
+        return None
+
+sys.meta_path.insert(0, Recorder())
+sys.argv = ["drpo", *sys.argv[1:]]
+from drpo.cli.app import main
+main()
+"""
+
+
+def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path, embedder: Embedder) -> None:
+    """Python's imports are not safe against two threads importing parts of one package tree at once (each
+    can see the other's module half-initialized). On a warm store the first requests are built while the
+    warm-up thread imports Chroma, so everything those requests import lazily is imported before the run's
+    threads start (drpo.run.services.MODULES_USED_LAZILY). A new lazy import on the request path fails here."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from support.cli import cli_env
+
+    with FakeOpenAIServer() as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, max_depth_increase=0)
+        data = yaml.safe_load(config.read_text())
+        data["store_dir"] = str(tmp_path / "store")
+        config.write_text(yaml.safe_dump(data))
+        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs")})
+        assert optimize(settings, embedder=embedder).result is not None  # fills the store's embedding cache
+        log = tmp_path / "imports.tsv"
+        command = [sys.executable, "-c", RECORD_IMPORTS, "optimize", "--config", str(config)]
+        command += ["--runs-dir", str(tmp_path / "runs"), "--run-id", "recorded"]
+        done = subprocess.run(
+            command, env={**cli_env(), "IMPORT_LOG": str(log)}, capture_output=True, text=True, timeout=240, check=False
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [line.split("\t") for line in log.read_text().splitlines()]
+    warm_up = [float(at) for at, thread, _ in records if thread == "drpo-warm-up"]
+    assert any(name.startswith("chromadb") for _, thread, name in records if thread == "drpo-warm-up")
+    during = [(thread, name) for at, thread, name in records if warm_up[0] <= float(at) <= warm_up[-1]]
+    beside = [(thread, name) for thread, name in during if thread != "drpo-warm-up"]
+    assert beside == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 from typing import Any
@@ -120,6 +121,29 @@ def preflight(
         connect(settings.checkpointer).close()
 
 
+# Modules that a first model request (LangChain's callback set-up and message conversion) and the driver's
+# progress plan import on first use. They are imported on the calling thread before any of the run's threads
+# start, because the warm-up thread imports Chroma (and on a cold store torch) while the first requests are
+# built, and two threads importing at once can each see the other's module half-initialized. A test runs a
+# search with every import recorded and fails when a thread other than the warm-up imports during its import.
+MODULES_USED_LAZILY = (
+    "langchain_core.tracers.context",
+    "langchain_core.tracers.run_collector",
+    "langchain_core.tracers.stdout",
+    "langchain_core.messages.block_translators.langchain_v0",
+    "drpo.run.plan",
+)
+
+
+def import_lazily_used_modules() -> None:
+    """Import MODULES_USED_LAZILY now (one missing in another LangChain version is skipped: the test names it)."""
+    import importlib
+
+    for name in MODULES_USED_LAZILY:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(name)
+
+
 def open_journal(settings: Settings, run_dir: RunDir) -> CallJournal:
     """The run's call journal: beside the checkpoints (Postgres) or in the run directory (SQLite)."""
     if settings.uses_postgres():
@@ -183,6 +207,7 @@ def build_services(
             openai_style=openai_style,
             cache_responses=settings.caches_role(spec),
         )
+    import_lazily_used_modules()  # before the n probe's thread and the warm-up start
     optimizer = callers["optimizer"]
     server_features: ServerFeatures | None = None
     if "optimizer" not in models and settings.roles.optimizer.probes_n():
