@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from langgraph.config import get_config
@@ -103,11 +104,15 @@ class Services:
         ICL run's), so the examples in memory are exactly the collection's content."""
         return self.settings.icl_collection is None
 
+    @cached_property
+    def _examples_by_id(self) -> dict[str, IclExample]:
+        return {example.id: example for example in self.icl_examples}
+
     def examples(self, ids: list[str]) -> list[IclExample]:
         """Examples by id: from memory when the collection holds exactly the run's examples (no wait for
         Chroma to open, no read on the path between model calls), else from the collection."""
         if self._collection_is_own_examples():
-            by_id = {example.id: example for example in self.icl_examples}
+            by_id = self._examples_by_id
             if all(item_id in by_id for item_id in ids):
                 return [by_id[item_id] for item_id in ids]
         return self.icl_store.get(ids)

@@ -93,7 +93,7 @@ def test_retrieve_and_select_for_the_depths_queries(runtime: Runtime) -> None:
     assert list(ahead.update["aspects"]) == [services.seed_order[1]] and ahead.goto == "sample_queries"
 
 
-def test_retrieval_reads_the_examples_ahead_so_generation_never_waits_for_chroma(runtime: Runtime) -> None:
+def test_batched_retrieval_finds_what_one_query_each_finds_and_generation_reads_no_chroma(runtime: Runtime) -> None:
     services = runtime.context.services
     store = services.icl_store
     queries = list(services.seed_order[:3])
@@ -111,7 +111,7 @@ def test_retrieval_reads_the_examples_ahead_so_generation_never_waits_for_chroma
     for qid in queries:
         payload = {"depth": 2, "candidate": ROOT_ID, "prompt": "Be kind.", "query": qid, "icl": retrieved[qid]}
         assert generate(payload, runtime)["usage"]["base"]["calls"] == 1
-    assert reads == []  # the texts were read by retrieve_icl, off the path between model calls
+    assert reads == []  # the run's own examples come from memory, never from a Chroma read between calls
 
 
 def test_generate_then_evaluate_one_branch(runtime: Runtime) -> None:
