@@ -197,3 +197,6 @@ def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path
     during = [(thread, name) for at, thread, name in records if warm_up[0] <= float(at) <= warm_up[-1]]
     beside = [(thread, name) for thread, name in during if thread != "drpo-warm-up"]
     assert beside == []
+    # the search's requests go through drpo's own chat client: the openai SDK's half second is never spent
+    sdk = sorted({name for _, _, name in records if name.split(".")[0] in {"openai", "langchain_openai"}})
+    assert sdk == []

@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from drpo.background import Background
+from drpo.llm.chat_client import LeanRoute, reply_choices, reply_usage
 from drpo.llm.logprobs import TOP_LOGPROBS, DigitAlternatives, digit_alternatives
 from drpo.llm.pricing import BudgetGuard
 from drpo.llm.retry import RateLimiter, RetryPolicy, call_with_retries, reply_shape_checked, within_deadline
@@ -121,16 +122,21 @@ class RoleCaller:
         self,
         role: str,
         spec: RoleSpec,
-        model: BaseLanguageModel,
+        model: BaseLanguageModel | Callable[[], BaseLanguageModel],
         model_id: str,
         deps: CallerDeps,
         *,
         openai_style: bool,
         cache_responses: bool = False,
+        route: LeanRoute | None = None,
     ) -> None:
+        """``model`` may be a factory, built on first use: a role whose requests take ``route`` (drpo's own
+        chat client) needs its LangChain model only where it is handed on (an aligned model in evaluation)."""
         self.role = role
         self.spec = spec
-        self.model = model
+        self._model = model
+        self._model_lock = threading.Lock()
+        self.route = route
         self.model_id = model_id
         self._deps = deps
         self._openai_style = openai_style
@@ -138,8 +144,17 @@ class RoleCaller:
         self.n_decision: Background[bool] | None = None  # set when a probe decides n (drpo.llm.n_support)
 
     @property
+    def model(self) -> BaseLanguageModel:
+        """The role's LangChain model (built now if it was given as a factory)."""
+        if not isinstance(self._model, BaseLanguageModel):
+            with self._model_lock:
+                if not isinstance(self._model, BaseLanguageModel):
+                    self._model = self._model()
+        return self._model
+
+    @property
     def is_chat(self) -> bool:
-        return isinstance(self.model, BaseChatModel)
+        return self.route is not None or isinstance(self.model, BaseChatModel)
 
     def for_model(self, spec: RoleSpec, model: BaseLanguageModel, model_id: str, *, openai_style: bool) -> RoleCaller:
         """A caller of another model for the same role, sharing this run's journal, caps and accounting."""
@@ -228,22 +243,12 @@ class RoleCaller:
         key = self._key(request, (), schema, sample=0, n=count, **offset)
 
         def send(kwargs: dict[str, Any]) -> dict[str, Any]:
-            with reply_shape_checked(self._openai_style):
-                result = self.model.generate([request], **{**kwargs, "n": count})
-            generations = result.generations[0]
-            token_usage = (result.llm_output or {}).get("token_usage") or {}
-            usage = {
-                **empty_usage(),
-                "calls": 1,
-                "input_tokens": int(token_usage.get("prompt_tokens", 0)),
-                "output_tokens": int(token_usage.get("completion_tokens", 0)),
-            }
+            texts, truncated, counted = self._samples(request, {**kwargs, "n": count})
+            usage = {**empty_usage(), "calls": 1, **counted}
             return {
                 "role": self.role,
-                "texts": [redact_known(generation.text) for generation in generations],
-                "truncated": [
-                    (generation.generation_info or {}).get("finish_reason") == "length" for generation in generations
-                ],
+                "texts": [redact_known(text) for text in texts],
+                "truncated": truncated,
                 "usage": usage,
             }
 
@@ -257,6 +262,27 @@ class RoleCaller:
             )
             for index, text in enumerate(record["texts"][:count])
         ]
+
+    def _samples(
+        self, request: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> tuple[list[str], list[bool], dict[str, int]]:
+        """Every choice of one request with ``n``: texts, whether each was cut, input and output tokens."""
+        if self.route is not None:
+            reply = self.route.send(request, kwargs)
+            choices = reply_choices(reply)
+            counted = reply_usage(reply) or {}
+            tokens = {"input_tokens": counted.get("input_tokens", 0), "output_tokens": counted.get("output_tokens", 0)}
+            return [choice.text for choice in choices], [choice.finish_reason == "length" for choice in choices], tokens
+        with reply_shape_checked(self._openai_style):
+            result = self.model.generate([request], **kwargs)
+        generations = result.generations[0]
+        token_usage = (result.llm_output or {}).get("token_usage") or {}
+        tokens = {
+            "input_tokens": int(token_usage.get("prompt_tokens", 0)),
+            "output_tokens": int(token_usage.get("completion_tokens", 0)),
+        }
+        cut = [(generation.generation_info or {}).get("finish_reason") == "length" for generation in generations]
+        return [generation.text for generation in generations], cut, tokens
 
     def _journaled(
         self,
@@ -406,7 +432,17 @@ class RoleCaller:
         usage["calls"] = 1
         prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
         alternatives: list[DigitAlternatives] = []
-        if self.is_chat:
+        if self.route is not None and not isinstance(request, str):
+            reply = self.route.send(request, kwargs)
+            choice = reply_choices(reply)[0]
+            if kwargs.get("logprobs") and choice.logprobs is not None:
+                alternatives = digit_alternatives(choice.text, choice.logprobs.get("content") or [])
+            counted = reply_usage(reply)
+            if counted:
+                usage.update(counted)
+                return choice.text, usage, choice.finish_reason == "length", alternatives
+            text, truncated = choice.text, choice.finish_reason == "length"
+        elif self.is_chat:
             with reply_shape_checked(self._openai_style):
                 message = self.model.invoke(request, **kwargs)
             text = message.content if isinstance(message.content, str) else str(message.content)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.messages import HumanMessage
 
+from drpo.llm.chat_client import reply_choices
 from drpo.llm.retry import reply_shape_checked
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.store.server_features import ServerFeatures
@@ -23,20 +24,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FEATURE = "chat_n"
 PROBE_TEXT = "Reply with OK."
+REFUSED = {400, 422}  # a server that rejects ``n`` outright
 
 
 def probe_n(caller: RoleCaller) -> bool:
     """Ask for two one-token choices: True when two come back, False when one does or the server refuses
     ``n`` (400/422). Transport faults are retried like any call; one that never heals stops the run."""
-    import openai
+    probe = {"n": 2, "max_tokens": 1, "temperature": 1.0}
+    route = caller.route
 
     def ask() -> bool:
         try:
+            if route is not None:
+                return len(reply_choices(route.send([HumanMessage(content=PROBE_TEXT)], probe))) == 2
             with reply_shape_checked(openai_style=True):
-                result = caller.model.generate([[HumanMessage(content=PROBE_TEXT)]], n=2, max_tokens=1, temperature=1.0)
-        except (openai.BadRequestError, openai.UnprocessableEntityError):
-            return False
-        return len(result.generations[0]) == 2
+                result = caller.model.generate([[HumanMessage(content=PROBE_TEXT)]], **probe)
+            return len(result.generations[0]) == 2
+        except Exception as error:
+            if getattr(error, "status_code", None) in REFUSED:
+                return False
+            raise
 
     return caller.request(ask)
 

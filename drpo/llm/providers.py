@@ -1,4 +1,5 @@
-"""Role factory: a RoleSpec becomes a LangChain model (ChatOpenAI or OpenAI completions).
+"""Role factory: a RoleSpec becomes a LangChain model (ChatOpenAI or OpenAI completions), and for chat roles
+the route drpo's own lean client sends their requests by (``drpo.llm.chat_client``).
 
 The embedded local server, OpenAI, vLLM, Ollama and llama.cpp servers all go through the
 same OpenAI-compatible client, so switching providers changes configuration only.
@@ -12,6 +13,7 @@ from typing import Any
 from langchain_core.language_models import BaseLanguageModel
 
 from drpo.errors import DrpoInputError
+from drpo.llm.chat_client import OPENAI_BASE_URL, ChatCompletionsClient, LeanRoute, lean_client_unusable
 from drpo.llm.local_models import resolve_local_model
 from drpo.llm.local_server import LocalServerPool
 from drpo.llm.retry import RateLimiter
@@ -43,33 +45,50 @@ def _api_key(role: str, spec: RoleSpec) -> str:
     return value
 
 
+def _endpoint(role: str, spec: RoleSpec, pool: LocalServerPool) -> tuple[str | None, str, str]:
+    """Where a role's requests go: the server's base URL (None: the SDK's default), the model name, the key."""
+    if spec.provider == "local":
+        return pool.base_url_for(resolve_local_model(spec.model)), "local", "local"
+    return spec.base_url, spec.model, _api_key(role, spec)
+
+
+def _sampling(spec: RoleSpec) -> dict[str, Any]:
+    """The role's sampling parameters, as both clients send them."""
+    params: dict[str, Any] = {"temperature": spec.temperature, "max_tokens": spec.max_tokens}
+    if spec.frequency_penalty:
+        params["frequency_penalty"] = spec.frequency_penalty
+    return params
+
+
 def build_role_model(role: str, spec: RoleSpec, pool: LocalServerPool) -> BaseLanguageModel:
     """A LangChain model for one role."""
     from langchain_openai import ChatOpenAI, OpenAI
 
-    if spec.provider == "local":
-        base_url: str | None = pool.base_url_for(resolve_local_model(spec.model))
-        model_name = "local"
-        api_key = "local"
-    else:
-        base_url = spec.base_url
-        model_name = spec.model
-        api_key = _api_key(role, spec)
+    base_url, model_name, api_key = _endpoint(role, spec, pool)
     common: dict[str, Any] = {
         "model": model_name,
         "api_key": api_key,
-        "temperature": spec.temperature,
-        "max_tokens": spec.max_tokens,
+        **_sampling(spec),
         "timeout": spec.timeout,
         "max_retries": 0,  # drpo retries transient errors itself (drpo.llm.retry), counting them
     }
     if base_url:
         common["base_url"] = base_url
-    if spec.frequency_penalty:
-        common["frequency_penalty"] = spec.frequency_penalty
     if spec.mode == "completion":
         return OpenAI(**common)
     return ChatOpenAI(**common)
+
+
+def build_lean_route(role: str, spec: RoleSpec, pool: LocalServerPool) -> LeanRoute | None:
+    """The role's requests through drpo's own chat client, or None where ChatOpenAI must send them
+    (completion models; a proxy, tracing or OpenAI organisation settings: ``lean_client_unusable``)."""
+    if spec.mode != "chat":
+        return None
+    base_url, model_name, api_key = _endpoint(role, spec, pool)
+    if lean_client_unusable(base_url):
+        return None
+    client = ChatCompletionsClient(base_url or OPENAI_BASE_URL, api_key, spec.timeout)
+    return LeanRoute(client, model_name, _sampling(spec))
 
 
 def server_key(spec: RoleSpec) -> tuple[str, str]:

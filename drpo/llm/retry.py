@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,24 @@ class NoChoices(Exception):
     """A chat completion with no choice in it: a server fault, retried like a malformed body."""
 
 
+class ServerStatusError(Exception):
+    """A reply with an error status (4xx, 5xx); ``retry_after`` from the server's header when given."""
+
+    def __init__(self, status_code: int, message: str, retry_after: str | None = None) -> None:
+        super().__init__(f"Error code: {status_code} - {message}")
+        self.status_code = status_code
+        self.message = f"Error code: {status_code} - {message}"
+        self.retry_after = retry_after
+
+
+class ServerUnreachable(Exception):
+    """No reply at all: the connection was refused, reset or dropped before a whole reply arrived."""
+
+
+class ServerTimeout(ServerUnreachable):
+    """No byte from the server for the role's ``timeout``."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 4
@@ -47,21 +66,36 @@ class RetryPolicy:
 
 
 def _retry_after(error: Exception) -> float | None:
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    value = headers.get("retry-after")
+    value = getattr(error, "retry_after", None)  # drpo's chat client keeps the header itself
+    if value is None:
+        headers = getattr(getattr(error, "response", None), "headers", None)
+        value = headers.get("retry-after") if headers else None
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
+def _openai_sdk() -> Any:
+    """The openai module when something imported it (only then can an error be one of its own): importing it
+    here would cost half a second, on whichever thread fails first."""
+    return sys.modules.get("openai")
+
+
 def classify(error: Exception) -> str:
     """``transient``, ``fatal`` (cannot heal) or ``other`` (a bug or an unknown failure: not retried)."""
-    import openai
-
+    if isinstance(error, ServerUnreachable):
+        return "transient"  # a timeout too
+    if isinstance(error, ServerStatusError):
+        transient = error.status_code == 429 or error.status_code >= 500 or error.status_code in {408, 409}
+        return "transient" if transient else "fatal"
+    if isinstance(error, json.JSONDecodeError | NoChoices | DeadlineExceeded):
+        return "transient"  # a malformed body from the server
+    if isinstance(error, NotAChatCompletion):
+        return "fatal"
+    openai = _openai_sdk()
+    if openai is None:
+        return "other"
     if isinstance(error, openai.RateLimitError | openai.InternalServerError | openai.APIConnectionError):
         return "transient"  # APITimeoutError is an APIConnectionError
     if isinstance(error, openai.APIStatusError) and error.status_code in {408, 409, 502, 503, 504}:
@@ -75,18 +109,30 @@ def classify(error: Exception) -> str:
     return "other"
 
 
-def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
-    import openai
+STATUS_MEANINGS = {
+    401: "authentication failed",
+    403: "permission denied",
+    404: "model or endpoint not found",
+    400: "request rejected",
+}
 
+
+def describe_fatal(role: str, where: str, error: Exception) -> ModelCallError:
     kinds: list[tuple[type[Exception], str]] = [
-        (openai.AuthenticationError, "authentication failed"),
-        (openai.PermissionDeniedError, "permission denied"),
-        (openai.NotFoundError, "model or endpoint not found"),
-        (openai.BadRequestError, "request rejected"),
-        (openai.APIConnectionError, "cannot reach the server"),
+        (ServerUnreachable, "cannot reach the server"),
         (NotAChatCompletion, "the reply is not a chat completion (is base_url the API's /v1 address?)"),
     ]
+    if (openai := _openai_sdk()) is not None:
+        kinds += [
+            (openai.AuthenticationError, "authentication failed"),
+            (openai.PermissionDeniedError, "permission denied"),
+            (openai.NotFoundError, "model or endpoint not found"),
+            (openai.BadRequestError, "request rejected"),
+            (openai.APIConnectionError, "cannot reach the server"),
+        ]
     what = next((text for kind, text in kinds if isinstance(error, kind)), "provider error")
+    if isinstance(error, ServerStatusError):
+        what = STATUS_MEANINGS.get(error.status_code, what)
     status = getattr(error, "status_code", None)
     detail = getattr(error, "message", None) or str(error)
     code = f" ({status})" if status else ""
@@ -147,8 +193,6 @@ def call_with_retries(
     action: Callable[[], T], *, role: str, where: str, policy: RetryPolicy, on_retry: Callable[[], None]
 ) -> T:
     """Run ``action``; retry transient provider errors, fail fast on the rest."""
-    import openai
-
     attempt = 0
     while True:
         try:
@@ -160,7 +204,7 @@ def call_with_retries(
             if kind == "other":
                 raise
             if attempt >= policy.max_retries:
-                if isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError):
+                if never_connected(error):
                     raise describe_fatal(role, where, error) from None
                 raise describe_gave_up(role, where, error, attempt) from None
             delay = min(policy.max_delay, policy.base_delay * 2**attempt) * (0.5 + random.random() / 2)
@@ -171,6 +215,18 @@ def call_with_retries(
             on_retry()
             log.warning("role=%s transient %s; retry %d in %.2fs", role, type(error).__name__, attempt, delay)
             time.sleep(delay)
+
+
+def never_connected(error: Exception) -> bool:
+    """A connection failure other than a timeout: after every retry, the server is unreachable."""
+    if isinstance(error, ServerUnreachable):
+        return not isinstance(error, ServerTimeout)
+    openai = _openai_sdk()
+    return (
+        openai is not None
+        and isinstance(error, openai.APIConnectionError)
+        and not isinstance(error, openai.APITimeoutError)
+    )
 
 
 class RateLimiter:

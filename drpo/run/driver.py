@@ -237,7 +237,8 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
             elif review is not None and on_review is None:
                 return _waiting(run_dir, review)
             # services first: a damaged journal stops the run here, before its status says running
-            services = build_services(settings, run_dir, request.models, request.embedder)
+            eager = request.kind == "eval"  # only an evaluation hands role models on (aligned systems)
+            services = build_services(settings, run_dir, request.models, request.embedder, eager_models=eager)
             run_dir.write_status("running")
             started = True
             if request.kind == "eval":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
@@ -16,7 +17,14 @@ from drpo.llm.caller import CallerDeps, CallStats, RoleCaller
 from drpo.llm.local_server import LocalServerPool
 from drpo.llm.n_support import decide_n
 from drpo.llm.pricing import BudgetGuard
-from drpo.llm.providers import build_role_model, check_api_key, model_identity, server_key, shared_rate_limiters
+from drpo.llm.providers import (
+    build_lean_route,
+    build_role_model,
+    check_api_key,
+    model_identity,
+    server_key,
+    shared_rate_limiters,
+)
 from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.aspect_cache import AspectCache
 from drpo.store.call_journal import CallJournal
@@ -156,8 +164,16 @@ def build_services(
     run_dir: RunDir,
     models: dict[str, BaseLanguageModel] | None = None,
     embedder: Embedder | None = None,
+    *,
+    eager_models: bool = True,
 ) -> Services:
-    """Open stores and models for a run. ``models`` overrides roles with ready LangChain models."""
+    """Open stores and models for a run. ``models`` overrides roles with ready LangChain models.
+
+    With ``eager_models`` off, a role whose requests go through drpo's own chat client gets its LangChain
+    model only when something asks for it, which a prompt optimization never does: it then starts without
+    importing langchain-openai and the openai SDK (half a second). Runs that hand role models on (an
+    evaluation's aligned systems) keep them eager, so no model is built, and nothing imported, on a graph
+    thread beside the warm-up's imports."""
     models = models or {}
     unknown = {name for name in models if name not in ROLE_NAMES and not name.startswith("system:")}
     if unknown:
@@ -192,11 +208,15 @@ def build_services(
     for role in ROLE_NAMES:
         spec = settings.roles.get(role)
         role_deps = replace(deps, rate_limiter=limiters.get(server_key(spec)))
+        route = None
         if role in models:
             model, identity, openai_style = models[role], f"custom:{type(models[role]).__name__}", False
         else:
             assert pool is not None or spec.provider != "local"
-            model = build_role_model(role, spec, pool)  # type: ignore[arg-type]
+            route = build_lean_route(role, spec, pool)  # type: ignore[arg-type]
+            model = partial(build_role_model, role, spec, pool)
+            if route is None or eager_models:
+                model = model()
             identity, openai_style = model_identity(spec), True
         callers[role] = RoleCaller(
             role,
@@ -206,6 +226,7 @@ def build_services(
             role_deps,
             openai_style=openai_style,
             cache_responses=settings.caches_role(spec),
+            route=route,
         )
     import_lazily_used_modules()  # before the n probe's thread and the warm-up start
     optimizer = callers["optimizer"]
