@@ -11,10 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
-
-from langgraph.config import get_config
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Any
 
 from drpo.background import Background
 from drpo.eval.queries import EvalQuery
@@ -29,6 +26,9 @@ from drpo.store.icl_store import IclExample, IclStore, exact_nearest_ids
 from drpo.store.run_dir import RunDir
 from drpo.store.seeds import SeedQuery
 from drpo.store.server_features import ServerFeatures
+
+if TYPE_CHECKING:  # LangGraph is imported by the graph, not here: a new run's first answers do not wait for it
+    from langgraph.runtime import Runtime
 
 
 @dataclass
@@ -184,5 +184,7 @@ def services_of(runtime: Runtime[DrpoContext]) -> Services:
         return services
     if _fallback_factory is None:
         raise RuntimeError("no drpo services: invoke the graph with context=DrpoContext(services=...)")
+    from langgraph.config import get_config  # imported with the graph that is calling
+
     thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
     return _fallback_factory(thread_id)

@@ -9,19 +9,13 @@ from langgraph.runtime import Runtime
 from drpo.graph.context import DrpoContext, services_of
 from drpo.graph.progress import AnswerEvent, emit
 from drpo.graph.state import ROOT_ID, GeneratePayload, usage_update
+from drpo.nodes.answering import ask_base_model
 from drpo.scoring import verdict_key
-from drpo.serve.formatter import clean_completion, format_base_input
 
 
 def generate(payload: GeneratePayload, runtime: Runtime[DrpoContext]) -> dict[str, Any]:
     services = services_of(runtime)
-    caller = services.callers["base"]
-    examples = services.examples(payload["icl"])
-    query = services.query_text(payload["query"])
-    base_input = format_base_input(payload["prompt"], examples, query, caller.spec.mode)
-    request = list(base_input.messages) if base_input.mode == "chat" else base_input.text
-    call = caller.complete(request, stop=base_input.stop)
-    answer = clean_completion(call.text) if base_input.mode == "completion" else call.text.strip()
+    answer, call = ask_base_model(services, payload["prompt"], payload["query"], payload["icl"])
     answer_id = verdict_key(payload["candidate"], payload["query"])
     services.journal.put_answer(
         answer_id,

@@ -149,6 +149,7 @@ def test_the_first_depth_does_not_wait_for_chroma(
     assert held["depths"] == unhindered["depths"]  # same candidates, rewards and beams
 
 
+REQUEST_THREADS = ("drpo-first-answer", "drpo-n-probe", "drpo-request")
 RECORD_IMPORTS = r"""
 import os, sys, threading, time
 record = open(os.environ["IMPORT_LOG"], "a", buffering=1)
@@ -200,3 +201,62 @@ def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path
     # the search's requests go through drpo's own chat client: the openai SDK's half second is never spent
     sdk = sorted({name for _, _, name in records if name.split(".")[0] in {"openai", "langchain_openai"}})
     assert sdk == []
+    # threads that run while the main thread imports LangGraph (a new run's first answers, the n probe, their
+    # requests) must import nothing at all
+    requesting = sorted({(thread, name) for _, thread, name in records if thread.startswith(REQUEST_THREADS)})
+    assert requesting == []
+
+
+def test_what_a_new_runs_first_answers_need_imports_no_langgraph_or_chroma() -> None:
+    """A new run's first answers go out before the graph is built, so the modules they need must not import
+    LangGraph, Chroma, LangChain's model classes or the openai SDK, or those imports would come first again."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import drpo.run.driver, drpo.run.services, drpo.run.first_answers\n"
+        "heavy = {'langgraph', 'chromadb', 'openai', 'langchain_openai', 'langsmith'}\n"
+        "print('LOADED', sorted({n.split('.')[0] for n in sys.modules} & heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
+
+
+def test_a_new_runs_first_answer_goes_out_before_the_graph_opens(
+    make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a warm store the first depth's answers are asked before the graph is opened; the generate node
+    then reads them from the journal: no request is made twice and the search is the same."""
+    from collections import Counter
+
+    import drpo.run.driver as driver_module
+    from support.responder import respond, task_of
+    from support.runs import roles, run
+    from support.scripted import ScriptedChatModel
+
+    settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
+    unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
+    answered = threading.Event()
+
+    def responder(text: str, sample: int) -> str:
+        if task_of(text) == "answer":
+            answered.set()
+        return respond(text, sample)
+
+    seen_before_graph: list[bool] = []
+    real_open_graph = driver_module.open_graph
+
+    def open_graph_after_a_moment(*args: object, **kwargs: object) -> object:
+        seen_before_graph.append(answered.wait(10))
+        return real_open_graph(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(driver_module, "open_graph", open_graph_after_a_moment)
+    model = ScriptedChatModel(responder=responder)
+    early = run(settings, roles(model), embedder, "early").result
+    assert seen_before_graph == [True]
+    answers = Counter(text for text in model.finished if task_of(text) == "answer")
+    assert max(answers.values()) == 1  # the node read the early reply from the journal, it did not ask again
+    assert early["depths"] == unhindered["depths"] and early["best_prompt"] == unhindered["best_prompt"]
+    assert early["usage"] == {role: unhindered["usage"][role] for role in early["usage"]}

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from drpo.background import Background
@@ -28,6 +27,9 @@ from drpo.settings import RoleSpec
 from drpo.store.call_journal import CallJournal, call_key
 from drpo.store.redaction import redact_known
 from drpo.store.response_cache import ResponseCache
+
+if TYPE_CHECKING:  # the classes are looked up only for a model someone built, whose module is loaded by then
+    from langchain_core.language_models import BaseLanguageModel
 
 log = logging.getLogger("drpo.calls")
 T = TypeVar("T")
@@ -64,6 +66,11 @@ class CallStats:
     cache_hits: int = 0
     retries: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _is_model(value: object) -> bool:
+    """A LangChain model (runnables are callable too), not a factory of one."""
+    return hasattr(value, "invoke")
 
 
 def _serialize(request: list[BaseMessage] | str) -> Any:
@@ -134,7 +141,8 @@ class RoleCaller:
         chat client) needs its LangChain model only where it is handed on (an aligned model in evaluation)."""
         self.role = role
         self.spec = spec
-        self._model = model
+        self._model: BaseLanguageModel | None = None if callable(model) and not _is_model(model) else model
+        self._build_model = model
         self._model_lock = threading.Lock()
         self.route = route
         self.model_id = model_id
@@ -146,15 +154,19 @@ class RoleCaller:
     @property
     def model(self) -> BaseLanguageModel:
         """The role's LangChain model (built now if it was given as a factory)."""
-        if not isinstance(self._model, BaseLanguageModel):
+        if self._model is None:
             with self._model_lock:
-                if not isinstance(self._model, BaseLanguageModel):
-                    self._model = self._model()
+                if self._model is None:
+                    self._model = self._build_model()  # type: ignore[operator]
         return self._model
 
     @property
     def is_chat(self) -> bool:
-        return self.route is not None or isinstance(self.model, BaseChatModel)
+        if self.route is not None:
+            return True
+        from langchain_core.language_models import BaseChatModel  # loaded with the model's own class
+
+        return isinstance(self.model, BaseChatModel)
 
     def for_model(self, spec: RoleSpec, model: BaseLanguageModel, model_id: str, *, openai_style: bool) -> RoleCaller:
         """A caller of another model for the same role, sharing this run's journal, caps and accounting."""

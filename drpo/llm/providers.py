@@ -8,9 +8,7 @@ same OpenAI-compatible client, so switching providers changes configuration only
 from __future__ import annotations
 
 import os
-from typing import Any
-
-from langchain_core.language_models import BaseLanguageModel
+from typing import TYPE_CHECKING, Any
 
 from drpo.errors import DrpoInputError
 from drpo.llm.chat_client import OPENAI_BASE_URL, ChatCompletionsClient, LeanRoute, lean_client_unusable
@@ -19,6 +17,9 @@ from drpo.llm.local_server import LocalServerPool
 from drpo.llm.retry import RateLimiter
 from drpo.settings import ROLE_NAMES, RoleSpec, Settings
 from drpo.store.redaction import register_secret
+
+if TYPE_CHECKING:  # typing only: importing LangChain's model classes costs a third of a second
+    from langchain_core.language_models import BaseLanguageModel
 
 
 def model_identity(spec: RoleSpec) -> str:

@@ -7,20 +7,16 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-from langchain_core.language_models import BaseLanguageModel
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import Command
+from typing import TYPE_CHECKING, Any
 
 from drpo.errors import BudgetExhausted, DrpoInputError
 from drpo.graph.context import DrpoContext, Services
 from drpo.graph.review import ReviewSummary, parse_decisions
 from drpo.nodes.stalls import redispatch_node
-from drpo.run.eval_systems import build_eval_resources, preflight_eval
+from drpo.run.first_answers import ask_first_answers
 from drpo.run.opening import (
     at_review_point,
     check_inputs_unchanged,
@@ -29,7 +25,7 @@ from drpo.run.opening import (
     pending_review_of,
     record_run,
 )
-from drpo.run.services import build_services, held_out_seeds, preflight
+from drpo.run.services import build_services, held_out_seeds, import_lazily_used_modules, preflight
 from drpo.settings import ROLE_NAMES, Settings
 from drpo.store.embeddings import Embedder
 from drpo.store.files import is_writable_dir
@@ -39,6 +35,10 @@ from drpo.store.redaction import RedactingFilter
 from drpo.store.run_dir import RunDir, atomic_write_text, ensure_runs_dir, new_run_id, run_dir_for
 from drpo.store.run_lock import hold, run_lock_for
 from drpo.store.seeds import held_out_records
+
+if TYPE_CHECKING:  # LangGraph is imported when the graph opens, after a new run's first requests are out
+    from langchain_core.language_models import BaseLanguageModel
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 ReviewCallback = Callable[[ReviewSummary], Any]
@@ -71,6 +71,7 @@ class DriveRequest:
     embedder: Embedder | None = None
     decision: Any = None
     on_review: ReviewCallback | None = None
+    new_run: bool = False  # just recorded, nothing checkpointed: its first answers can go out before the graph opens
 
 
 class _BestEffortFileHandler(logging.FileHandler):
@@ -225,8 +226,19 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
     services: Services | None = None
     started = False
     log = logging.getLogger("drpo.run")
-    with _run_logging(run_dir), open_graph(request.kind, settings, run_dir, request.checkpointer) as (graph, config):
+    early = request.new_run and request.kind == "prompt"
+    with _run_logging(run_dir), ExitStack() as graph_scope:
+        if not early:  # a damaged checkpoint file of an existing run is reported before the run is touched
+            graph, config = graph_scope.enter_context(open_graph(request.kind, settings, run_dir, request.checkpointer))
         try:
+            if early:
+                services = build_services(settings, run_dir, request.models, request.embedder, eager_models=False)
+                run_dir.write_status("running")
+                started = True
+                ask_first_answers(services)  # LangGraph's import and the graph's compilation overlap them
+                graph, config = graph_scope.enter_context(
+                    open_graph(request.kind, settings, run_dir, request.checkpointer)
+                )
             review = pending_review_of(graph, config)
             snapshot = graph.get_state(config)
             edited = review is None and at_review_point(settings, snapshot)
@@ -236,16 +248,22 @@ def _drive_locked(request: DriveRequest) -> RunOutcome:
                 _checked_decision(review or {"beam": snapshot.values["beam"]}, decision)
             elif review is not None and on_review is None:
                 return _waiting(run_dir, review)
-            # services first: a damaged journal stops the run here, before its status says running
-            eager = request.kind == "eval"  # only an evaluation hands role models on (aligned systems)
-            services = build_services(settings, run_dir, request.models, request.embedder, eager_models=eager)
-            run_dir.write_status("running")
-            started = True
+            if services is None:
+                # services first: a damaged journal stops the run here, before its status says running
+                eager = request.kind == "eval"  # only an evaluation hands role models on (aligned systems)
+                services = build_services(settings, run_dir, request.models, request.embedder, eager_models=eager)
+                run_dir.write_status("running")
+                started = True
             if request.kind == "eval":
+                from drpo.run.eval_systems import build_eval_resources
+
                 services.evaluation = build_eval_resources(settings, services, request.models or {})
             elif request.kind == "prompt" and request.on_progress is not None:
                 services.planned_calls = planned_calls(settings)
+            import_lazily_used_modules()  # on this thread, before the warm-up imports beside the graph's threads
             services.start_warm_up()  # Chroma and the embeddings load while the first requests go out
+            from langgraph.types import Command
+
             graph_input: Any = None
             if decision is not None and review is None:  # edited since: the review node shows the new beam
                 _stream(graph, None, config, services, request.on_progress)
@@ -365,7 +383,9 @@ def optimize(
             run_dir.held_out, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         )
     return drive(
-        DriveRequest(kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review)
+        DriveRequest(
+            kind, settings, run_dir, models, on_progress, checkpointer, embedder, on_review=on_review, new_run=True
+        )
     )
 
 
@@ -378,6 +398,8 @@ def evaluate(
     embedder: Embedder | None = None,
 ) -> RunOutcome:
     """Evaluate ``settings.evaluation.systems`` side by side (the paper's protocol); resumable like any run."""
+    from drpo.run.eval_systems import preflight_eval
+
     preflight_eval(settings, models, embedder)
     settings, run_dir = _record_new_run(settings, "eval", models)
     return drive(DriveRequest("eval", settings, run_dir, models, on_progress, checkpointer, embedder))

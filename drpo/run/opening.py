@@ -11,20 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from typing import TYPE_CHECKING, Any
 
 from drpo.errors import DrpoInputError
-from drpo.graph.icl_graph import compile_icl_graph
-from drpo.graph.prompt_graph import compile_prompt_graph
 from drpo.graph.review import ReviewSummary
 from drpo.settings import Settings, is_postgres_dsn, settings_from_dict
-from drpo.store.checkpointer import close_checkpointer, open_checkpointer
 from drpo.store.files import DamagedRunFile
 from drpo.store.postgres import describe_dsn, load_run, save_run
 from drpo.store.run_dir import RunDir, require_kind, run_dir_for
 from drpo.store.sqlite_files import check_sqlite_file
+
+if TYPE_CHECKING:  # LangGraph is imported when a graph is opened: a new run's first requests do not wait for it
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 RUN_KINDS = ("prompt", "icl", "eval")
 
@@ -119,7 +117,13 @@ def compile_graph(kind: str, saver: BaseCheckpointSaver | None) -> Any:
         from drpo.graph.eval_graph import compile_eval_graph
 
         return compile_eval_graph(saver)
-    return compile_prompt_graph(saver) if kind == "prompt" else compile_icl_graph(saver)
+    if kind == "prompt":
+        from drpo.graph.prompt_graph import compile_prompt_graph
+
+        return compile_prompt_graph(saver)
+    from drpo.graph.icl_graph import compile_icl_graph
+
+    return compile_icl_graph(saver)
 
 
 @contextmanager
@@ -127,6 +131,8 @@ def open_graph(
     kind: str, settings: Settings, run_dir: RunDir, checkpointer: BaseCheckpointSaver | None = None
 ) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The compiled graph on the run's checkpointer (or the one given), and the run's config."""
+    from drpo.store.checkpointer import close_checkpointer, open_checkpointer
+
     saver = checkpointer or open_checkpointer(settings.checkpointer, run_dir.checkpoints)
     try:
         yield compile_graph(kind, saver), graph_config(settings, run_dir.run_id)

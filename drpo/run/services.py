@@ -6,9 +6,7 @@ import contextlib
 import threading
 from dataclasses import replace
 from functools import partial
-from typing import Any
-
-from langchain_core.language_models import BaseLanguageModel
+from typing import TYPE_CHECKING, Any
 
 from drpo.background import Background
 from drpo.errors import DrpoInputError
@@ -50,6 +48,9 @@ from drpo.store.seeds import (
     split_held_out,
 )
 from drpo.store.server_features import ServerFeatures
+
+if TYPE_CHECKING:  # typing only: importing LangChain's model classes costs a third of a second
+    from langchain_core.language_models import BaseLanguageModel
 
 
 def all_seeds(settings: Settings) -> list[SeedQuery]:
@@ -129,11 +130,13 @@ def preflight(
         connect(settings.checkpointer).close()
 
 
-# Modules that a first model request (LangChain's callback set-up and message conversion) and the driver's
-# progress plan import on first use. They are imported on the calling thread before any of the run's threads
-# start, because the warm-up thread imports Chroma (and on a cold store torch) while the first requests are
-# built, and two threads importing at once can each see the other's module half-initialized. A test runs a
-# search with every import recorded and fails when a thread other than the warm-up imports during its import.
+# Modules that a model request through LangChain (its callback set-up and message conversion) and the driver's
+# progress plan import on first use. Two threads importing at once can each see the other's module
+# half-initialized, so they are imported on the calling thread before any thread that may need them starts:
+# in build_services when a role goes through LangChain (the n probe's thread), and by the driver before the
+# warm-up thread imports Chroma (and on a cold store torch) beside the graph's threads. Requests through drpo's
+# own chat client import nothing, which lets a new run's first answers go out while LangGraph is imported.
+# A test records every import of a search and fails on an import beside the warm-up's or by a request thread.
 MODULES_USED_LAZILY = (
     "langchain_core.tracers.context",
     "langchain_core.tracers.run_collector",
@@ -228,7 +231,8 @@ def build_services(
             cache_responses=settings.caches_role(spec),
             route=route,
         )
-    import_lazily_used_modules()  # before the n probe's thread and the warm-up start
+    if any(caller.route is None for caller in callers.values()):
+        import_lazily_used_modules()  # LangChain's invoke imports them: before the n probe's thread starts
     optimizer = callers["optimizer"]
     server_features: ServerFeatures | None = None
     if "optimizer" not in models and settings.roles.optimizer.probes_n():
