@@ -156,7 +156,7 @@ record = open(os.environ["IMPORT_LOG"], "a", buffering=1)
 
 class Recorder:
     def find_spec(self, name, path=None, target=None):
-        record.write(f"{time.monotonic()}\t{threading.current_thread().name}\t{name}\n")
+        record.write(f"{time.time()}\t{threading.current_thread().name}\t{name}\n")
         return None
 
 sys.meta_path.insert(0, Recorder())
@@ -178,7 +178,8 @@ def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path
 
     from support.cli import cli_env
 
-    with FakeOpenAIServer() as server:
+    requests = tmp_path / "requests.jsonl"
+    with FakeOpenAIServer(log_path=requests) as server:
         config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, max_depth_increase=0)
         data = yaml.safe_load(config.read_text())
         data["store_dir"] = str(tmp_path / "store")
@@ -205,6 +206,13 @@ def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path
     # requests) must import nothing at all
     requesting = sorted({(thread, name) for _, thread, name in records if thread.startswith(REQUEST_THREADS)})
     assert requesting == []
+    # and the recorded run did ask its first answer before LangGraph's import was done (the prompt graph imports
+    # its nodes right after LangGraph)
+    graph_built = min(float(at) for at, _, name in records if name == "drpo.nodes.evaluate")
+    logged = [json.loads(line) for line in requests.read_text().splitlines()]
+    began = float(records[0][0])
+    answers = [entry["start"] for entry in logged if entry["task"] == "answer" and entry["start"] > began]
+    assert min(answers) < graph_built
 
 
 def test_what_a_new_runs_first_answers_need_imports_no_langgraph_or_chroma() -> None:
