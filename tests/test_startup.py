@@ -232,11 +232,12 @@ def test_what_a_new_runs_first_answers_need_imports_no_langgraph_or_chroma() -> 
     assert done.stdout.rsplit("LOADED", 1)[1].strip() == "[]"
 
 
-def test_a_new_runs_first_answer_goes_out_before_the_graph_opens(
+def test_a_new_runs_first_answers_and_verdicts_go_out_before_the_graph_opens(
     make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a warm store the first depth's answers are asked before the graph is opened; the generate node
-    then reads them from the journal: no request is made twice and the search is the same."""
+    """On a warm store (vectors and aspects cached) the first depth's answers and their verdicts are asked
+    before the graph is opened; the generate and evaluate nodes then read them from the journal: no request
+    is made twice and the search is the same."""
     from collections import Counter
 
     import drpo.run.driver as driver_module
@@ -246,25 +247,25 @@ def test_a_new_runs_first_answer_goes_out_before_the_graph_opens(
 
     settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
     unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
-    answered = threading.Event()
+    asked = {"answer": threading.Event(), "evaluate": threading.Event()}
 
     def responder(text: str, sample: int) -> str:
-        if task_of(text) == "answer":
-            answered.set()
+        if task_of(text) in asked:
+            asked[task_of(text)].set()
         return respond(text, sample)
 
     seen_before_graph: list[bool] = []
     real_open_graph = driver_module.open_graph
 
     def open_graph_after_a_moment(*args: object, **kwargs: object) -> object:
-        seen_before_graph.append(answered.wait(10))
+        seen_before_graph.append(all(event.wait(10) for event in asked.values()))
         return real_open_graph(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(driver_module, "open_graph", open_graph_after_a_moment)
     model = ScriptedChatModel(responder=responder)
     early = run(settings, roles(model), embedder, "early").result
     assert seen_before_graph == [True]
-    answers = Counter(text for text in model.finished if task_of(text) == "answer")
-    assert max(answers.values()) == 1  # the node read the early reply from the journal, it did not ask again
+    for task in asked:  # each node read the early reply from the journal, it did not ask again
+        assert max(Counter(text for text in model.finished if task_of(text) == task).values()) == 1
     assert early["depths"] == unhindered["depths"] and early["best_prompt"] == unhindered["best_prompt"]
     assert early["usage"] == {role: unhindered["usage"][role] for role in early["usage"]}

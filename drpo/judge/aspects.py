@@ -85,6 +85,13 @@ def selection_schema(known_only: bool) -> dict[str, Any]:
     return schema
 
 
+def cached_selection(cache: AspectCache, model_id: str, query: str, known_only: bool) -> dict[str, Any] | None:
+    """The cache's entry for the query's selection by this model under these rules, or None (also for an entry
+    in an older format, which is selected again and overwritten)."""
+    cached = cache.get(query, model_id, selection_fingerprint(known_only))
+    return cached if cached is not None and isinstance(cached.get("record"), dict) else None
+
+
 def select_aspects_for(
     caller: RoleCaller,
     cache: AspectCache,
@@ -99,9 +106,7 @@ def select_aspects_for(
     """One query's selection: cache, else the selector model, else the counted fallback. ``known_only``
     (``reward.new_aspects: false``) keeps the selection to the listed aspects."""
     fingerprint = selection_fingerprint(known_only)
-    cached = cache.get(query, caller.model_id, fingerprint)
-    if cached is not None and not isinstance(cached.get("record"), dict):
-        cached = None  # an entry in an older format: select again (and overwrite it)
+    cached = cached_selection(cache, caller.model_id, query, known_only)
     if cached is not None:
         # A selection made earlier by this same run (before a crash) still counts toward its usage,
         # so a resumed run reports what an unbroken run would.
