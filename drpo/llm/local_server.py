@@ -1,6 +1,6 @@
 """The embedded OpenAI-compatible llama.cpp server (xllamacpp), started in-process on loopback.
 
-Local roles reach it through the same ``ChatOpenAI`` path as any remote server; one server
+Local roles reach it through the same OpenAI-compatible client as any remote server; one server
 is shared by every role that uses the same GGUF file.
 """
 
