@@ -306,3 +306,36 @@ def test_with_tracing_on_every_role_goes_through_chat_openai(
     callers = services_for(tmp_path, "traced", embedder, eager_models=False).callers
     assert all(caller.route is None for caller in callers.values())
     assert all(caller.is_chat and caller._model is caller.model for caller in callers.values())  # built at once
+
+
+def test_a_role_on_the_lean_client_reads_usage_cut_replies_and_text_requests_as_before(tmp_path: Path) -> None:
+    """Through RoleCaller: a text request goes as one user message (as ChatOpenAI sends it), usage and
+    truncation come from the reply, and a reply without usage is estimated and counted as estimated."""
+    import threading as threads
+
+    from drpo.llm.caller import CallerDeps, CallStats, RoleCaller
+    from drpo.settings import RoleSpec
+    from drpo.store.call_journal import CallJournal
+
+    cut = {**COMPLETION, "choices": [{"index": 0, "message": {"content": "half"}, "finish_reason": "length"}]}
+    without_usage = {key: value for key, value in COMPLETION.items() if key != "usage"}
+    with serving(ok(cut), ok(without_usage)) as server:
+        deps = CallerDeps(
+            journal=CallJournal.sqlite(tmp_path / "journal.sqlite"),
+            limiter=threads.BoundedSemaphore(2),
+            stats=CallStats(),
+            seed=0,
+        )
+        route = LeanRoute(ChatCompletionsClient(server.base_url, "k", 30), "fake", {"temperature": 0.0})
+        caller = RoleCaller("base", RoleSpec(), lambda: None, "fake:m", deps, openai_style=True, route=route)
+        first = caller.complete("a plain text request")
+        second = caller.complete([HumanMessage("another")])
+    assert server.bodies[0]["messages"] == [{"content": "a plain text request", "role": "user"}]
+    assert (first.text, first.truncated, first.usage["input_tokens"], first.usage["output_tokens"]) == (
+        "half",
+        True,
+        7,
+        2,
+    )
+    assert second.text == "hi" and second.usage["estimated_calls"] == 1 and not second.truncated
+    assert caller._model is None  # ChatOpenAI was never needed

@@ -444,8 +444,9 @@ class RoleCaller:
         usage["calls"] = 1
         prompt_text = request if isinstance(request, str) else "\n".join(str(m.content) for m in request)
         alternatives: list[DigitAlternatives] = []
-        if self.route is not None and not isinstance(request, str):
-            reply = self.route.send(request, kwargs)
+        if self.route is not None:
+            messages = [HumanMessage(content=request)] if isinstance(request, str) else request  # as ChatOpenAI does
+            reply = self.route.send(messages, kwargs)
             choice = reply_choices(reply)[0]
             if kwargs.get("logprobs") and choice.logprobs is not None:
                 alternatives = digit_alternatives(choice.text, choice.logprobs.get("content") or [])
