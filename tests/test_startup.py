@@ -233,39 +233,67 @@ def test_what_a_new_runs_first_answers_need_imports_no_langgraph_or_chroma() -> 
 
 
 def test_a_new_runs_first_answers_and_verdicts_go_out_before_the_graph_opens(
-    make_settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a warm store (vectors and aspects cached) the first depth's answers and their verdicts are asked
     before the graph is opened; the generate and evaluate nodes then read them from the journal: no request
     is made twice and the search is the same."""
+    import time
     from collections import Counter
 
+    import yaml
+
     import drpo.run.driver as driver_module
-    from support.responder import respond, task_of
+
+    log = tmp_path / "requests.jsonl"
+
+    def logged() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    with FakeOpenAIServer(log_path=log) as server:
+        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, max_depth_increase=0)
+        data = yaml.safe_load(config.read_text())
+        data["store_dir"] = str(tmp_path / "store")
+        config.write_text(yaml.safe_dump(data))
+        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs")})
+        unhindered = optimize(settings, embedder=embedder).result  # fills the store: vectors, aspects
+        before = len(logged())
+        seen_before_graph: list[set[str]] = []
+        real_open_graph = driver_module.open_graph
+
+        def open_graph_after_the_first_rounds(*args: object, **kwargs: object) -> object:
+            waited = time.monotonic() + 10
+            while not {"answer", "evaluate"} <= {entry["task"] for entry in logged()[before:]}:
+                if time.monotonic() > waited:
+                    break
+                time.sleep(0.01)
+            seen_before_graph.append({entry["task"] for entry in logged()[before:]})
+            return real_open_graph(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(driver_module, "open_graph", open_graph_after_the_first_rounds)
+        early = optimize(settings, embedder=embedder).result
+    assert {"answer", "evaluate"} <= seen_before_graph[0]
+    asked = Counter(entry["hash"] for entry in logged()[before:] if entry["task"] in {"answer", "evaluate"})
+    assert max(asked.values()) == 1  # each node read the early reply from the journal, it did not ask again
+    assert early["depths"] == unhindered["depths"] and early["best_prompt"] == unhindered["best_prompt"]
+    # the same usage, but for the aspect selections the first run made and the second found in the cache
+    assert early["usage"] == {role: unhindered["usage"][role] for role in early["usage"]}
+
+
+def test_a_model_called_through_langchain_asks_nothing_early(make_settings, embedder: Embedder, tmp_path: Path) -> None:
+    """A model handed in from Python may import modules as it runs, and the early answers run while LangGraph
+    is imported: only roles on drpo's own chat client ask early."""
+    from drpo.run.first_answers import ask_first_answers
+    from support.responder import respond
     from support.runs import roles, run
     from support.scripted import ScriptedChatModel
 
     settings = make_settings(depth=2, beam_width=1, num_actions=2, max_depth_increase=0, icl_k=2)
-    unhindered = run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm").result
-    asked = {"answer": threading.Event(), "evaluate": threading.Event()}
-
-    def responder(text: str, sample: int) -> str:
-        if task_of(text) in asked:
-            asked[task_of(text)].set()
-        return respond(text, sample)
-
-    seen_before_graph: list[bool] = []
-    real_open_graph = driver_module.open_graph
-
-    def open_graph_after_a_moment(*args: object, **kwargs: object) -> object:
-        seen_before_graph.append(all(event.wait(10) for event in asked.values()))
-        return real_open_graph(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(driver_module, "open_graph", open_graph_after_a_moment)
-    model = ScriptedChatModel(responder=responder)
-    early = run(settings, roles(model), embedder, "early").result
-    assert seen_before_graph == [True]
-    for task in asked:  # each node read the early reply from the journal, it did not ask again
-        assert max(Counter(text for text in model.finished if task_of(text) == task).values()) == 1
-    assert early["depths"] == unhindered["depths"] and early["best_prompt"] == unhindered["best_prompt"]
-    assert early["usage"] == {role: unhindered["usage"][role] for role in early["usage"]}
+    run(settings, roles(ScriptedChatModel(responder=respond)), embedder, "warm")  # vectors and aspects cached
+    run_dir = RunDir(tmp_path / "custom")
+    run_dir.root.mkdir(parents=True)
+    model = ScriptedChatModel(responder=respond)
+    services = build_services(settings, run_dir, roles(model), embedder)
+    assert services.nearest_from_cached_vectors(services.seed_order[:1]) is not None  # the store is warm
+    assert ask_first_answers(services) == 0 and model.finished == []
+    services.close()

@@ -7,8 +7,9 @@ once lets the import overlap the first two round trips. They are the very reques
 nodes make (``ask_base_model``, ``judge_answer`` with the same arguments), so each node finds its reply in
 the run's journal, or waits for the one in flight under its key: the run's calls and results are the same as
 without this. Only on a store that already holds every vector (else the first depth waits for the embedding
-model anyway); the verdicts only where the aspects are known without asking the selector. Nothing here
-imports a module once the threads run: they run beside the main thread's imports.
+model anyway); the verdicts only where the aspects are known without asking the selector. The threads run
+beside the main thread's imports, so they must import nothing: only roles on drpo's own chat client
+(``RoleCaller.route``) ask early; a model called through LangChain may import as it runs.
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ def ask_first_answers(services: Services) -> int:
     failure is left to the node, which asks again and handles it like any call."""
     search = services.settings.search
     queries = services.seed_order[: search.queries_per_depth]
+    if services.callers["base"].route is None:  # a model through LangChain may import as it runs: no early answers
+        return 0
     nearest = services.nearest_from_cached_vectors(queries) if queries else None
     if nearest is None:
         return 0
-    aspects = {query_id: known_aspects(services, query_id) for query_id in queries}
+    judged = services.callers["evaluator"].route is not None
+    aspects = {query_id: known_aspects(services, query_id) if judged else None for query_id in queries}
 
     def ask(query_id: str) -> None:
         try:
