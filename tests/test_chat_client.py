@@ -60,7 +60,9 @@ class Recording(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, replies: list[tuple[int, dict[str, str], bytes]], keep_alive: bool) -> None:
+    def __init__(
+        self, replies: list[tuple[int, dict[str, str], bytes]], keep_alive: bool, idle_timeout: float | None = None
+    ) -> None:
         self.replies = replies
         self.bodies: list[dict[str, Any]] = []
         self.peers: list[tuple[str, int]] = []
@@ -68,6 +70,7 @@ class Recording(ThreadingHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            timeout = idle_timeout  # closes a kept-alive connection idle this long
 
             def log_message(self, *args: Any) -> None:
                 return
@@ -91,8 +94,10 @@ class Recording(ThreadingHTTPServer):
 
 
 @contextmanager
-def serving(*replies: tuple[int, dict[str, str], bytes], keep_alive: bool = True) -> Iterator[Recording]:
-    server = Recording(list(replies) or [(200, {}, json.dumps(COMPLETION).encode())], keep_alive)
+def serving(
+    *replies: tuple[int, dict[str, str], bytes], keep_alive: bool = True, idle_timeout: float | None = None
+) -> Iterator[Recording]:
+    server = Recording(list(replies) or [(200, {}, json.dumps(COMPLETION).encode())], keep_alive, idle_timeout)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -246,6 +251,25 @@ def test_connections_are_kept_alive_and_a_closed_one_is_replaced() -> None:
         client.create({"model": "m", "messages": []})
         client.create({"model": "m", "messages": []})
         assert client._idle == [] and len(closing.bodies) == 2  # HTTP/1.0: a connection each, none kept
+
+
+def test_a_request_on_a_connection_the_server_just_closed_goes_again_on_a_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server may close a kept-alive connection just as a request goes out on it (after the idle check):
+    the request is sent once more on a new connection, not reported as a transport fault."""
+    import time
+
+    import drpo.llm.chat_client as chat_client
+
+    with serving(ok(), keep_alive=True, idle_timeout=0.2) as server:
+        client = ChatCompletionsClient(server.base_url, "k", 30)
+        client.create({"model": "m", "messages": []})
+        time.sleep(0.6)  # the server closes the idle connection
+        monkeypatch.setattr(chat_client, "_readable", lambda sock: False)  # as if it closed after the check
+        reply = client.create({"model": "m", "messages": [{"role": "user", "content": "again"}]})
+    assert reply["choices"][0]["message"]["content"] == "hi"
+    assert len({port for _, port in server.peers}) == 2 and len(server.bodies) == 2
 
 
 def test_roles_fall_back_to_chat_openai_where_only_it_does_the_job() -> None:

@@ -31,6 +31,8 @@ USER_AGENT = "drpo"
 # Environment settings ChatOpenAI (the openai SDK, LangSmith) acts on and this client does not.
 CHAT_OPENAI_ONLY_ENV = ("OPENAI_ORG_ID", "OPENAI_ORGANIZATION", "OPENAI_PROJECT_ID")
 BASE_URL_ENV = ("OPENAI_BASE_URL", "OPENAI_API_BASE")  # where ChatOpenAI sends a role without base_url
+# What a kept-alive connection the server has just closed raises (as does a server dropping a new connection).
+BROKEN_CONNECTION = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 TRACING_ENV = ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING_V2", "LANGCHAIN_TRACING")
 
 
@@ -92,23 +94,17 @@ class ChatCompletionsClient:
         return reply
 
     def _post(self, data: bytes) -> tuple[int, str, bytes, str | None]:
-        headers = {
-            "Authorization": f"Bearer {self.api_key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
-        connection = self._connection()
-        try:
-            connection.request("POST", self._path, body=data, headers=headers)
-            response = connection.getresponse()
-            raw = response.read()
-        except TimeoutError as error:
-            connection.close()
-            raise ServerTimeout(f"no reply within the {self.timeout:g} s timeout") from error
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
-            raise ServerUnreachable(f"{type(error).__name__}: {error}") from error
+        connection, reused = self._connection()
+        while True:
+            try:
+                response, raw = self._exchange(connection, data)
+                break
+            except BROKEN_CONNECTION as error:
+                connection.close()
+                if not reused:
+                    raise ServerUnreachable(f"{type(error).__name__}: {error}") from error
+                # a kept-alive connection the server closed as the request went out: once more on a new one
+                connection, reused = self._new_connection(), False
         if response.will_close:
             connection.close()
         else:
@@ -117,16 +113,40 @@ class ChatCompletionsClient:
         content_type = (response.getheader("Content-Type") or "").lower()
         return response.status, content_type, raw, response.getheader("Retry-After")
 
-    def _connection(self) -> http.client.HTTPConnection:
-        """An idle connection the server has not closed meanwhile, else a new one."""
+    def _exchange(self, connection: http.client.HTTPConnection, data: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its whole reply on ``connection``; a timeout is ServerTimeout, a broken connection is
+        raised as is (the caller knows whether it was a kept-alive one), anything else is ServerUnreachable."""
+        headers = {
+            "Authorization": f"Bearer {self.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        try:
+            connection.request("POST", self._path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response, response.read()
+        except BROKEN_CONNECTION:
+            raise
+        except TimeoutError as error:
+            connection.close()
+            raise ServerTimeout(f"no reply within the {self.timeout:g} s timeout") from error
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            raise ServerUnreachable(f"{type(error).__name__}: {error}") from error
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection the server has not closed meanwhile (and True), else a new one (and False)."""
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
-                break
+                return self._new_connection(), False
             if connection.sock is not None and not _readable(connection.sock):
-                return connection
+                return connection, True
             connection.close()  # closed by the server while idle (readable at end of stream)
+
+    def _new_connection(self) -> http.client.HTTPConnection:
         if self._https:
             return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout, context=self._context)
         return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
