@@ -100,10 +100,8 @@ def classify(error: Exception) -> str:
         return "transient"  # APITimeoutError is an APIConnectionError
     if isinstance(error, openai.APIStatusError) and error.status_code in {408, 409, 502, 503, 504}:
         return "transient"
-    if isinstance(error, openai.APIResponseValidationError | json.JSONDecodeError | NoChoices | DeadlineExceeded):
+    if isinstance(error, openai.APIResponseValidationError):
         return "transient"  # a malformed body from the server
-    if isinstance(error, NotAChatCompletion):
-        return "fatal"
     if isinstance(error, openai.APIStatusError):
         return "fatal"
     return "other"
