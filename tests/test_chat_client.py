@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,9 +97,14 @@ class Recording(ThreadingHTTPServer):
 
 @contextmanager
 def serving(
-    *replies: tuple[int, dict[str, str], bytes], keep_alive: bool = True, idle_timeout: float | None = None
+    *replies: tuple[int, dict[str, str], bytes],
+    keep_alive: bool = True,
+    idle_timeout: float | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[Recording]:
     server = Recording(list(replies) or [(200, {}, json.dumps(COMPLETION).encode())], keep_alive, idle_timeout)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -270,6 +277,30 @@ def test_a_request_on_a_connection_the_server_just_closed_goes_again_on_a_new_on
         reply = client.create({"model": "m", "messages": [{"role": "user", "content": "again"}]})
     assert reply["choices"][0]["message"]["content"] == "hi"
     assert len({port for _, port in server.peers}) == 2 and len(server.bodies) == 2
+
+
+def test_https_verifies_the_server_with_the_certificates_the_sdk_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSL_CERT_FILE when set (as httpx reads it), else certifi's bundle, which a self-signed server is not in."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with serving(tls=tls) as server:
+        url = f"https://127.0.0.1:{server.server_port}/v1"
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert reply_choices(ChatCompletionsClient(url, "k", 10).create({"model": "m"}))[0].text == "hi"
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(ServerUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+            ChatCompletionsClient(url, "k", 10).create({"model": "m"})
+    assert len(server.bodies) == 1  # the unverified server never saw the request
 
 
 def test_roles_fall_back_to_chat_openai_where_only_it_does_the_job() -> None:

@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+import certifi
+
 from drpo.llm.retry import NoChoices, NotAChatCompletion, ServerStatusError, ServerTimeout, ServerUnreachable
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -72,7 +74,7 @@ class ChatCompletionsClient:
         self._host = parts.hostname
         self._port = parts.port
         self._path = f"{parts.path}/chat/completions"
-        self._context = ssl.create_default_context() if self._https else None
+        self._context = tls_context() if self._https else None
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         """One chat completion; raises ServerStatusError, ServerUnreachable, json.JSONDecodeError (a JSON
@@ -156,6 +158,16 @@ class ChatCompletionsClient:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verified TLS with the certificates the openai SDK (httpx) trusts: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when
+    set, else certifi's bundle (a system without its own CA store, such as python.org's macOS build, works too)."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _readable(sock: socket.socket) -> bool:
