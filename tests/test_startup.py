@@ -12,7 +12,7 @@ import pytest
 from drpo.background import Background
 from drpo.run.driver import optimize
 from drpo.run.services import build_services
-from drpo.settings import load_settings
+from drpo.settings import Settings, load_settings
 from drpo.store.embedding_cache import EmbeddingCache
 from drpo.store.embeddings import Embedder
 from drpo.store.run_dir import RunDir
@@ -149,6 +149,17 @@ def test_the_first_depth_does_not_wait_for_chroma(
     assert held["depths"] == unhindered["depths"]  # same candidates, rewards and beams
 
 
+def two_depths_on_one_store(tmp_path: Path, base_url: str) -> tuple[Path, Settings]:
+    """A two-depth search on the fake server whose every run shares one store (the second run's is warm)."""
+    import yaml
+
+    config = fake_server_config(tmp_path / "config.yaml", base_url, depth=2, max_depth_increase=0)
+    data = yaml.safe_load(config.read_text())
+    data["store_dir"] = str(tmp_path / "store")
+    config.write_text(yaml.safe_dump(data))
+    return config, load_settings(config, {"runs_dir": str(tmp_path / "runs")})
+
+
 REQUEST_THREADS = ("drpo-first-answer", "drpo-n-probe", "drpo-request")
 RECORD_IMPORTS = r"""
 import os, sys, threading, time
@@ -174,17 +185,11 @@ def test_no_other_thread_imports_while_the_warm_up_imports_chroma(tmp_path: Path
     import subprocess
     import sys
 
-    import yaml
-
     from support.cli import cli_env
 
     requests = tmp_path / "requests.jsonl"
     with FakeOpenAIServer(log_path=requests) as server:
-        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, max_depth_increase=0)
-        data = yaml.safe_load(config.read_text())
-        data["store_dir"] = str(tmp_path / "store")
-        config.write_text(yaml.safe_dump(data))
-        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs")})
+        config, settings = two_depths_on_one_store(tmp_path, server.base_url)
         assert optimize(settings, embedder=embedder).result is not None  # fills the store's embedding cache
         log = tmp_path / "imports.tsv"
         command = [sys.executable, "-c", RECORD_IMPORTS, "optimize", "--config", str(config)]
@@ -241,8 +246,6 @@ def test_a_new_runs_first_answers_and_verdicts_go_out_before_the_graph_opens(
     import time
     from collections import Counter
 
-    import yaml
-
     import drpo.run.driver as driver_module
 
     log = tmp_path / "requests.jsonl"
@@ -251,11 +254,7 @@ def test_a_new_runs_first_answers_and_verdicts_go_out_before_the_graph_opens(
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
     with FakeOpenAIServer(log_path=log) as server:
-        config = fake_server_config(tmp_path / "config.yaml", server.base_url, depth=2, max_depth_increase=0)
-        data = yaml.safe_load(config.read_text())
-        data["store_dir"] = str(tmp_path / "store")
-        config.write_text(yaml.safe_dump(data))
-        settings = load_settings(config, {"runs_dir": str(tmp_path / "runs")})
+        _, settings = two_depths_on_one_store(tmp_path, server.base_url)
         unhindered = optimize(settings, embedder=embedder).result  # fills the store: vectors, aspects
         before = len(logged())
         seen_before_graph: list[set[str]] = []

@@ -141,7 +141,7 @@ class RoleCaller:
         chat client) needs its LangChain model only where it is handed on (an aligned model in evaluation)."""
         self.role = role
         self.spec = spec
-        self._model: BaseLanguageModel | None = None if callable(model) and not _is_model(model) else model
+        self._model: BaseLanguageModel | None = model if _is_model(model) else None  # type: ignore[assignment]
         self._build_model = model
         self._model_lock = threading.Lock()
         self.route = route

@@ -47,10 +47,10 @@ def lean_client_unusable(base_url: str | None, environ: dict[str, str] | None = 
     for name in TRACING_ENV:
         if env.get(name, "").strip().lower() in {"1", "true", "yes"}:
             return f"{name} is on (LangSmith traces come from LangChain's client)"
-    host = urllib.parse.urlsplit(base_url or OPENAI_BASE_URL).hostname or ""
+    url = urllib.parse.urlsplit(base_url or OPENAI_BASE_URL)
     proxies = {name[:-6].lower(): value for name, value in env.items() if name.lower().endswith("_proxy") and value}
-    scheme = urllib.parse.urlsplit(base_url or OPENAI_BASE_URL).scheme
-    if (proxies.get(scheme) or proxies.get("all")) and not urllib.request.proxy_bypass_environment(host, proxies):
+    proxied = proxies.get(url.scheme) or proxies.get("all")
+    if proxied and not urllib.request.proxy_bypass_environment(url.hostname or "", proxies):
         return "a proxy is configured"
     return None
 

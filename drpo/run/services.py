@@ -217,9 +217,8 @@ def build_services(
         else:
             assert pool is not None or spec.provider != "local"
             route = build_lean_route(role, spec, pool)  # type: ignore[arg-type]
-            model = partial(build_role_model, role, spec, pool)
-            if route is None or eager_models:
-                model = model()
+            build = partial(build_role_model, role, spec, pool)
+            model = build() if route is None or eager_models else build
             identity, openai_style = model_identity(spec), True
         callers[role] = RoleCaller(
             role,
